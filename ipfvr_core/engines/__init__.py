@@ -1,0 +1,1 @@
+"""Restoration engines: aligned face clips plus identity conditioning in, restored clips out."""

@@ -1,0 +1,81 @@
+"""The engine interface.
+
+An engine restores aligned face crops (FFHQ 5-point alignment, square, RGB uint8). The restore
+pipeline opens one :class:`EngineSession` per face track and streams the track's crops through it
+clip by clip. A session may hold state across clips (IP-FVR's exponential latent blending needs the
+previous clip) and may therefore return fewer crops than it was given; ``flush`` returns the rest.
+Across ``push``/``flush`` calls a session returns exactly as many crops as it was given, in order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ipfvr_core.errors import Canceled
+
+# progress(done_units, total_units) within the current push; units are engine-defined (steps or frames).
+ProgressFn = Callable[[int, int], None]
+# returns True when the caller wants the work stopped; engines check it between steps/clips.
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class IdentityCondition:
+    """What an engine knows about the person to keep."""
+
+    embeddings: list[np.ndarray]  # one (D,) float32 per reference, from the face analyzer
+    metric: str  # "l2" (dlib) or "cosine" (ArcFace), as FaceAnalyzer.metric
+    aligned_references: list[np.ndarray] = field(default_factory=list)  # (S, S, 3) uint8 aligned reference crops
+    attributes: dict[str, object] = field(default_factory=dict)  # merged reference attributes (gender, age, ...)
+    prompt: str | None = None  # user text describing the face (Face2Text "user" source)
+    negative_prompt: str | None = None  # user negative stream
+
+
+def check_canceled(should_cancel: CancelFn | None) -> None:
+    """Raise :class:`Canceled` if the caller asked to stop."""
+    if should_cancel is not None and should_cancel():
+        raise Canceled("canceled by caller")
+
+
+class EngineSession(ABC):
+    """Restores one face track, clip by clip."""
+
+    @abstractmethod
+    def push(
+        self,
+        clip: np.ndarray,  # (T, S, S, 3) uint8, T >= 1
+        *,
+        native_size: int | None = None,  # side the crop would have at the source video's resolution
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> np.ndarray:  # (T', S, S, 3) uint8, 0 <= T' <= T + buffered
+        ...
+
+    @abstractmethod
+    def flush(
+        self,
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> np.ndarray:  # (T'', S, S, 3) uint8: every crop still buffered
+        ...
+
+
+class Engine(ABC):
+    """A loaded restoration model. Load once, reuse for many videos and tracks."""
+
+    name: str  # CLI/API name, e.g. "baseline", "ipfvr"
+    clip_length: int  # how many crops the pipeline should push at a time
+    face_size: int  # side S of the aligned crops this engine wants
+
+    @abstractmethod
+    def open_session(self, identity: IdentityCondition, *, seed: int | None = None) -> EngineSession:
+        """Start restoring one track of the person described by ``identity``."""
+
+    def versions(self) -> dict[str, str]:
+        """Engine name, weights identity and library versions, for the report."""
+        return {"engine": self.name}

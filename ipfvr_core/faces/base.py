@@ -1,0 +1,45 @@
+"""The one small interface every face-analysis backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Face:
+    """One detected face in one image, in that image's pixel coordinates."""
+
+    bbox: np.ndarray  # (4,) float32 x0, y0, x1, y1
+    kps: np.ndarray  # (5, 2) float32: left eye, right eye, nose tip, left mouth corner, right mouth corner (image-left first)
+    score: float  # detector confidence (backend-specific scale)
+    embedding: np.ndarray | None = None  # (D,) float32 identity vector, filled by FaceAnalyzer.embed
+    attributes: dict[str, object] = field(default_factory=dict)  # optional: {"gender": "male", "age": 31, ...}
+
+
+@runtime_checkable
+class FaceAnalyzer(Protocol):
+    """Detect faces, give 5 landmarks, and embed identity.
+
+    Images are RGB ``uint8`` arrays of shape (H, W, 3). Implementations must be safe to call
+    repeatedly from one thread; they are loaded once and reused.
+    """
+
+    name: str  # "dlib" | "insightface"
+    embedding_dim: int  # 128 for dlib, 512 for ArcFace
+    metric: Literal["l2", "cosine"]  # how identity distance is computed for this embedding
+    match_threshold: float  # distance under which two faces are taken as the same person
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces in ``image``, highest score first, with ``bbox``, ``kps`` and ``score`` set."""
+        ...
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """Identity vector (embedding_dim,) float32 of ``face`` in ``image``; also stored on ``face.embedding``."""
+        ...
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Identity distance between two embeddings under ``metric`` (0 = identical)."""
+        ...
