@@ -13,7 +13,8 @@ class Face:
     """One detected face in one image, in that image's pixel coordinates."""
 
     bbox: np.ndarray  # (4,) float32 x0, y0, x1, y1
-    kps: np.ndarray  # (5, 2) float32: left eye, right eye, nose tip, left mouth corner, right mouth corner (image-left first)
+    # (5, 2) float32: left eye, right eye, nose tip, left mouth corner, right mouth corner (image-left first)
+    kps: np.ndarray
     score: float  # detector confidence (backend-specific scale)
     embedding: np.ndarray | None = None  # (D,) float32 identity vector, filled by FaceAnalyzer.embed
     attributes: dict[str, object] = field(default_factory=dict)  # optional: {"gender": "male", "age": 31, ...}
@@ -31,6 +32,9 @@ class FaceAnalyzer(Protocol):
     embedding_dim: int  # 128 for dlib, 512 for ArcFace
     metric: Literal["l2", "cosine"]  # how identity distance is computed for this embedding
     match_threshold: float  # distance under which two faces are taken as the same person
+    # detect() favours recall (degraded video: tracks and identity weed out false hits); detections
+    # scoring at least this are confident, which is what a clean reference photo must give.
+    confident_score: float
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in ``image``, highest score first, with ``bbox``, ``kps`` and ``score`` set."""

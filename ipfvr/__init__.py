@@ -1,0 +1,1 @@
+"""The ``ipfvr`` command and the Python client of the job service."""

@@ -1,0 +1,3 @@
+from ipfvr.cli import main
+
+raise SystemExit(main())

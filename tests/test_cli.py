@@ -1,0 +1,119 @@
+"""The `ipfvr` command on bad input: one line on stderr, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ipfvr(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, code: str, *outputs: Path) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith("ipfvr: error: ") and lines[0].endswith(f"[{code}]"), lines[0]
+    for out in outputs:
+        assert not out.exists(), f"{out} was written"
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A valid PNG that claims width×height (a decompression bomb when large), with a tiny IDAT."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = zlib.compress(b"\x00" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return path
+
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory, carphone_distorted) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    data = carphone_distorted.read_bytes()
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video\n" * 20)
+    (d / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (d / "notimage.png").write_text("not an image")
+    _png_header_only(d / "bomb.png", 30000, 30000)
+    _audio_only(d / "audio.m4a")
+    from PIL import Image
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(d / "noface.png")
+    return {p.stem: p for p in d.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "video, code",
+    [("empty", "empty_video"), ("text", "invalid_video"), ("random", "invalid_video"),
+     ("truncated", "invalid_video"), ("audio", "no_video_stream")],
+)
+def test_bad_video(bad, video, code, carphone_reference, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = ipfvr("restore", bad[video], "-r", carphone_reference, "-o", out, "--report", tmp_path / "r.json")
+    assert_clean_failure(r, code, out, tmp_path / "r.json")
+    assert "video" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "reference, code",
+    [("notimage", "invalid_reference"), ("bomb", "reference_too_large"), ("noface", "no_face_in_reference")],
+)
+def test_bad_reference(bad, reference, code, carphone_distorted, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = ipfvr("restore", carphone_distorted, "-r", bad[reference], "-o", out, "--quiet")
+    assert_clean_failure(r, code, out)
+    assert bad[reference].name in r.stderr, "the message must name the file"
+
+
+def test_limits(carphone_distorted, carphone_reference, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--max-duration", "2")
+    assert_clean_failure(r, "limit_exceeded", out)
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--max-side", "160")
+    assert_clean_failure(r, "limit_exceeded", out)
+
+
+def test_unwritable_output(carphone_distorted, carphone_reference, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", blocker / "out.mp4")
+    assert_clean_failure(r, "output_not_writable")
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", tmp_path / "missing" / "out.mp4")
+    assert_clean_failure(r, "output_not_writable")
+
+
+def test_missing_input_file(carphone_reference, tmp_path):
+    r = ipfvr("restore", tmp_path / "nope.mp4", "-r", carphone_reference, "-o", tmp_path / "o.mp4")
+    assert_clean_failure(r, "invalid_video", tmp_path / "o.mp4")

@@ -1,0 +1,197 @@
+"""restore_video end to end on real faces, with the real dlib analyzer.
+
+The engine is a test double (tests/engine_doubles.py) that stamps a checkerboard on each crop
+and holds crops back across clips, so these tests check the pipeline's own contract: every frame
+comes out once, in order, only the selected faces change, and nothing else does.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from engine_doubles import CheckerboardEngineDouble
+from ipfvr_core.errors import Canceled, InputError
+from ipfvr_core.faces.loader import load_analyzer
+from ipfvr_core.faces.paste import face_region_mask
+from ipfvr_core.restore import RestoreOptions, Restorer
+from ipfvr_core.video_io import VideoWriter, iter_frames, probe
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return load_analyzer("dlib")
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    return [f.image for f in iter_frames(path)]
+
+
+def _write(path: Path, frames: list[np.ndarray], fps: Fraction = Fraction(25), crf: int = 0) -> Path:
+    h, w = frames[0].shape[:2]
+    with VideoWriter(path, width=w, height=h, fps=fps, crf=crf) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def _two_people(carphone: Path, astronaut: np.ndarray, n: int = 8) -> list[np.ndarray]:
+    """Carphone's man (left, scaled ×2) beside the astronaut (right), the astronaut drifting 1 px/frame."""
+    men = [cv2.resize(f, (352, 288), interpolation=cv2.INTER_CUBIC) for f in _frames(carphone)[:n]]
+    face = cv2.resize(astronaut[:300, 100:400], (288, 288), interpolation=cv2.INTER_AREA)  # (288, 288, 3)
+    out = []
+    for i, man in enumerate(men):
+        right = np.roll(face, i, axis=1)
+        out.append(np.ascontiguousarray(np.concatenate([man, right], axis=1)))  # (288, 640, 3)
+    return out
+
+
+def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone_distorted, carphone_reference,
+                                                              tmp_path):
+    engine = CheckerboardEngineDouble(face_size=128, clip_length=5, delay=3)
+    out = tmp_path / "out.mp4"
+    events = []
+    report = Restorer(analyzer, engine).restore(
+        carphone_distorted, [carphone_reference], out, RestoreOptions(), progress=events.append
+    )
+    src, dst = probe(carphone_distorted), probe(out)
+    assert dst.frame_count == src.frame_count == 120
+    assert dst.fps == src.fps
+    assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps) + 1e-6
+    assert report["frames_total"] == 120
+    assert [fr["index"] for fr in report["frames"]] == list(range(120))
+    assert report["frames_restored"] >= 96, report["frames_restored"]  # dlib misses some degraded frames
+    assert engine.pushed == report["frames_restored"]
+    assert engine.sessions == len([t for t in report["tracks"] if t["restored"]])
+    assert all(n is not None and 16 <= n <= 128 for n in engine.native_sizes)
+    ident = report["identity"]
+    assert ident["metric"] == "l2" and ident["before"]["n"] == report["frames_restored"]
+    assert ident["after"]["n"] == report["frames_restored"]
+    # progress is monotone and ends at 1
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {e.stage for e in events} >= {"analyze", "restore"}
+    assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
+
+
+def test_two_people_only_the_reference_person_changes(analyzer, carphone_pristine, astronaut_rgb, astronaut_png,
+                                                      tmp_path):
+    frames = _two_people(carphone_pristine, astronaut_rgb)
+    src = _write(tmp_path / "two.mp4", frames)
+    plain = _write(tmp_path / "plain.mp4", _frames(src))  # the same re-encode, no restoration
+    out = tmp_path / "out.mp4"
+    engine = CheckerboardEngineDouble(face_size=128, delay=0)
+    report = Restorer(analyzer, engine).restore(src, [astronaut_png], out, RestoreOptions(crf=0, smoothing_sigma=0))
+
+    assert [t["restored"] for t in report["tracks"]].count(True) == 1
+    restored_frames = report["frames_restored"]
+    assert restored_frames == len(frames)
+    assert all(fr["faces"] >= 2 for fr in report["frames"])
+    changed_inside = 0
+    for i, (a, b) in enumerate(zip(_frames(plain), _frames(out), strict=True)):
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)  # (H, W)
+        assert diff[:, :352].max() == 0, f"frame {i}: the carphone man (not the reference) changed"
+        ys, xs = np.nonzero(diff)
+        assert xs.min() >= 352, f"frame {i}: pixels changed outside the astronaut's half"
+        changed_inside += int((diff > 10).sum())
+    assert changed_inside > 1000, "the astronaut's face should carry the engine's output"
+
+
+def test_changed_pixels_stay_inside_the_face_region(analyzer, carphone_pristine, astronaut_rgb, astronaut_png,
+                                                    tmp_path):
+    from ipfvr_core.faces.align import estimate_affine
+
+    frames = _two_people(carphone_pristine, astronaut_rgb, n=5)
+    src = _write(tmp_path / "two.mp4", frames)
+    plain = _frames(_write(tmp_path / "plain.mp4", _frames(src)))
+    out = tmp_path / "out.mp4"
+    Restorer(analyzer, CheckerboardEngineDouble(face_size=128, delay=0)).restore(
+        src, [astronaut_png], out, RestoreOptions(crf=0, smoothing_sigma=0)
+    )
+    for a, b in zip(plain, _frames(out), strict=True):
+        faces = [f for f in analyzer.detect(a) if f.bbox[0] >= 352]
+        assert len(faces) == 1
+        region = face_region_mask(a.shape, estimate_affine(faces[0].kps, 128), 128)
+        region = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # chroma is 2×2
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)
+        assert diff[~region].max() == 0
+
+
+def test_frames_without_a_face_pass_through(analyzer, carphone_pristine, carphone_reference, tmp_path):
+    frames = _frames(carphone_pristine)[:40]
+    blank = range(8, 8 + RestoreOptions().max_gap_frames + 4)  # longer than a bridgeable detector miss
+    for i in blank:
+        frames[i] = np.full_like(frames[i], 90)  # no face in these frames
+    src = _write(tmp_path / "gap.mp4", frames)
+    plain = _frames(_write(tmp_path / "plain.mp4", _frames(src)))
+    out = tmp_path / "out.mp4"
+    report = Restorer(analyzer, CheckerboardEngineDouble(face_size=128, delay=2)).restore(
+        src, [carphone_reference], out, RestoreOptions(crf=0)
+    )
+    result = _frames(out)
+    assert len(result) == 40
+    for i in blank:
+        assert report["frames"][i]["faces"] == 0 and report["frames"][i]["restored"] == 0
+        assert np.array_equal(result[i], plain[i]), f"frame {i} has no face and must be unchanged"
+    assert report["frames"][0]["restored"] == 1 and report["frames"][-1]["restored"] == 1
+
+
+def test_nobody_matches_among_several_faces_is_refused(analyzer, insightface_t1, astronaut_png, tmp_path):
+    from ipfvr_core.image_io import read_image
+
+    group = read_image(insightface_t1)
+    group = group[: group.shape[0] // 2 * 2, : group.shape[1] // 2 * 2]
+    src = _write(tmp_path / "group.mp4", [group] * 6)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(InputError) as err:
+        Restorer(analyzer, CheckerboardEngineDouble()).restore(src, [astronaut_png], out)
+    assert err.value.code == "target_not_found" and err.value.field == "reference"
+    assert not out.exists()
+    # faces='all' restores everyone
+    report = Restorer(analyzer, CheckerboardEngineDouble()).restore(
+        src, [astronaut_png], out, RestoreOptions(faces="all")
+    )
+    assert all(fr["restored"] >= 4 for fr in report["frames"])
+
+
+def test_one_face_at_a_time_is_the_target_even_when_unverified(analyzer, carphone_pristine, astronaut_png, tmp_path):
+    src = _write(tmp_path / "man.mp4", _frames(carphone_pristine)[:6])
+    out = tmp_path / "out.mp4"
+    report = Restorer(analyzer, CheckerboardEngineDouble()).restore(src, [astronaut_png], out)
+    assert report["frames_restored"] == 6
+    assert any("identity not verified" in w for w in report["warnings"])
+
+
+def test_cancel_leaves_nothing_at_the_output(analyzer, carphone_distorted, carphone_reference, tmp_path):
+    out, compare = tmp_path / "out.mp4", tmp_path / "cmp.mp4"
+    calls = {"n": 0}
+
+    def should_cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 150  # after the analyze pass, mid-restore
+
+    with pytest.raises(Canceled):
+        Restorer(analyzer, CheckerboardEngineDouble()).restore(
+            carphone_distorted, [carphone_reference], out, RestoreOptions(compare_path=compare),
+            should_cancel=should_cancel,
+        )
+    assert not out.exists() and not compare.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_video_is_input_beside_output(analyzer, carphone_pristine, carphone_reference, tmp_path):
+    src = _write(tmp_path / "in.mp4", _frames(carphone_pristine)[:5], crf=0)
+    out, compare = tmp_path / "out.mp4", tmp_path / "cmp.mp4"
+    Restorer(analyzer, CheckerboardEngineDouble(delay=0)).restore(
+        src, [carphone_reference], out, RestoreOptions(crf=0, compare_path=compare)
+    )
+    side = _frames(compare)
+    assert len(side) == 5 and side[0].shape == (144, 352, 3)
+    # a second yuv420p round trip (and chroma shared across the seam): compare on average
+    assert np.abs(side[0][:, 176:].astype(int) - _frames(out)[0].astype(int)).mean() < 2.5
+    assert np.abs(side[0][:, :176].astype(int) - _frames(src)[0].astype(int)).mean() < 2.5

@@ -1,0 +1,645 @@
+"""Tests of ipfvr_core.video_io on real sample videos and clips generated with PyAV."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import weakref
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import media_factory as mf
+from ipfvr_core.errors import ConfigError, InputError, OutputError
+from ipfvr_core.video_io import (
+    VideoInfo,
+    VideoLimits,
+    VideoWriter,
+    check_output_path,
+    even_size,
+    iter_frames,
+    probe,
+    rotate_upright,
+)
+
+
+def decoded_times(path: Path) -> list[Fraction]:
+    """Presentation times (seconds, exact) of every frame of ``path``, read with PyAV directly."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.pts * stream.time_base for frame in container.decode(stream)]
+
+
+def audio_packets(path: Path, limit: int | None = None) -> list[tuple[Fraction, bytes]]:
+    """(start time in seconds, payload) of the audio packets of ``path``, in order."""
+    packets = []
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets.append((packet.pts * packet.time_base, bytes(packet)))
+            if limit is not None and len(packets) == limit:
+                break
+    return packets
+
+
+def round_trip(source: Path, target: Path, *, frames: int | None = None, **writer_options: object) -> VideoInfo:
+    """Decode ``source`` with iter_frames and write it with VideoWriter at the same timestamps."""
+    info = probe(source)
+    with VideoWriter(
+        target, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base, **writer_options
+    ) as writer:
+        for frame in iter_frames(source, info):
+            if frames is not None and frame.index == frames:
+                break
+            writer.write(frame.image, frame.pts)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- probe
+
+
+def test_probe_reports_carphone_exactly() -> None:
+    info = probe(mf.sample_video("carphone_distorted.mp4"))
+    assert (info.width, info.height, info.coded_width, info.coded_height) == (176, 144, 176, 144)
+    assert info.rotation == 0
+    assert info.fps == Fraction(30000, 1001)
+    assert info.time_base == Fraction(1, 30000)
+    assert info.frame_count == 120
+    assert info.duration_s == pytest.approx(4.004)
+    assert info.variable_frame_rate is False
+    assert info.codec == "h264"
+    assert (info.has_audio, info.audio_codec) == (False, None)
+
+
+def test_probe_reports_audio_of_bigbuckbunny() -> None:
+    info = probe(mf.sample_video("bigbuckbunny.mp4"))
+    assert (info.width, info.height, info.fps, info.frame_count) == (1280, 720, Fraction(25), 132)
+    assert (info.has_audio, info.audio_codec) == (True, "aac")
+
+
+def test_probe_decodes_one_frame_not_the_video() -> None:
+    source = mf.sample_video("bigbuckbunny.mp4")
+    probe(source)  # warm caches
+    started = time.perf_counter()
+    probe(source)
+    probe_s = time.perf_counter() - started
+    started = time.perf_counter()
+    count = sum(1 for _ in iter_frames(source))
+    decode_s = time.perf_counter() - started
+    assert count == 132
+    assert probe_s < decode_s / 4, f"probe took {probe_s:.3f}s, a full decode {decode_s:.3f}s"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "encoder", "decoder"),
+    [
+        (".mp4", "libx264", "h264"),
+        (".mov", "libx264", "h264"),
+        (".mkv", "libx264", "h264"),
+        (".mp4", "mpeg4", "mpeg4"),
+        (".mp4", "libx265", "hevc"),
+        (".mkv", "libx265", "hevc"),
+        (".webm", "libvpx-vp9", "vp9"),
+        (".mkv", "libvpx-vp9", "vp9"),
+    ],
+)
+def test_decodes_each_container_and_codec(tmp_path: Path, suffix: str, encoder: str, decoder: str) -> None:
+    mf.require_codec(encoder, "w")
+    mf.require_codec(decoder, "r")
+    path = tmp_path / f"clip{suffix}"
+    originals = mf.write_clip(path, codec=encoder, frames=8)
+    info = probe(path)
+    assert (info.width, info.height, info.codec, info.rotation) == (96, 64, decoder, 0)
+    assert info.fps == Fraction(25)
+    assert info.frame_count == 8
+    frames = list(iter_frames(path, info))
+    assert [f.index for f in frames] == list(range(8))
+    for frame, original in zip(frames, originals, strict=True):
+        assert frame.image.dtype == np.uint8 and frame.image.shape == (64, 96, 3)
+        assert frame.image.flags.c_contiguous
+        error = np.abs(frame.image.astype(np.int16) - original.astype(np.int16)).mean()
+        assert error < 12, f"frame {frame.index} differs by {error:.1f} on average"
+    assert [f.time_s for f in frames] == pytest.approx([i / 25 for i in range(8)], abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+
+
+def test_carphone_round_trip_keeps_count_rate_duration_and_pts(tmp_path: Path) -> None:
+    source = mf.sample_video("carphone_distorted.mp4")
+    target = tmp_path / "out.mp4"
+    info = round_trip(source, target, preset="veryfast")
+    out = probe(target)
+    assert out.frame_count == 120
+    assert out.fps == Fraction(30000, 1001)
+    assert abs(out.duration_s - info.duration_s) <= 1 / float(info.fps)
+    assert [f.pts for f in iter_frames(target)] == [f.pts for f in iter_frames(source, info)]
+    assert decoded_times(target) == decoded_times(source)
+    errors = [
+        np.abs(a.image.astype(np.int16) - b.image.astype(np.int16)).mean()
+        for a, b in zip(iter_frames(source, info), iter_frames(target, out), strict=True)
+    ]
+    assert max(errors) < 4, f"re-encoding changed the picture by up to {max(errors):.2f} on average"
+
+
+def test_colours_survive_a_round_trip_and_are_tagged_bt709(tmp_path: Path) -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 120, 40), (30, 30, 30), (240, 240, 240)]
+    image = np.zeros((64, 64 * len(colours), 3), np.uint8)  # (H, W, 3)
+    for i, colour in enumerate(colours):
+        image[:, i * 64 : (i + 1) * 64] = colour
+    target = tmp_path / "colours.mp4"
+    with VideoWriter(target, width=image.shape[1], height=64, fps=Fraction(25), crf=0, preset="ultrafast") as writer:
+        for _ in range(3):
+            writer.write(image)
+    decoded = next(iter_frames(target)).image
+    centres = [tuple(int(v) for v in decoded[32, i * 64 + 32]) for i in range(len(colours))]
+    for got, want in zip(centres, colours, strict=True):
+        assert max(abs(g - w) for g, w in zip(got, want, strict=True)) <= 3, f"{want} came back as {got}"
+    with av.open(str(target)) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.colorspace, frame.color_range) == (1, 1)  # AVCOL_SPC_BT709, AVCOL_RANGE_MPEG
+
+
+def test_frames_without_pts_are_spaced_one_over_fps(tmp_path: Path) -> None:
+    target = tmp_path / "cfr.mov"
+    fps = Fraction(30000, 1001)
+    with VideoWriter(target, width=96, height=64, fps=fps, preset="ultrafast") as writer:
+        for i in range(12):
+            writer.write(mf.pattern_frame(i, 96, 64))
+        assert writer.frames_written == 12
+    info = probe(target)
+    assert (info.fps, info.frame_count, info.variable_frame_rate) == (fps, 12, False)
+    assert decoded_times(target) == [i / fps for i in range(12)]
+
+
+def test_variable_frame_rate_timestamps_survive_exactly(tmp_path: Path) -> None:
+    source = tmp_path / "vfr.mp4"
+    time_base = Fraction(1, 1000)
+    pts = [0, 33, 70, 95, 140, 200, 210, 251, 300, 377, 400, 433]
+    mf.write_clip(source, frames=len(pts), time_base=time_base, pts=pts)
+    info = probe(source)
+    assert info.variable_frame_rate is True
+    assert [f.time_s for f in iter_frames(source, info)] == pytest.approx([p / 1000 for p in pts])
+    target = tmp_path / "vfr_out.mp4"
+    round_trip(source, target, preset="ultrafast")
+    assert decoded_times(target) == [p * time_base for p in pts]
+    assert probe(target).variable_frame_rate is True
+
+
+def test_variable_frame_rate_is_detected_without_an_index(tmp_path: Path) -> None:
+    vfr, cfr = tmp_path / "vfr.mkv", tmp_path / "cfr.mkv"
+    irregular = [0, 33, 70, 95, 140, 200, 210, 251, 300, 377, 400, 433]
+    mf.write_clip(vfr, frames=len(irregular), time_base=Fraction(1, 1000), pts=irregular)
+    mf.write_clip(cfr, frames=12, rate=Fraction(30000, 1001))
+    assert probe(vfr).variable_frame_rate is True
+    assert probe(cfr).variable_frame_rate is False  # 33/34 ms intervals are rounding, not VFR
+
+
+def test_mkv_output_keeps_millisecond_timestamps(tmp_path: Path) -> None:
+    source = mf.sample_video("carphone_distorted.mp4")
+    target = tmp_path / "out.mkv"
+    round_trip(source, target, frames=30, preset="ultrafast")
+    assert probe(target).frame_count == 30
+    for got, want in zip(decoded_times(target), decoded_times(source)[:30], strict=True):
+        assert abs(got - want) <= Fraction(1, 1000)
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def test_audio_is_copied_unchanged_and_trimmed_to_the_video_end(tmp_path: Path) -> None:
+    source = mf.sample_video("bigbuckbunny.mp4")
+    target = tmp_path / "bbb.mp4"
+    round_trip(source, target, frames=50, preset="ultrafast", audio_from=source)  # 2 s of video at 25 fps
+    info = probe(target)
+    assert (info.frame_count, info.has_audio, info.audio_codec) == (50, True, "aac")
+    video_end = Fraction(50, 25)
+    copied = audio_packets(target)
+    original = audio_packets(source, limit=len(copied) + 1)
+    assert copied == original[: len(copied)], "audio packets were altered"
+    packet_s = Fraction(1024, 48000)
+    assert copied[-1][0] < video_end <= copied[-1][0] + packet_s, "audio must end with the packet at the video end"
+    assert original[len(copied)][0] >= video_end, "a packet starting before the video end was dropped"
+
+
+def test_audio_is_interleaved_while_writing(tmp_path: Path) -> None:
+    """The muxer holds packets until every stream has some: audio fed as frames arrive lets it write."""
+    source = mf.sample_video("bigbuckbunny.mp4")
+    info = probe(source)
+    with VideoWriter(
+        tmp_path / "bbb.mp4", width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
+        preset="ultrafast", audio_from=source,
+    ) as writer:
+        assert writer.has_audio
+        for frame in iter_frames(source, info):
+            writer.write(frame.image, frame.pts)
+            if frame.index == 59:
+                break
+        partial = [p.stat().st_size for p in tmp_path.glob(".bbb.mp4.*.part")]
+        assert len(partial) == 1
+        assert partial[0] > 500_000, f"only {partial[0]} bytes reached the file after 60 frames"
+
+
+def test_audio_source_without_audio_gives_a_silent_video(tmp_path: Path) -> None:
+    source = mf.sample_video("carphone_distorted.mp4")
+    target = tmp_path / "out.mp4"
+    round_trip(source, target, frames=10, preset="ultrafast", audio_from=source)
+    assert probe(target).has_audio is False
+
+
+def test_audio_codec_the_container_cannot_hold_is_refused_up_front(tmp_path: Path) -> None:
+    mf.require_codec("pcm_mulaw", "w")
+    tone = tmp_path / "tone.wav"
+    mf.write_audio_only(tone, "pcm_mulaw")
+    with pytest.raises(OutputError) as caught:
+        VideoWriter(tmp_path / "out.mp4", width=96, height=64, fps=Fraction(25), audio_from=tone, field="result")
+    assert (caught.value.code, caught.value.field) == ("output_not_writable", "result")
+    assert "pcm_mulaw" in caught.value.message
+    assert list(tmp_path.iterdir()) == [tone]
+    target = tmp_path / "out.mov"  # QuickTime stores mu-law
+    with VideoWriter(target, width=96, height=64, fps=Fraction(25), preset="ultrafast", audio_from=tone) as writer:
+        for i in range(5):
+            writer.write(mf.pattern_frame(i, 96, 64))
+    assert (probe(target).audio_codec, len(audio_packets(target)) > 0) == ("pcm_mulaw", True)
+
+
+# ---------------------------------------------------------------------------------------------- rotation
+
+
+def test_phone_portrait_matrix_is_applied_clockwise(tmp_path: Path) -> None:
+    """A phone's portrait recording stores landscape frames with tkhd matrix (0 1 / -1 0): turn 90° clockwise."""
+    path = tmp_path / "portrait.mp4"
+    originals = mf.write_clip(path, frames=4, width=96, height=64)
+    mf.set_track_matrix(path, [0, 1 << 16, 0, -(1 << 16), 0, 0, 64 << 16, 0, 1 << 30])
+    info = probe(path)
+    assert (info.rotation, info.width, info.height, info.coded_width, info.coded_height) == (90, 64, 96, 96, 64)
+    frames = list(iter_frames(path, info))
+    assert all(f.image.shape == (96, 64, 3) and f.image.flags.c_contiguous for f in frames)
+    first = frames[0].image
+    assert first[:8, -8:].min() > 235, "the top-left marker must end up top-right"
+    assert first[:8, :8].mean() < 200
+    expected = np.rot90(originals[0], k=-1)  # clockwise
+    assert np.abs(first.astype(np.int16) - expected.astype(np.int16)).mean() < 8
+
+
+@pytest.mark.parametrize(
+    ("suffix", "ccw", "tags", "clockwise"),
+    [
+        (".mp4", 90, None, 270),
+        (".mp4", 180, None, 180),
+        (".mp4", -90, None, 90),
+        (".mkv", -90, None, 90),
+        (".mkv", None, {"rotate": "90"}, 90),  # the clockwise tag older FFmpeg copied into remuxes
+    ],
+)
+def test_rotation_metadata_round_trips(
+    tmp_path: Path, suffix: str, ccw: int | None, tags: dict[str, str] | None, clockwise: int
+) -> None:
+    path = tmp_path / f"rotated{suffix}"
+    originals = mf.write_clip(path, frames=3, width=96, height=64, display_rotation_ccw=ccw, metadata=tags)
+    info = probe(path)
+    assert info.rotation == clockwise
+    image = next(iter_frames(path, info)).image
+    errors = {
+        turn: np.abs(image.astype(np.int16) - rotate_upright(originals[0], turn).astype(np.int16)).mean()
+        for turn in (0, 90, 180, 270)
+        if rotate_upright(originals[0], turn).shape == image.shape
+    }
+    assert min(errors, key=errors.__getitem__) == clockwise, errors
+    # The written file is upright and carries no rotation any more.
+    target = tmp_path / "upright.mp4"
+    round_trip(path, target, preset="ultrafast")
+    assert probe(target).rotation == 0
+    assert next(iter_frames(target)).image.shape == image.shape
+
+
+def test_rotate_upright_turns_clockwise() -> None:
+    image = np.arange(6).reshape(2, 3)  # (H=2, W=3)
+    assert rotate_upright(image, 90).tolist() == [[3, 0], [4, 1], [5, 2]]
+    assert rotate_upright(image, 270).tolist() == [[2, 5], [1, 4], [0, 3]]
+    assert rotate_upright(image, 0).tolist() == image.tolist()
+    with pytest.raises(ValueError, match="multiple of 90"):
+        rotate_upright(image, 45)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process right now (Linux /proc)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("needs /proc/self/status to read the resident memory")
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("VmRSS missing from /proc/self/status")
+
+
+def test_iteration_holds_one_frame_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "long.mp4"
+    width, height, count = 480, 360, 200
+    base = mf.pattern_frame(0, width, height)
+    with VideoWriter(path, width=width, height=height, fps=Fraction(30), preset="ultrafast") as writer:
+        for i in range(count):
+            writer.write(np.roll(base, 2 * i, axis=1))
+    frame_bytes = width * height * 3
+    info = probe(path)
+
+    # Nothing the iterator yielded stays referenced once the caller drops it.
+    previous: weakref.ref[np.ndarray] | None = None
+    for frame in iter_frames(path, info):
+        if previous is not None:
+            assert previous() is None, f"frame {frame.index - 1} is still referenced"
+        previous = weakref.ref(frame.image)
+        del frame
+    gc.collect()
+
+
+
+def test_iter_frames_is_lazy(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    mf.write_clip(path, frames=30)
+    frames = iter_frames(path)
+    first = next(frames)
+    assert first.index == 0
+    frames.close()  # stopping early closes the file; nothing else was decoded into memory
+
+
+# ---------------------------------------------------------------------------------------------- bad inputs
+
+
+def _expect(code: str, path: Path, limits: VideoLimits | None = None, field: str = "video") -> InputError:
+    with pytest.raises(InputError) as caught:
+        probe(path, limits, field=field)
+    assert caught.value.code == code, caught.value
+    assert caught.value.field == field
+    return caught.value
+
+
+def test_zero_byte_file_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    _expect("empty_video", path)
+
+
+def test_video_track_without_frames_is_empty(tmp_path: Path) -> None:
+    path = tmp_path / "noframes.mkv"
+    mf.write_video_track_without_frames(path)
+    _expect("empty_video", path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("random.mp4", np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes()),
+        ("notes.txt", b"this is a text file, not a video\n" * 20),
+        ("notes.mp4", b"this is a text file, not a video\n" * 20),
+    ],
+)
+def test_non_media_is_invalid(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    error = _expect("invalid_video", path, field="input")
+    assert name in error.message
+
+
+def test_missing_file_is_invalid(tmp_path: Path) -> None:
+    _expect("invalid_video", tmp_path / "absent.mp4")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5])
+def test_truncated_carphone_is_invalid(tmp_path: Path, keep: float) -> None:
+    """carphone keeps its moov atom at the end: any cut loses it."""
+    path = mf.truncated_copy(mf.sample_video("carphone_distorted.mp4"), tmp_path / "cut.mp4", keep)
+    _expect("invalid_video", path)
+
+
+def test_truncated_before_the_first_frame_is_invalid(tmp_path: Path) -> None:
+    """moov first (faststart), media data cut inside the first frame: the header alone looks fine."""
+    faststart = tmp_path / "faststart.mp4"
+    mf.remux_video(mf.sample_video("carphone_distorted.mp4"), faststart)
+    boxes = {kind: (offset, size) for kind, offset, size in mf.top_level_boxes(faststart.read_bytes())}
+    assert boxes[b"moov"][0] < boxes[b"mdat"][0]
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: boxes[b"mdat"][0] + 8 + 600])  # the first frame is ~1 kB
+    with av.open(str(cut)) as container:
+        assert container.streams.video[0].frames == 120  # the index still promises every frame
+    error = _expect("invalid_video", cut)
+    assert "first frame" in error.message
+
+
+def _sample_extent(path: Path, sample: int) -> tuple[int, int]:
+    """Byte offset and size of one video sample, from the mp4 sample index."""
+    with av.open(str(path)) as container:
+        entry = container.streams.video[0].index_entries[sample]
+        return entry.pos, entry.size
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("inside", "a packet is cut short"), ("after", "the file ends after 61 of the 120 frames")],
+)
+def test_truncated_later_passes_probe_then_fails_while_iterating(tmp_path: Path, where: str, reason: str) -> None:
+    faststart = tmp_path / "faststart.mp4"
+    mf.remux_video(mf.sample_video("carphone_distorted.mp4"), faststart)
+    pos, size = _sample_extent(faststart, 60)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: pos + (size // 2 if where == "inside" else size)])
+    info = probe(cut)
+    assert info.frame_count == 120
+    seen = 0
+    with pytest.raises(InputError) as caught:
+        for _ in iter_frames(cut, info):
+            seen += 1
+    assert caught.value.code == "invalid_video"
+    assert 40 < seen < 62
+    assert f"after {seen} frames" in caught.value.message
+    assert reason in caught.value.message
+
+
+def test_truncated_matroska_fails_while_iterating(tmp_path: Path) -> None:
+    """Matroska has no per-frame index; its DURATION tag shows the frames stop early."""
+    whole = tmp_path / "whole.mkv"
+    mf.remux_video(mf.sample_video("carphone_pristine.mp4"), whole)
+    assert sum(1 for _ in iter_frames(whole)) == 120
+    cut = mf.truncated_copy(whole, tmp_path / "cut.mkv", 0.5)
+    info = probe(cut)
+    assert info.duration_s == pytest.approx(4.004)
+    with pytest.raises(InputError) as caught:
+        for _ in iter_frames(cut, info):
+            pass
+    assert caught.value.code == "invalid_video"
+    assert "of a 4.00 s video track" in caught.value.message
+
+
+@pytest.mark.parametrize(("name", "codec"), [("tone.m4a", "aac"), ("tone.wav", "pcm_s16le")])
+def test_audio_only_file_has_no_video_stream(tmp_path: Path, name: str, codec: str) -> None:
+    path = tmp_path / name
+    mf.write_audio_only(path, codec)
+    error = _expect("no_video_stream", path)
+    assert "audio" in error.message
+
+
+def test_cover_art_is_not_a_video_stream(tmp_path: Path) -> None:
+    path = tmp_path / "song.mp4"
+    mf.write_audio_with_cover_art(path)
+    with av.open(str(path)) as container:
+        assert len(container.streams.video) == 1  # the picture is demuxed as a video stream
+    assert "cover art" in _expect("no_video_stream", path).message
+
+
+@pytest.mark.parametrize(
+    ("limits", "named"),
+    [
+        (VideoLimits(max_width=100), "max_width=100"),
+        (VideoLimits(max_height=100), "max_height=100"),
+        (VideoLimits(max_pixels=176 * 144 - 1), "max_pixels=25343"),
+        (VideoLimits(max_duration_s=2.0), "max_duration_s=2.0"),
+        (VideoLimits(max_frames=119), "max_frames=119"),
+    ],
+)
+def test_limits_are_enforced_and_named(limits: VideoLimits, named: str) -> None:
+    source = mf.sample_video("carphone_distorted.mp4")
+    error = _expect("limit_exceeded", source, limits)
+    assert named in error.message
+    probe(source, VideoLimits(max_width=176, max_height=144, max_pixels=176 * 144, max_duration_s=4.1, max_frames=120))
+
+
+def test_size_limits_apply_to_the_upright_picture(tmp_path: Path) -> None:
+    path = tmp_path / "portrait.mp4"
+    mf.write_clip(path, frames=2, width=96, height=64)
+    mf.set_track_matrix(path, [0, 1 << 16, 0, -(1 << 16), 0, 0, 64 << 16, 0, 1 << 30])
+    assert probe(path, VideoLimits(max_width=64, max_height=96)).width == 64
+    assert "max_height=80" in _expect("limit_exceeded", path, VideoLimits(max_width=64, max_height=80)).message
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as caught:
+        VideoLimits(max_frames=0)
+    assert caught.value.field == "max_frames"
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def test_check_output_path_accepts_writable_video_paths(tmp_path: Path) -> None:
+    for name in ("a.mp4", "b.MOV", "c.mkv"):
+        assert check_output_path(tmp_path / name) == tmp_path / name
+    assert list(tmp_path.iterdir()) == [], "the writability check must leave nothing behind"
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "parent_is_file", "proc", "is_dir"])
+def test_unwritable_outputs_are_refused(tmp_path: Path, case: str) -> None:
+    regular = tmp_path / "file.txt"
+    regular.write_text("x")
+    (tmp_path / "taken.mp4").mkdir()
+    target = {
+        "missing_dir": tmp_path / "nope" / "out.mp4",
+        "parent_is_file": regular / "out.mp4",
+        "proc": Path("/proc/out.mp4"),
+        "is_dir": tmp_path / "taken.mp4",
+    }[case]
+    for attempt in (
+        lambda: check_output_path(target, field="output_path"),
+        lambda: VideoWriter(target, width=64, height=64, fps=Fraction(25), field="output_path"),
+    ):
+        with pytest.raises(OutputError) as caught:
+            attempt()
+        assert (caught.value.code, caught.value.field) == ("output_not_writable", "output_path")
+        assert "\n" not in caught.value.message
+
+
+def test_unsupported_extension_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        check_output_path(tmp_path / "out.avi")
+    assert (caught.value.code, caught.value.field) == ("invalid_option", "output")
+
+
+def test_exception_inside_with_leaves_nothing_at_path(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(fresh, width=96, height=64, fps=Fraction(25), preset="ultrafast") as writer:
+            for i in range(5):
+                writer.write(mf.pattern_frame(i, 96, 64))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"previous result")
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(existing, width=96, height=64, fps=Fraction(25), preset="ultrafast") as writer:
+            writer.write(mf.pattern_frame(0, 96, 64))
+            raise RuntimeError("boom")
+    assert existing.read_bytes() == b"previous result"
+    assert list(tmp_path.iterdir()) == [existing]
+
+
+def test_output_appears_only_on_close(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    with VideoWriter(target, width=96, height=64, fps=Fraction(25), preset="ultrafast") as writer:
+        writer.write(mf.pattern_frame(0, 96, 64))
+        assert not target.exists()
+    assert probe(target).frame_count == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    kinds = [kind for kind, _, _ in mf.top_level_boxes(target.read_bytes())]
+    assert kinds.index(b"moov") < kinds.index(b"mdat"), "mp4 output must start playing before it is fully downloaded"
+
+
+def test_closing_without_frames_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    with pytest.raises(ValueError, match="no frame"):
+        with VideoWriter(target, width=96, height=64, fps=Fraction(25)):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"crf": 52}, "crf"),
+        ({"crf": -1}, "crf"),
+        ({"crf": 18.5}, "crf"),
+        ({"preset": "warp"}, "preset"),
+        ({"width": 95}, "width"),
+        ({"height": 63}, "height"),
+        ({"fps": Fraction(0)}, "fps"),
+    ],
+)
+def test_encoder_options_are_validated(tmp_path: Path, options: dict[str, object], field: str) -> None:
+    arguments: dict[str, object] = {"width": 96, "height": 64, "fps": Fraction(25), **options}
+    with pytest.raises(InputError) as caught:
+        VideoWriter(tmp_path / "out.mp4", **arguments)  # type: ignore[arg-type]
+    assert (caught.value.code, caught.value.field) == ("invalid_option", field)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_checks_shape_and_timestamps(tmp_path: Path) -> None:
+    with VideoWriter(tmp_path / "out.mp4", width=96, height=64, fps=Fraction(25), preset="ultrafast") as writer:
+        with pytest.raises(ValueError, match=r"\(64, 96, 3\) uint8"):
+            writer.write(np.zeros((64, 96, 3), np.float32))
+        writer.write(mf.pattern_frame(0, 96, 64), pts=5)
+        with pytest.raises(ValueError, match="pts must increase"):
+            writer.write(mf.pattern_frame(1, 96, 64), pts=5)
+        writer.write(mf.pattern_frame(1, 96, 64), pts=6)
+
+
+def test_even_size_crops_to_even() -> None:
+    assert even_size(177, 145) == (176, 144)
+    assert even_size(176, 144) == (176, 144)
+    with pytest.raises(ValueError):
+        even_size(1, 10)
+
+
+def test_check_output_path_leaves_existing_file_alone(tmp_path: Path) -> None:
+    existing = tmp_path / "out.mkv"
+    existing.write_bytes(b"keep")
+    assert check_output_path(existing) == existing
+    assert existing.read_bytes() == b"keep"
+    assert os.access(existing, os.R_OK)
