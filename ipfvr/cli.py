@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # OpenMP's default busy-wait makes torch ~10x slower when other processes share the cores;
+    # it must be set before torch loads (the engines import it lazily).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -298,10 +298,16 @@ class Restorer:
             warnings.append("no face was found in the video; frames were copied unchanged")
             return []
         # Short tracks are detector noise; left in, one lucky frame could outrank a long track.
-        long_enough = [t for t in tracks if len(t) >= options.min_track_frames]
+        # (A clip shorter than twice the minimum lowers it, or nothing could ever qualify.)
+        frames_seen = max(t.end for t in tracks) + 1
+        min_len = max(1, min(options.min_track_frames, frames_seen // 2))
+        long_enough = [t for t in tracks if len(t) >= min_len]
+        if not long_enough:
+            warnings.append(f"faces were detected only in isolated frames (no track of {min_len}+ frames); "
+                            "frames were copied unchanged")
+            return []
         selected = select_tracks(
-            long_enough, refs.embeddings, self.analyzer.distance, threshold, options.faces,
-            min_length=options.min_track_frames,
+            long_enough, refs.embeddings, self.analyzer.distance, threshold, options.faces, min_length=min_len
         )
         if options.faces == "all":
             return selected

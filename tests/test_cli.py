@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,35 @@ def test_unwritable_output(carphone_distorted, carphone_reference, tmp_path):
 def test_missing_input_file(carphone_reference, tmp_path):
     r = ipfvr("restore", tmp_path / "nope.mp4", "-r", carphone_reference, "-o", tmp_path / "o.mp4")
     assert_clean_failure(r, "invalid_video", tmp_path / "o.mp4")
+
+
+def _probe(path: Path):
+    from ipfvr_core.video_io import probe
+
+    return probe(path)
+
+
+@pytest.mark.slow
+def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, carphone_reference, tmp_path):
+    weights = tmp_path / "tiny"
+    r = ipfvr("weights", "init-tiny", weights)
+    assert r.returncode == 0, r.stderr
+    assert (weights / "ipfvr" / "config.json").is_file() and (weights / "unet").is_dir()
+    out, report = tmp_path / "out.mp4", tmp_path / "report.json"
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--engine", "ipfvr",
+              "--weights", weights, "--report", report, "--seed", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    src, dst = _probe(carphone_distorted), _probe(out)
+    assert (dst.frame_count, dst.fps, dst.width, dst.height) == (src.frame_count, src.fps, src.width, src.height)
+    assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps) + 1e-6
+    data = json.loads(report.read_text())
+    assert data["versions"]["engine"] == "ipfvr" and data["frames_restored"] >= 96
+    assert "identity distance to reference" in r.stdout
+
+
+def test_ipfvr_engine_needs_weights(carphone_distorted, carphone_reference, tmp_path):
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", tmp_path / "o.mp4", "--engine", "ipfvr")
+    assert_clean_failure(r, "weights_invalid", tmp_path / "o.mp4")
+    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", tmp_path / "o.mp4", "--engine", "ipfvr",
+              "--weights", tmp_path)
+    assert_clean_failure(r, "weights_invalid", tmp_path / "o.mp4")

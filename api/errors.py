@@ -1,0 +1,100 @@
+"""Errors to HTTP, in one place: every error body is ``{"error": {"code", "message", "field"?}}``.
+
+Service errors (``jobs/errors.py``) carry their code; this module only picks the status. FastAPI's
+own validation errors and Starlette's HTTP errors (unknown route, wrong method) are rewritten to
+the same shape, and anything unexpected becomes a 500 ``internal_error`` (logged, not echoed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobs import errors as service
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    service.Unauthorized: 401,
+    service.NotFound: 404,
+    service.Gone: 410,
+    service.Conflict: 409,
+    service.InvalidRequest: 422,
+    service.PayloadTooLarge: 413,
+    service.UnsupportedMedia: 415,
+    service.TooManyJobs: 429,
+    service.Unavailable: 503,
+}
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    detail: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        detail["field"] = field
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+def status_of(exc: service.ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _field_of(loc: tuple[object, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, service.ServiceError)
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, exc.code, exc.message, exc.field, headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    return error_response(422, "invalid_request", str(first.get("msg", "invalid request")),
+                          _field_of(tuple(first.get("loc", ()))))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the request was logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(service.ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,55 @@
+"""The FastAPI application factory: ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from api import errors, openapi
+from api.body_limit import BodyLimitMiddleware
+from api.observability import HttpMetricsMiddleware, build_registry
+from api.routes import health, jobs, uploads, webhooks
+from api.services import Services
+from jobs.settings import Settings, get_settings
+
+DESCRIPTION = """Reference-guided, identity-preserving face video restoration as a job service.
+
+Authenticate with `Authorization: Bearer <API key>`. Errors are always
+`{"error": {"code", "message", "field"?}}` with stable codes.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Settings come from the environment unless given (and fail fast when invalid)."""
+    settings = settings or get_settings()
+    services = Services.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(title="IP-FVR job service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = services
+    registry, http_metrics = build_registry(settings, services.redis)
+    app.state.metrics_registry = registry
+    for router in (jobs.router, uploads.router, webhooks.router, health.router):
+        app.include_router(router)
+    errors.install(app)
+    openapi.install(app)
+
+    def limit_for(scope: Scope) -> int:
+        """Only a multipart job request may be large; every other body is JSON."""
+        is_create = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs"
+        content_type = Headers(scope=scope).get("content-type", "")
+        if is_create and content_type.startswith("multipart/form-data"):
+            return settings.max_request_bytes
+        return settings.max_json_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
+    return app

@@ -1,0 +1,37 @@
+"""Liveness, readiness (Redis and storage reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from api.deps import ServicesDep
+from api.errors import ErrorBody
+from api.schemas import Health, Readiness
+from jobs.errors import Unavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    """The process serves requests."""
+    return Health()
+
+
+@router.get("/readyz", responses={503: {"model": ErrorBody}})
+def readyz(services: ServicesDep) -> Readiness:
+    """Redis and the bucket answer. Worker states are reported, but do not make the API unready."""
+    try:
+        services.redis.ping()
+    except RedisError as exc:
+        raise Unavailable(f"redis is not reachable: {exc}", code="redis_unavailable") from exc
+    services.storage.check()
+    workers = {state.value: n for state, n in services.workers.counts().items()}
+    return Readiness(checks={"redis": "ok", "storage": "ok"}, workers=workers)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

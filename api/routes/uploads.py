@@ -1,0 +1,30 @@
+"""``/v1/uploads``: presigned PUT URLs for large inputs, named afterwards in a JSON job request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from api.deps import ServicesDep, TenantDep
+from api.errors import ErrorBody
+from api.schemas import UploadCreate, UploadPublic
+from jobs.errors import PayloadTooLarge
+from jobs.ids import new_upload_id
+from jobs.storage import upload_key
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+@router.post("", status_code=201, responses={c: {"model": ErrorBody} for c in (401, 413, 422)})
+def create_upload(body: UploadCreate, services: ServicesDep, tenant: TenantDep) -> UploadPublic:
+    """Reserve an upload: PUT the file to `url` before `expires_at`, then name `id` in `POST /v1/jobs`."""
+    settings = services.settings
+    limit = settings.max_video_bytes if body.purpose == "video" else settings.max_reference_bytes
+    if body.size > limit:
+        raise PayloadTooLarge(f"a {body.purpose} may be at most {limit} bytes", field="size",
+                              code="video_too_large" if body.purpose == "video" else "reference_too_large")
+    upload_id = new_upload_id()
+    url = services.storage.presign_put(upload_key(tenant, upload_id), settings.presign_expires_s)
+    services.store.register_upload(tenant, upload_id)
+    return UploadPublic(id=upload_id, url=url.url, expires_at=datetime.fromtimestamp(url.expires_at, UTC))

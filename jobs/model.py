@@ -1,0 +1,173 @@
+"""The job as the store keeps it: the status enum (with the one definition of "terminal") and a typed record.
+
+A job lives in one Redis hash whose fields are strings; :meth:`JobRecord.from_hash` is the only
+place that parses them, so every reader sees the same types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Job status, as the API reports it."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Terminal jobs never change status again."""
+        return self in TERMINAL
+
+    @property
+    def is_running(self) -> bool:
+        """A worker holds the job (it may be loading inputs, restoring or uploading)."""
+        return self in RUNNING
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED})
+RUNNING = frozenset({Status.STARTING, Status.PROCESSING})
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook subscriber can ask for."""
+
+    START = "start"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why a job failed (or was canceled): a stable code, a message, maybe the field at fault."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"code": self.code, "message": self.message, "field": self.field})
+
+    @classmethod
+    def from_json(cls, text: str) -> ErrorInfo:
+        data = json.loads(text)
+        return cls(code=data["code"], message=data["message"], field=data.get("field"))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The last progress a worker reported."""
+
+    stage: str  # library stage ("references", "analyze", "restore") or service stage ("download", "upload")
+    current: int  # units done in this stage
+    total: int  # units in this stage
+    fraction: float  # overall progress in [0, 1]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"stage": self.stage, "current": self.current, "total": self.total, "fraction": self.fraction}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        data = json.loads(text)
+        return cls(stage=data["stage"], current=int(data["current"]), total=int(data["total"]),
+                   fraction=float(data["fraction"]))
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """Object keys of a job's inputs in the bucket."""
+
+    video: str
+    references: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps({"video": self.video, "references": self.references})
+
+    @classmethod
+    def from_json(cls, text: str) -> JobInputs:
+        data = json.loads(text)
+        return cls(video=data["video"], references=list(data["references"]))
+
+    def object_keys(self) -> list[str]:
+        return [self.video, *self.references]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job, parsed from its hash. Times are Unix seconds."""
+
+    id: str
+    tenant: str
+    status: Status
+    engine: str = ""
+    created_at: float = 0.0
+    started_at: float | None = None
+    completed_at: float | None = None
+    expires_at: float | None = None  # queue deadline: not started by then -> expired
+    options: dict[str, object] = field(default_factory=dict)  # the job's public options
+    inputs: JobInputs | None = None
+    output_key: str | None = None  # restored video; None until succeeded, and after data removal
+    report_key: str | None = None  # full JSON report next to the video
+    report: dict[str, object] | None = None  # report summary (without per-frame rows)
+    error: ErrorInfo | None = None
+    progress: Progress | None = None
+    deliveries: int = 0  # how many runs were started (redeliveries included)
+    cancel_requested: bool = False
+    data_removed: bool = False
+    deleted_at: float | None = None  # set on tombstones only
+    webhook_url: str | None = None
+    webhook_events: frozenset[WebhookEvent] = frozenset()
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        def num(name: str) -> float | None:
+            value = raw.get(name)
+            return float(value) if value not in (None, "") else None
+
+        def text(name: str) -> str | None:
+            value = raw.get(name)
+            return value if value else None
+
+        events = frozenset(WebhookEvent(e) for e in raw.get("webhook_events", "").split(",") if e)
+        return cls(
+            id=raw["id"],
+            tenant=raw["tenant"],
+            status=Status(raw["status"]),
+            engine=raw.get("engine", ""),
+            created_at=num("created_at") or 0.0,
+            started_at=num("started_at"),
+            completed_at=num("completed_at"),
+            expires_at=num("expires_at"),
+            options=json.loads(raw["options"]) if raw.get("options") else {},
+            inputs=JobInputs.from_json(raw["inputs"]) if raw.get("inputs") else None,
+            output_key=text("output_key"),
+            report_key=text("report_key"),
+            report=json.loads(raw["report"]) if raw.get("report") else None,
+            error=ErrorInfo.from_json(raw["error"]) if raw.get("error") else None,
+            progress=Progress.from_json(raw["progress"]) if raw.get("progress") else None,
+            deliveries=int(raw.get("deliveries") or 0),
+            cancel_requested=raw.get("cancel_requested") == "1",
+            data_removed=raw.get("data_removed") == "1",
+            deleted_at=num("deleted_at"),
+            webhook_url=text("webhook_url"),
+            webhook_events=events,
+        )
+
+
+def encode_events(events: frozenset[WebhookEvent] | set[WebhookEvent]) -> str:
+    """The hash form of an events filter: ``,start,completed,`` (Lua matches ``,event,``)."""
+    return "," + ",".join(sorted(e.value for e in events)) + "," if events else ""

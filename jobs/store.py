@@ -1,0 +1,361 @@
+"""The job store: Redis is the system of record for jobs (not Celery's result backend).
+
+Reads are plain hash and sorted-set reads. Every write that changes a job's status is one Lua
+script from ``jobs/lua.py`` and returns what happened, including the id of any webhook delivery
+it recorded, so the caller can dispatch it at once (the outbox keeps it if the caller dies first).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from jobs import lua
+from jobs.errors import Conflict, Gone, InvalidRequest, NotFound, TooManyJobs
+from jobs.ids import JOB_ID
+from jobs.keys import Keys
+from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API knows when it creates a job."""
+
+    id: str
+    tenant: str
+    engine: str
+    options: dict[str, object]  # public options, echoed in the job object
+    inputs: JobInputs
+    webhook_url: str | None
+    webhook_events: frozenset[WebhookEvent]
+    created_at: float
+    expires_at: float  # queue deadline
+
+
+@dataclass(frozen=True)
+class Created:
+    job_id: str
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
+
+
+ClaimOutcome = Literal["claimed", "leased", "terminal", "missing", "expired", "canceled", "poisoned"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Result of a worker's attempt to start a job."""
+
+    outcome: ClaimOutcome
+    delivery: str | None = None  # webhook delivery recorded by the transition
+    attempt: int = 0  # 1 for the first run, 2 after one redelivery, ...
+    lease_remaining_s: float = 0.0  # for "leased": how long the other holder's lease still runs
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Result of a transition script: what happened and the webhook delivery it recorded, if any."""
+
+    outcome: str
+    delivery: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressAck:
+    lost: bool  # the lease is gone: another worker or the sweeper owns the job now
+    cancel_requested: bool
+    delivery: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[JobRecord]
+    next_cursor: str | None
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _delivery(value: bytes | str) -> str | None:
+    text = _decode(value)
+    return text or None
+
+
+def idempotency_digest(key: str) -> str:
+    """Idempotency keys are stored hashed: they are client-chosen strings of any content."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor") from exc
+    if not JOB_ID.match(job_id):
+        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor")
+    return job_id
+
+
+class JobStore:
+    """Jobs, their indexes and their transitions in Redis (``decode_responses=True`` client)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self._prefix = prefix
+        self._create = client.register_script(lua.CREATE)
+        self._claim = client.register_script(lua.CLAIM)
+        self._heartbeat = client.register_script(lua.HEARTBEAT)
+        self._progress = client.register_script(lua.PROGRESS)
+        self._complete = client.register_script(lua.COMPLETE)
+        self._cancel = client.register_script(lua.CANCEL)
+        self._force = client.register_script(lua.FORCE)
+        self._run_deadline = client.register_script(lua.RUN_DEADLINE)
+        self._tombstone = client.register_script(lua.TOMBSTONE)
+
+    # ------------------------------------------------------------------ create and read
+    def create(
+        self,
+        job: NewJob,
+        *,
+        idempotency_key: str | None,
+        idempotency_ttl_s: int,
+        max_queued: int,
+        upload_ids: Sequence[str] = (),
+    ) -> Created:
+        """Create ``job`` queued, or return the job an earlier request with the same key created.
+
+        Raises TooManyJobs when the tenant has ``max_queued`` queued jobs, and Conflict when a
+        presigned upload it names was never issued to this tenant or is used by another job.
+        """
+        fields: dict[str, str] = {
+            "id": job.id,
+            "tenant": job.tenant,
+            "status": Status.QUEUED.value,
+            "engine": job.engine,
+            "created_at": repr(job.created_at),
+            "expires_at": repr(job.expires_at),
+            "options": json.dumps(job.options),
+            "inputs": job.inputs.to_json(),
+            "webhook_url": job.webhook_url or "",
+            "webhook_events": encode_events(job.webhook_events),
+            "deliveries": "0",
+            "cancel_requested": "0",
+            "data_removed": "0",
+        }
+        digest = idempotency_digest(idempotency_key) if idempotency_key else ""
+        flat = [item for pair in fields.items() for item in pair]
+        outcome, value = self._create(
+            args=[self._prefix, job.id, job.tenant, job.engine, repr(job.created_at), repr(job.expires_at),
+                  digest, idempotency_ttl_s, max_queued, ",".join(upload_ids), *flat]
+        )
+        outcome, value = _decode(outcome), _decode(value)
+        if outcome == "too_many":
+            raise TooManyJobs(f"the tenant already has {max_queued} queued jobs; wait for some to start")
+        if outcome == "upload_unavailable":
+            raise Conflict(f"upload {value} was not issued to this tenant or is already used by a job",
+                           field="inputs", code="upload_unavailable")
+        return Created(job_id=value, created=outcome == "created")
+
+    def find_idempotent(self, tenant: str, idempotency_key: str) -> str | None:
+        """The job an earlier request with this Idempotency-Key created, if any."""
+        return self.redis.get(self.keys.idempotency(tenant, idempotency_digest(idempotency_key)))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job or its tombstone, whoever owns it (worker side)."""
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_hash(raw) if raw else None
+
+    def get_for(self, tenant: str, job_id: str) -> JobRecord:
+        """The tenant's job. Raises NotFound (also for another tenant's job) or Gone (deleted)."""
+        record = self.get(job_id) if JOB_ID.match(job_id) else None
+        if record is None or record.tenant != tenant:
+            raise NotFound(f"no job {job_id}", field="id")
+        if record.deleted:
+            raise Gone(f"job {job_id} was deleted", field="id")
+        return record
+
+    def list(self, tenant: str, *, status: Status | None, cursor: str | None, limit: int) -> Page:
+        """The tenant's jobs, newest first; ``next_cursor`` continues after the last one."""
+        index = self.keys.tenant_status(tenant, status.value) if status else self.keys.tenant_jobs(tenant)
+        upper = f"({decode_cursor(cursor)}" if cursor else "+"
+        ids = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids[:limit]:
+            pipe.hgetall(self.keys.job(job_id))
+        items = [JobRecord.from_hash(raw) for raw in pipe.execute() if raw]
+        next_cursor = encode_cursor(ids[limit - 1]) if len(ids) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    def queue_position(self, record: JobRecord) -> int | None:
+        """How many queued jobs of the same engine are ahead of this one (0 = next); None unless queued."""
+        if record.status is not Status.QUEUED:
+            return None
+        return self.redis.zrank(self.keys.waiting(record.engine), record.id)
+
+    def queue_depth(self, engine: str) -> tuple[int, int]:
+        """(waiting, active) jobs of an engine."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.waiting(engine))
+        pipe.scard(self.keys.active(engine))
+        waiting, active = pipe.execute()
+        return int(waiting), int(active)
+
+    # ------------------------------------------------------------------ client transitions
+    def cancel(self, tenant: str, job_id: str, *, cancel_grace_s: float, now: float | None = None) -> Transition:
+        """Cancel a queued job at once, or ask a running one to stop; a terminal job is left as is."""
+        if not JOB_ID.match(job_id):
+            raise NotFound(f"no job {job_id}", field="id")
+        outcome, delivery = self._cancel(args=[self._prefix, job_id, tenant, _now(now), cancel_grace_s])
+        outcome = _decode(outcome)
+        if outcome == "missing":
+            raise NotFound(f"no job {job_id}", field="id")
+        if outcome == "gone":
+            raise Gone(f"job {job_id} was deleted", field="id")
+        return Transition(outcome=outcome, delivery=_delivery(delivery))
+
+    def tombstone(self, tenant: str, job_id: str, *, ttl_s: int, now: float | None = None) -> None:
+        """Replace a terminal job by its tombstone (its data must already be removed)."""
+        outcome, detail = self._tombstone(args=[self._prefix, job_id, tenant, _now(now), ttl_s])
+        outcome = _decode(outcome)
+        if outcome == "missing":
+            raise NotFound(f"no job {job_id}", field="id")
+        if outcome == "gone":
+            raise Gone(f"job {job_id} was deleted", field="id")
+        if outcome == "conflict":
+            raise Conflict(f"job {job_id} is {_decode(detail)}; cancel it and wait until it ends",
+                           field="id", code="job_not_terminal")
+
+    # ------------------------------------------------------------------ worker transitions
+    def claim(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        lease_ttl_s: float,
+        max_deliveries: int,
+        run_deadline: float,
+        now: float | None = None,
+    ) -> Claim:
+        """Start a run of ``job_id`` as ``owner`` (unique per run), taking its lease."""
+        poisoned = ErrorInfo(
+            code="worker_lost",
+            message=f"the job was started {max_deliveries} times and its worker stopped every time",
+        )
+        expired = ErrorInfo(code="queue_ttl_exceeded", message="the job was not started before its queue deadline")
+        result = [_decode(v) for v in self._claim(args=[
+            self._prefix, job_id, owner, _now(now), int(lease_ttl_s * 1000), max_deliveries, run_deadline,
+            poisoned.to_json(), expired.to_json(),
+        ])]
+        outcome = result[0]
+        if outcome == "claimed":
+            return Claim("claimed", delivery=result[2] or None, attempt=int(result[1]))
+        if outcome == "leased":
+            return Claim("leased", lease_remaining_s=max(int(result[1]), 0) / 1000)
+        if outcome in ("expired", "canceled", "poisoned"):
+            return Claim(outcome, delivery=result[1] or None)  # type: ignore[arg-type]
+        return Claim(outcome)  # type: ignore[arg-type]
+
+    def heartbeat(self, job_id: str, *, owner: str, lease_ttl_s: float) -> int:
+        """Renew the lease: -1 lost, 0 keep going, 1 the client asked to cancel."""
+        return int(self._heartbeat(args=[self._prefix, job_id, owner, int(lease_ttl_s * 1000)]))
+
+    def report_progress(
+        self, job_id: str, *, owner: str, progress: Progress, webhook_interval_s: float, now: float | None = None
+    ) -> ProgressAck:
+        outcome, cancel, delivery = self._progress(
+            args=[self._prefix, job_id, owner, _now(now), progress.to_json(), webhook_interval_s]
+        )
+        return ProgressAck(lost=_decode(outcome) == "lost", cancel_requested=_decode(cancel) == "1",
+                           delivery=_delivery(delivery))
+
+    def complete(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        status: Status,
+        error: ErrorInfo | None = None,
+        output_key: str = "",
+        report_key: str = "",
+        report: dict[str, object] | None = None,
+        now: float | None = None,
+    ) -> Transition:
+        """End the run ``owner`` holds. Outcomes: done, already (terminal), lost (lease gone), missing."""
+        if not status.is_terminal:
+            raise ValueError(f"complete() needs a terminal status, got {status}")
+        outcome, detail = self._complete(args=[
+            self._prefix, job_id, owner, _now(now), status.value, error.to_json() if error else "",
+            output_key, report_key, json.dumps(report) if report is not None else "",
+        ])
+        outcome, detail = _decode(outcome), _decode(detail)
+        return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None, detail=detail)
+
+    # ------------------------------------------------------------------ sweeper
+    def force(
+        self, job_id: str, *, expected: Literal["queued", "running"], status: Status, error: ErrorInfo | None,
+        now: float | None = None,
+    ) -> Transition:
+        """End a job that is still ``expected`` (deadlines, cancel fallback); otherwise skip it."""
+        outcome, detail = self._force(args=[
+            self._prefix, job_id, _now(now), expected, status.value, error.to_json() if error else "",
+        ])
+        outcome, detail = _decode(outcome), _decode(detail)
+        return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None, detail=detail)
+
+    def run_deadline(
+        self, job_id: str, *, redelivery_grace_s: float, time_limit_s: int, now: float | None = None
+    ) -> Transition:
+        """A run passed its deadline. Outcomes: timed_out (its worker is alive: failed), waiting (its
+        worker died: wait for the redelivery once), lost (no redelivery came: failed), skipped."""
+        timed_out = ErrorInfo(code="time_limit_exceeded", message=f"the job ran longer than {time_limit_s} s")
+        lost = ErrorInfo(code="worker_lost", message="the job's worker stopped and the job was not redelivered")
+        outcome, detail = self._run_deadline(args=[
+            self._prefix, job_id, _now(now), redelivery_grace_s, timed_out.to_json(), lost.to_json(),
+        ])
+        outcome, detail = _decode(outcome), _decode(detail)
+        return Transition(outcome=outcome, delivery=detail or None)
+
+    def due(self, kind: Literal["queue", "run", "cancel"], *, now: float | None = None, limit: int = 100) -> list[str]:
+        """Job ids whose ``kind`` deadline has passed."""
+        return list(self.redis.zrangebyscore(self.keys.deadline(kind), "-inf", _now(now), start=0, num=limit))
+
+    def retention_due(self, *, older_than: float, limit: int = 100) -> list[str]:
+        """Terminal jobs that ended before ``older_than`` and still hold data."""
+        return list(self.redis.zrangebyscore(self.keys.retention(), "-inf", older_than, start=0, num=limit))
+
+    def mark_data_removed(self, job_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.job(job_id), "data_removed", "1")
+        pipe.hdel(self.keys.job(job_id), "output_key", "report_key")
+        pipe.zrem(self.keys.retention(), job_id)
+        pipe.execute()
+
+    # ------------------------------------------------------------------ presigned uploads
+    def register_upload(self, tenant: str, upload_id: str, *, now: float | None = None) -> None:
+        """Remember an issued upload so that exactly one job of this tenant can use it."""
+        self.redis.zadd(self.keys.uploads(), {f"{tenant}/{upload_id}": _now(now)})
+
+    def stale_uploads(self, *, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
+        """(tenant, upload id) of uploads issued before ``older_than`` and never used."""
+        members = self.redis.zrangebyscore(self.keys.uploads(), "-inf", older_than, start=0, num=limit)
+        return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
+
+    def forget_upload(self, tenant: str, upload_id: str) -> None:
+        self.redis.zrem(self.keys.uploads(), f"{tenant}/{upload_id}")
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now

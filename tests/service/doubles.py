@@ -1,0 +1,77 @@
+"""Test doubles for the job service (tests only).
+
+``CopyRestorerDouble`` stands in for the real restorer in fast service tests: it copies the input
+video to the output, reports progress in a few steps and honours the cancel check between them.
+Its behaviour is set by environment variables of the worker process under test:
+
+* ``IPFVR_TEST_DOUBLE_STEPS`` / ``IPFVR_TEST_DOUBLE_STEP_S``: how many progress steps, how long each;
+* ``IPFVR_TEST_DOUBLE_LOAD_S``: how long "loading the model" takes;
+* ``IPFVR_TEST_DOUBLE_IGNORE_CANCEL=1``: never look at the cancel check (exercises the hard terminate).
+
+A job can override the step count and length, and ask to ignore cancels, through its prompt:
+``double:steps=20,step_s=0.1,ignore_cancel=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ipfvr_core.errors import Canceled, ConfigError
+from worker.restorer import CancelFn, ProgressFn, RestorerConfig, RestoreRequest
+
+
+@dataclass
+class ProgressEventDouble:
+    stage: str
+    current: int
+    total: int
+    fraction: float
+
+
+class CopyRestorerDouble:
+    def __init__(self, steps: int, step_s: float, ignore_cancel: bool) -> None:
+        self.steps = steps
+        self.step_s = step_s
+        self.ignore_cancel = ignore_cancel
+
+    def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+        steps, step_s, ignore_cancel = self.steps, self.step_s, self.ignore_cancel
+        prompt = str(request.options.get("prompt") or "")
+        if prompt.startswith("double:"):
+            spec = dict(item.split("=", 1) for item in prompt[len("double:"):].split(",") if item)
+            steps = int(spec.get("steps", steps))
+            step_s = float(spec.get("step_s", step_s))
+            ignore_cancel = spec.get("ignore_cancel", "0") == "1"
+        for step in range(steps):
+            if not ignore_cancel and should_cancel():
+                raise Canceled("canceled by caller")
+            progress(ProgressEventDouble("restore", step, steps, step / steps))
+            time.sleep(step_s)
+        shutil.copyfile(request.video, request.output)
+        progress(ProgressEventDouble("restore", steps, steps, 1.0))
+        return {
+            "double": "copy",
+            "references": len(request.references),
+            "options": request.options,
+            "frames_total": 0,
+            "frames": [{"index": 0}],
+            "timings_s": {"restore": steps * step_s, "total": steps * step_s},
+        }
+
+
+def load_copy_restorer(config: RestorerConfig) -> CopyRestorerDouble:
+    time.sleep(float(os.environ.get("IPFVR_TEST_DOUBLE_LOAD_S", "0")))
+    return CopyRestorerDouble(
+        steps=int(os.environ.get("IPFVR_TEST_DOUBLE_STEPS", "3")),
+        step_s=float(os.environ.get("IPFVR_TEST_DOUBLE_STEP_S", "0.1")),
+        ignore_cancel=os.environ.get("IPFVR_TEST_DOUBLE_IGNORE_CANCEL") == "1",
+    )
+
+
+def load_broken_restorer(config: RestorerConfig) -> CopyRestorerDouble:
+    """A factory whose model never loads (missing weights), for the worker's ``failed`` state."""
+    raise ConfigError(f"no weights for engine {config.engine}", field="weights", code="weights_invalid")

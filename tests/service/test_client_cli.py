@@ -1,0 +1,117 @@
+"""The Python client and the ``ipfvr keys/submit/status/wait/dev`` commands against real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from ipfvr.client import ApiError, Client
+from jobs.devstack import free_port
+from tests.service.stack import DOUBLE, REPO, ServiceStack
+
+
+def test_client_round_trip(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path,
+                           astronaut_png: Path) -> None:
+    _, key = stack.new_tenant()
+    with Client(stack.url, key) as client:
+        job = client.submit(carphone_distorted, [astronaut_png], faces="target", idempotency_key="c-1")
+        assert client.submit(carphone_distorted, [astronaut_png], idempotency_key="c-1")["id"] == job["id"]
+        updates: list[str] = []
+        done = client.wait(job["id"], poll_s=0.1, timeout_s=30, on_update=lambda j: updates.append(j["status"]))
+        assert done["status"] == "succeeded" and updates[-1] == "succeeded"
+        out = client.download(done, tmp_path / "restored.mp4")
+        assert out.read_bytes() == carphone_distorted.read_bytes()
+        assert [j["id"] for j in client.iter_jobs()] == [job["id"]]
+        assert client.cancel(job["id"])["status"] == "succeeded"  # terminal: cancel is a no-op
+        assert client.webhook_secret().startswith("whsec_")
+        client.delete(job["id"])
+        with pytest.raises(ApiError) as gone:
+            client.get(job["id"])
+        assert gone.value.status == 410 and gone.value.code == "job_deleted"
+        with pytest.raises(ApiError) as no_output:
+            client.download(done, tmp_path / "again.mp4")
+        assert no_output.value.code == "job_deleted"
+    with Client(stack.url, "ipfvr_wrong") as bad, pytest.raises(ApiError) as unauthorized:
+        bad.list()
+    assert unauthorized.value.status == 401 and unauthorized.value.code == "unauthorized"
+
+
+def _ipfvr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ipfvr", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_keys_submit_status_wait_commands(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path,
+                                          astronaut_png: Path) -> None:
+    env = stack.stack.env
+    created = _ipfvr("keys", "create", "--tenant", "cli-tenant", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("ipfvr_") and "shown only once" in created.stderr
+    client_env = {**env, "IPFVR_URL": stack.url, "IPFVR_API_KEY": key}
+    out = tmp_path / "restored.mp4"
+    submitted = _ipfvr("submit", str(carphone_distorted), "-r", str(astronaut_png), "--faces", "all", "--wait",
+                       "-o", str(out), env=client_env)
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["status"] == "succeeded" and job["options"]["faces"] == "all"
+    assert out.read_bytes() == carphone_distorted.read_bytes()
+    status = _ipfvr("status", job["id"], env=client_env)
+    assert status.returncode == 0 and json.loads(status.stdout)["id"] == job["id"]
+    queued = _ipfvr("submit", str(carphone_distorted), "-r", str(astronaut_png), env=client_env)
+    waited = _ipfvr("wait", json.loads(queued.stdout)["id"], "--timeout", "30", env=client_env)
+    assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "succeeded"
+    missing = _ipfvr("status", "job_00000000000000000000000000", env=client_env)
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    bad = _ipfvr("keys", "create", "--tenant", "Bad Name", env=env)
+    assert bad.returncode == 1 and "invalid_tenant" in bad.stderr and bad.stdout == ""
+
+
+def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_prefix, tmp_path: Path) -> None:  # noqa: ANN001
+    db = stack.redis.connection_pool.connection_kwargs["db"]  # the test database: its prefixes are cleaned up
+    port = free_port()
+    prefix = redis_prefix()
+    env = {**stack.stack.env, "IPFVR_RESTORER": DOUBLE}
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "ipfvr", "dev", "--port", str(port), "--data-dir", str(tmp_path / "dev"),
+         "--key-prefix", prefix, "--redis-db", str(db)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = dev.stdout.readline()
+            assert line, "ipfvr dev exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        key = next(line.split("=", 1)[1].strip() for line in lines if "IPFVR_API_KEY=" in line)
+        assert f"http://127.0.0.1:{port}" in output
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        listed = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"authorization": f"Bearer {key}"})
+        assert listed.status_code == 200 and listed.json()["data"] == []
+        ports = [port, int(next(line for line in lines if line.strip().startswith("S3")).rsplit(":", 1)[1])]
+        children = psutil.Process(dev.pid).children(recursive=True)
+        assert len(children) >= 5  # weed, api, two celery workers and their pool processes
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+    for p in ports:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{p}/", timeout=2)
+    assert os.path.exists(tmp_path / "dev" / "logs" / "api.log")

@@ -1,0 +1,203 @@
+"""Jobs through real Celery workers: round trip, signed webhooks, cancel, readiness, redelivery after SIGKILL.
+
+The restore workers here run the copy double (tests/service/doubles.py); the real restorer has
+its own end-to-end test in test_service_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from jobs.workers import WorkerRegistry, WorkerState
+from tests.service.receiver import Received, WebhookReceiver
+from tests.service.stack import ServiceStack
+
+Tenant = tuple[str, httpx.Client]
+
+
+def submit(client: httpx.Client, video: Path, reference: Path, **options: object) -> dict:
+    files = [("options", (None, json.dumps(options), "application/json")),
+             ("video", ("clip.mp4", video.read_bytes())), ("reference", ("face.png", reference.read_bytes()))]
+    response = client.post("/v1/jobs", files=files)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def events(received: list[Received]) -> list[str]:
+    return [r.webhook_id.rsplit("_", 2)[-1] if "_progress_" not in r.webhook_id else "progress" for r in received]
+
+
+def test_round_trip_with_signed_webhooks(stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver,
+                                         carphone_distorted: Path, astronaut_png: Path) -> None:
+    _, client = tenant
+    inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
+    job = submit(client, carphone_distorted, astronaut_png, webhook=inbox.url,
+                 prompt="double:steps=6,step_s=0.15")
+    done = stack.wait_job(client, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done
+    assert done["progress"]["percent"] == 100.0 and done["attempts"] == 1
+    assert done["metrics"]["queue_time"] >= 0 and done["metrics"]["predict_time"] > 0.5
+    assert done["output"]["report"]["double"] == "copy" and "frames" not in done["output"]["report"]
+    assert httpx.get(done["output"]["video_url"]).content == carphone_distorted.read_bytes()
+    report = httpx.get(done["output"]["report_url"]).json()
+    assert report["frames"] == [{"index": 0}]  # the full report keeps per-frame rows
+    received = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
+    assert all(r.verified for r in received)
+    kinds = Counter(events(received))  # deliveries run in parallel: arrival order is not guaranteed
+    assert kinds["start"] == 1 and kinds["completed"] == 1 and kinds["progress"] >= 1
+    completed = next(r for r in received if r.webhook_id.endswith("_completed"))
+    assert completed.payload["id"] == job["id"] and completed.payload["status"] == "succeeded"
+    assert completed.payload["output"]["video_url"]
+    assert len({r.webhook_id for r in received}) == len(received)
+
+
+def test_terminal_webhooks_are_retried_with_the_same_id(stack: ServiceStack, tenant: Tenant,
+                                                         receiver: WebhookReceiver, carphone_distorted: Path,
+                                                         astronaut_png: Path) -> None:
+    _, client = tenant
+    inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"], fail_first=2)
+    job = submit(client, carphone_distorted, astronaut_png, webhook=inbox.url, webhook_events_filter=["completed"])
+    received = inbox.wait_for(lambda items: len(items) >= 3, timeout_s=30)
+    assert {r.webhook_id for r in received} == {f"msg_{job['id'][4:]}_completed"}
+    assert all(r.verified for r in received)
+    time.sleep(1.5)
+    assert len(inbox.snapshot()) == 3  # delivered on the third attempt, then never again
+
+
+def test_cancel_a_queued_job_at_once(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
+                                     astronaut_png: Path) -> None:
+    _, client = tenant
+    blocker = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=30,step_s=0.1")
+    stack.wait_job(client, blocker["id"], {"processing"})
+    queued = submit(client, carphone_distorted, astronaut_png)
+    assert client.get(f"/v1/jobs/{queued['id']}").json()["queue_position"] == 0
+    canceled = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert canceled.json()["completed_at"] is not None and canceled.json()["error"] is None
+    again = client.post(f"/v1/jobs/{queued['id']}/cancel").json()  # a terminal job: no-op
+    assert again["status"] == "canceled" and again["completed_at"] == canceled.json()["completed_at"]
+    client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    stack.wait_job(client, blocker["id"], {"canceled"})
+    assert client.get(f"/v1/jobs/{queued['id']}").json()["attempts"] == 0  # never started
+
+
+def test_cancel_a_running_job_cooperatively(stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver,
+                                            carphone_distorted: Path, astronaut_png: Path) -> None:
+    name, client = tenant
+    inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
+    job = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=100,step_s=0.1",
+                 webhook=inbox.url, webhook_events_filter=["completed"])
+    stack.wait_job(client, job["id"], {"processing"})
+    requested = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+    assert requested["status"] in ("starting", "processing") and requested["cancel_requested"] is True
+    started = time.monotonic()
+    done = stack.wait_job(client, job["id"], {"canceled", "succeeded", "failed"}, timeout_s=10)
+    assert done["status"] == "canceled" and time.monotonic() - started < 3
+    assert stack.objects(f"outputs/{name}/") == []
+    received = inbox.wait_for(lambda items: len(items) >= 1)
+    assert received[0].verified and received[0].payload["status"] == "canceled"
+
+
+def test_a_job_that_ignores_cancel_is_terminated(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
+                                                 astronaut_png: Path) -> None:
+    _, client = tenant
+    job = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=50,step_s=0.1,ignore_cancel=1")
+    stack.wait_job(client, job["id"], {"processing"})
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    grace = stack.settings.cancel_grace_s
+    done = stack.wait_job(client, job["id"], {"canceled", "succeeded", "failed"}, timeout_s=grace + 5)
+    assert done["status"] == "canceled"
+    stack.wait_worker("restore", WorkerState.READY)  # the killed pool process was replaced and reloaded
+    after = submit(client, carphone_distorted, astronaut_png)
+    assert stack.wait_job(client, after["id"], {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_worker_is_ready_only_after_its_model_loads(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
+                                                    astronaut_png: Path) -> None:
+    _, client = tenant
+    registry = WorkerRegistry(stack.redis, stack.settings.key_prefix)
+    worker = stack.start_restore_worker("slowload", engine="slowload", IPFVR_TEST_DOUBLE_LOAD_S="3")
+    try:
+        stack.wait_worker("slowload", WorkerState.STARTING)
+        job = submit(client, carphone_distorted, astronaut_png, engine="slowload")
+        time.sleep(1.0)
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"  # no model, no work
+        stack.wait_worker("slowload", WorkerState.READY, timeout_s=20)
+        info = next(w for w in registry.list() if w.hostname.startswith("slowload@"))
+        assert info.model_load_s is not None and info.model_load_s >= 3
+        done = stack.wait_job(client, job["id"], {"succeeded", "failed"})
+        assert done["status"] == "succeeded"
+        assert done["metrics"]["queue_time"] >= 2.5  # it waited for the model
+    finally:
+        worker.stop()
+
+
+def test_a_worker_whose_model_fails_to_load_reports_failed_and_takes_no_jobs(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
+    _, client = tenant
+    registry = WorkerRegistry(stack.redis, stack.settings.key_prefix)
+    worker = stack.start_restore_worker("broken", engine="broken",
+                                        restorer="tests.service.doubles:load_broken_restorer")
+    try:
+        stack.wait_worker("broken", WorkerState.FAILED)
+        info = next(w for w in registry.list() if w.hostname.startswith("broken@"))
+        assert "weights" in (info.error or "")
+        job = submit(client, carphone_distorted, astronaut_png, engine="broken")
+        time.sleep(2.0)
+        after = client.get(f"/v1/jobs/{job['id']}").json()
+        assert after["status"] == "queued" and after["attempts"] == 0  # left for a healthy worker
+        assert client.get("/readyz").json()["workers"]["failed"] >= 1
+    finally:
+        worker.stop()
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_fails(
+    stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
+    """Two workers are killed mid-job; their messages come back after the visibility timeout.
+
+    ``crash``: the replacement worker finishes the job (second attempt): one output, one
+    ``completed`` webhook. ``poison``: its workers allow one delivery only, so the second attempt
+    ends the job as ``failed`` with ``worker_lost`` instead of killing another worker.
+    """
+    name, client = tenant
+    inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
+    first = {engine: stack.start_restore_worker(f"{engine}-a", engine=engine, max_deliveries=limit)
+             for engine, limit in (("crash", 3), ("poison", 1))}
+    jobs = {
+        "crash": submit(client, carphone_distorted, astronaut_png, engine="crash", webhook=inbox.url,
+                        webhook_events_filter=["start", "completed"], prompt="double:steps=20,step_s=0.15"),
+        "poison": submit(client, carphone_distorted, astronaut_png, engine="poison",
+                         prompt="double:steps=20,step_s=0.15"),
+    }
+    for engine, worker in first.items():
+        stack.wait_job(client, jobs[engine]["id"], {"processing"})
+        worker.signal_group(signal.SIGKILL)  # the whole worker: parent and pool process, no cleanup
+        worker.popen.wait(timeout=5)
+    second = [stack.start_restore_worker(f"{engine}-b", engine=engine, max_deliveries=limit)
+              for engine, limit in (("crash", 3), ("poison", 1))]
+    try:
+        timeout = stack.settings.visibility_timeout_s + 20
+        done = stack.wait_job(client, jobs["crash"]["id"], {"succeeded", "failed"}, timeout_s=timeout)
+        poisoned = stack.wait_job(client, jobs["poison"]["id"], {"succeeded", "failed"}, timeout_s=timeout)
+    finally:
+        for worker in second:
+            worker.stop()
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+    job_id = jobs["crash"]["id"]
+    assert stack.objects(f"outputs/{name}/{job_id}/") == [f"outputs/{name}/{job_id}/report.json",
+                                                           f"outputs/{name}/{job_id}/restored.mp4"]
+    assert stack.objects(f"outputs/{name}/{jobs['poison']['id']}/") == []
+    received = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
+    time.sleep(1.0)
+    assert Counter(events(inbox.snapshot())) == {"start": 1, "completed": 1}
+    assert all(r.verified for r in received)
+    assert poisoned["status"] == "failed" and poisoned["error"]["code"] == "worker_lost"

@@ -1,0 +1,234 @@
+"""One run of one job, as plain steps: claim → download inputs → restore → upload → finish.
+
+Idempotent by construction: the claim script refuses terminal jobs and jobs another live worker
+holds; outputs go to deterministic keys, so a second run overwrites rather than duplicates; and
+only the lease holder can finish the job, so a redelivered message never yields two results or
+two ``completed`` webhooks. Library errors keep their stable codes in the job's ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+
+from ipfvr_core.errors import Canceled, IPFVRError
+from jobs.model import ErrorInfo, JobRecord, Progress, Status
+from jobs.storage import StorageUnavailable, output_key, report_key
+from jobs.store import Claim
+from worker.context import WorkerContext
+from worker.lease import LeaseKeeper
+from worker.restorer import ProgressLike, ResidentRestorer, RestoreRequest
+
+log = logging.getLogger(__name__)
+
+_CLAIM_TRIES = 2  # a held lease is waited out once; if it is still held, its holder is alive
+
+
+@dataclass
+class Outcome:
+    status: Status | None  # None: the lease was lost, someone else finishes the job
+    error: ErrorInfo | None = None
+    report: dict[str, Any] | None = None  # summary kept in the job
+    frames: int = 0  # frames written (metrics)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # seconds per stage (metrics)
+
+
+class ProgressReporter:
+    """The restore loop's progress callback: throttled writes to the store, relayed cancel flags."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, owner: str, lease: LeaseKeeper) -> None:
+        self._ctx = ctx
+        self._job_id = job_id
+        self._owner = owner
+        self._lease = lease
+        self._last_write = float("-inf")
+        self._last_stage = ""
+
+    def __call__(self, event: ProgressLike) -> None:
+        now = time.monotonic()
+        due = now - self._last_write >= self._ctx.settings.progress_interval_s
+        if not due and event.stage == self._last_stage and event.fraction < 1.0:
+            return
+        self._last_write, self._last_stage = now, event.stage
+        ack = self._ctx.store.report_progress(
+            self._job_id, owner=self._owner,
+            progress=Progress(stage=event.stage, current=int(event.current), total=int(event.total),
+                              fraction=min(max(float(event.fraction), 0.0), 1.0)),
+            webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
+        )
+        self._ctx.dispatcher.webhook(ack.delivery)
+        self._lease.note(ack)
+
+    def stage(self, name: str, fraction: float) -> None:
+        """A service-side stage (download, upload): always written."""
+        self._last_write = float("-inf")
+        self(_ServiceStage(stage=name, current=0, total=1, fraction=fraction))
+
+
+@dataclass
+class _ServiceStage:
+    stage: str
+    current: int
+    total: int
+    fraction: float
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without its per-frame rows (those stay in report.json)."""
+    return {k: v for k, v in report.items() if k != "frames"}
+
+
+def _cuda() -> Any:
+    """torch.cuda when the restorer loaded torch and a GPU is present, else None."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() else None
+
+
+class JobRunner:
+    def __init__(self, ctx: WorkerContext, restorer: ResidentRestorer, worker_id: str,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.ctx = ctx
+        self.restorer = restorer
+        self.worker_id = worker_id
+        self._sleep = sleep
+
+    def run(self, job_id: str) -> None:
+        settings = self.ctx.settings
+        owner = f"{self.worker_id}:{uuid.uuid4().hex[:12]}"  # unique per run
+        claim = self._claim(job_id, owner)
+        if claim is None:
+            return
+        self.ctx.dispatcher.webhook(claim.delivery)
+        record = self.ctx.store.get(job_id)
+        if record is None:
+            return
+        if claim.attempt == 1 and record.started_at is not None:
+            self.ctx.metrics.observe("job_queue_wait_seconds", record.started_at - record.created_at,
+                                     engine=record.engine)
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            LeaseKeeper(self.ctx.store, job_id, owner, lease_ttl_s=settings.lease_ttl_s,
+                        heartbeat_s=settings.heartbeat_s) as lease,
+            tempfile.TemporaryDirectory(prefix=f"{job_id}-", dir=settings.work_dir) as scratch,
+        ):
+            outcome = self._execute(record, owner, lease, Path(scratch))
+        self._finish(record, owner, outcome)
+
+    # ------------------------------------------------------------------ steps
+    def _claim(self, job_id: str, owner: str) -> Claim | None:
+        settings = self.ctx.settings
+        claim = None
+        for _ in range(_CLAIM_TRIES):
+            claim = self.ctx.store.claim(
+                job_id, owner=owner, lease_ttl_s=settings.lease_ttl_s, max_deliveries=settings.max_deliveries,
+                run_deadline=time.time() + settings.hard_time_limit_s + settings.lease_ttl_s,
+            )
+            if claim.outcome != "leased":
+                break
+            # A previous run's lease: its worker died (the lease runs out) or is alive (it is renewed).
+            self._sleep(min(claim.lease_remaining_s, settings.lease_ttl_s) + settings.heartbeat_s / 2)
+        assert claim is not None
+        if claim.outcome == "claimed":
+            return claim
+        if claim.outcome == "leased":
+            log.info("job %s: another live worker holds it; dropping this duplicate delivery", job_id)
+        self.ctx.dispatcher.webhook(claim.delivery)  # expired / canceled / poisoned end the job here
+        return None
+
+    def _execute(self, record: JobRecord, owner: str, lease: LeaseKeeper, scratch: Path) -> Outcome:
+        ctx = self.ctx
+        reporter = ProgressReporter(ctx, record.id, owner, lease)
+        stages: dict[str, float] = {}
+        cuda = _cuda()
+        if cuda is not None:
+            cuda.reset_peak_memory_stats()
+        try:
+            started = time.monotonic()
+            reporter.stage("download", 0.0)
+            request = self._download(record, scratch)
+            stages["download"] = time.monotonic() - started
+            report = self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel)
+            if lease.lost:
+                return Outcome(status=None)
+            started = time.monotonic()
+            reporter.stage("upload", 1.0)
+            ctx.storage.upload_file(request.output, output_key(record.tenant, record.id), "video/mp4")
+            ctx.storage.put_bytes(report_key(record.tenant, record.id), json.dumps(report).encode(),
+                                  "application/json")
+            stages["upload"] = time.monotonic() - started
+            for name, seconds in (report.get("timings_s") or {}).items():
+                if name != "total" and isinstance(seconds, int | float):
+                    stages[name] = float(seconds)
+            if cuda is not None:
+                ctx.metrics.observe("gpu_peak_memory_bytes", float(cuda.max_memory_allocated()), engine=record.engine)
+            return Outcome(Status.SUCCEEDED, report=_summary(report), frames=int(report.get("frames_total") or 0),
+                           stage_seconds=stages)
+        except Canceled:
+            if lease.lost:
+                return Outcome(status=None)
+            return Outcome(Status.CANCELED)
+        except IPFVRError as exc:
+            return Outcome(Status.FAILED, ErrorInfo(code=exc.code, message=exc.message, field=exc.field))
+        except SoftTimeLimitExceeded:
+            limit = ctx.settings.job_time_limit_s
+            return Outcome(Status.FAILED, ErrorInfo(code="time_limit_exceeded",
+                                                    message=f"the job ran longer than {limit} s"))
+        except StorageUnavailable as exc:
+            log.error("job %s: storage failed: %s", record.id, exc)
+            return Outcome(Status.FAILED, ErrorInfo(code="storage_unavailable", message=exc.message))
+        except Exception:
+            log.exception("job %s: unexpected error", record.id)
+            return Outcome(Status.FAILED, ErrorInfo(code="internal_error",
+                                                    message="the worker hit an unexpected error; it was logged"))
+
+    def _download(self, record: JobRecord, scratch: Path) -> RestoreRequest:
+        if record.inputs is None:
+            raise StorageUnavailable(f"job {record.id} has no inputs")
+        video = scratch / "input-video"
+        self.ctx.storage.download_file(record.inputs.video, video)
+        references = []
+        for i, key in enumerate(record.inputs.references):
+            path = scratch / f"reference-{i}"
+            self.ctx.storage.download_file(key, path)
+            references.append(path)
+        return RestoreRequest(video=video, references=references, output=scratch / "restored.mp4",
+                              options=dict(record.options))
+
+    def _finish(self, record: JobRecord, owner: str, outcome: Outcome) -> None:
+        ctx = self.ctx
+        if outcome.status is None:
+            log.info("job %s: lease lost mid-run; another worker or the sweeper owns it", record.id)
+            return
+        succeeded = outcome.status is Status.SUCCEEDED
+        transition = ctx.store.complete(
+            record.id, owner=owner, status=outcome.status, error=outcome.error,
+            output_key=output_key(record.tenant, record.id) if succeeded else "",
+            report_key=report_key(record.tenant, record.id) if succeeded else "",
+            report=outcome.report,
+        )
+        if transition.outcome != "done":
+            current = ctx.store.get(record.id)
+            if succeeded and (current is None or current.status is not Status.SUCCEEDED):
+                ctx.storage.delete([output_key(record.tenant, record.id), report_key(record.tenant, record.id)])
+            log.info("job %s: finish refused (%s %s)", record.id, transition.outcome, transition.detail)
+            return
+        ctx.dispatcher.webhook(transition.delivery)
+        final = ctx.store.get(record.id)
+        if final is not None and final.started_at is not None and final.completed_at is not None:
+            labels = {"engine": record.engine, "status": outcome.status.value}
+            ctx.metrics.observe("job_predict_seconds", final.completed_at - final.started_at, **labels)
+            ctx.metrics.observe("job_total_seconds", final.completed_at - final.created_at, **labels)
+        for stage, seconds in outcome.stage_seconds.items():
+            ctx.metrics.observe("job_stage_seconds", seconds, engine=record.engine, stage=stage)
+        if outcome.frames:
+            ctx.metrics.inc("frames_restored", outcome.frames, engine=record.engine)

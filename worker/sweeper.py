@@ -1,0 +1,77 @@
+"""The periodic sweep: deadlines, the cancel fallback, retention and unused uploads.
+
+Every step is an idempotent transition of the job store, so two sweeps (two beat instances, or a
+sweep that overlaps the next) do no harm; a lock still keeps them from doing the work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jobs.model import ErrorInfo, Status
+from jobs.storage import output_key, report_key, upload_key
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+
+    def run(self, *, now: float) -> bool:
+        """One sweep; False when another sweep holds the lock."""
+        lock_ms = int(self.ctx.settings.sweep_interval_s * 2000)
+        if not self.ctx.redis.set(self.ctx.store.keys.lock("sweep"), "1", nx=True, px=lock_ms):
+            return False
+        try:
+            self.expire_queued(now)
+            self.enforce_run_deadlines(now)
+            self.enforce_cancel_grace(now)
+            self.remove_expired_data(now)
+            self.remove_stale_uploads(now)
+        finally:
+            self.ctx.redis.delete(self.ctx.store.keys.lock("sweep"))
+        return True
+
+    def expire_queued(self, now: float) -> None:
+        error = ErrorInfo(code="queue_ttl_exceeded", message="the job was not started before its queue deadline")
+        for job_id in self.ctx.store.due("queue", now=now):
+            t = self.ctx.store.force(job_id, expected="queued", status=Status.EXPIRED, error=error, now=now)
+            self.ctx.dispatcher.webhook(t.delivery)
+
+    def enforce_run_deadlines(self, now: float) -> None:
+        settings = self.ctx.settings
+        # A dead worker's message comes back after the visibility timeout, within one restore scan.
+        grace = settings.visibility_timeout_s + 2 * settings.broker_restore_interval_s + settings.lease_ttl_s
+        for job_id in self.ctx.store.due("run", now=now):
+            t = self.ctx.store.run_deadline(job_id, redelivery_grace_s=grace,
+                                            time_limit_s=settings.job_time_limit_s, now=now)
+            if t.outcome == "timed_out":
+                log.warning("job %s passed its run deadline; terminating it", job_id)
+                self.ctx.dispatcher.terminate(job_id)
+            self.ctx.dispatcher.webhook(t.delivery)
+
+    def enforce_cancel_grace(self, now: float) -> None:
+        for job_id in self.ctx.store.due("cancel", now=now):
+            t = self.ctx.store.force(job_id, expected="running", status=Status.CANCELED, error=None, now=now)
+            if t.outcome == "done":
+                log.warning("job %s ignored its cancel request; terminating it", job_id)
+                self.ctx.dispatcher.terminate(job_id)
+                self.ctx.dispatcher.webhook(t.delivery)
+
+    def remove_expired_data(self, now: float) -> None:
+        older_than = now - self.ctx.settings.retention_s
+        for job_id in self.ctx.store.retention_due(older_than=older_than):
+            record = self.ctx.store.get(job_id)
+            if record is not None:
+                keys = [*(record.inputs.object_keys() if record.inputs else []),
+                        output_key(record.tenant, job_id), report_key(record.tenant, job_id)]
+                self.ctx.storage.delete(keys)
+            self.ctx.store.mark_data_removed(job_id)
+
+    def remove_stale_uploads(self, now: float) -> None:
+        older_than = now - self.ctx.settings.upload_ttl_s
+        for tenant, upload_id in self.ctx.store.stale_uploads(older_than=older_than):
+            self.ctx.storage.delete([upload_key(tenant, upload_id)])
+            self.ctx.store.forget_upload(tenant, upload_id)

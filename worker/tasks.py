@@ -1,0 +1,52 @@
+"""Celery tasks: each takes an id and delegates. Delivery policy lives in the decorators.
+
+* ``restore``: late ack and requeue if the process dies (redelivery is capped by the job store),
+  soft/hard time limits, no Celery retries (a failed job is a result, not a transient error).
+* ``deliver_webhook``: one attempt; retries are scheduled in the outbox, not with ETA messages.
+* ``dispatch_webhooks`` and ``sweep``: periodic (beat), idempotent, expire if not run in time.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery.exceptions import Reject
+
+from jobs.broker import DELIVER_WEBHOOK_TASK, DISPATCH_WEBHOOKS_TASK, RESTORE_TASK, SWEEP_TASK
+from worker import runtime
+from worker.celery_app import app, settings
+from worker.context import context
+from worker.sweeper import Sweeper
+from worker.webhook_delivery import WebhookDelivery
+
+
+@app.task(
+    name=RESTORE_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.job_time_limit_s,
+    time_limit=settings.hard_time_limit_s,
+    max_retries=0,
+)
+def restore(job_id: str) -> None:
+    worker = runtime.current()
+    if worker is None or worker.restorer is None:
+        # Not a restore worker, or its model failed to load: give the job back for another worker.
+        raise Reject(f"no restorer loaded in this process for job {job_id}", requeue=True)
+    worker.run(job_id)
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True,
+          time_limit=int(settings.webhook_timeout_s * 3 + 30), max_retries=0)
+def deliver_webhook(delivery_id: str) -> None:
+    WebhookDelivery.from_context(context()).deliver(delivery_id)
+
+
+@app.task(name=DISPATCH_WEBHOOKS_TASK, expires=settings.webhook_dispatch_interval_s * 2, max_retries=0)
+def dispatch_webhooks() -> None:
+    WebhookDelivery.from_context(context()).dispatch_due()
+
+
+@app.task(name=SWEEP_TASK, expires=settings.sweep_interval_s * 2, max_retries=0)
+def sweep() -> None:
+    Sweeper(context()).run(now=time.time())
