@@ -50,6 +50,9 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-size", type=_positive_int, help="aligned face size (default: the engine's, 512)")
     p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output, 0-51 (default 18)")
     p.add_argument("--seed", type=int, help="random seed for stochastic engines")
+    p.add_argument("--min-face-score", type=float,
+                   help="ignore face tracks whose best detection scores below this (dlib HOG: 0 is its decision "
+                        "boundary; the default keeps weak detections, which degraded video needs)")
     p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
     p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
     p.add_argument("--max-duration", type=_positive_float, default=600.0, help="refuse longer inputs (s, default 600)")
@@ -139,6 +142,7 @@ def _options(args: argparse.Namespace, compare: Path | None):
         prompt=getattr(args, "prompt", None),
         negative_prompt=getattr(args, "negative_prompt", None),
         seed=getattr(args, "seed", None),
+        min_track_score=getattr(args, "min_face_score", None),
     )
 
 

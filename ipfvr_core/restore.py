@@ -53,6 +53,7 @@ class RestoreOptions:
     smoothing_sigma: float = 3.0  # zero-lag Gaussian landmark smoothing over time, in frames (0 = off)
     target_max_distance: float | None = None  # max identity distance for the target track; None = analyzer default
     min_track_frames: int = 5  # shorter tracks are detector noise and stay untouched
+    min_track_score: float | None = None  # ignore tracks whose best detection scores below this (detector scale)
     target_margin: float = 0.1  # with several faces on screen, the target must be this much closer than the rest
     max_gap_frames: int = 20  # detector misses up to this long are bridged by interpolation
     crf: int = 18  # x264 constant rate factor of the output (0-51, lower = better)
@@ -301,7 +302,7 @@ class Restorer:
         # (A clip shorter than twice the minimum lowers it, or nothing could ever qualify.)
         frames_seen = max(t.end for t in tracks) + 1
         min_len = max(1, min(options.min_track_frames, frames_seen // 2))
-        long_enough = [t for t in tracks if len(t) >= min_len]
+        long_enough = [t for t in tracks if len(t) >= min_len and _clears(t, options.min_track_score)]
         if not long_enough:
             warnings.append(f"faces were detected only in isolated frames (no track of {min_len}+ frames); "
                             "frames were copied unchanged")
@@ -562,6 +563,13 @@ def _default_target_distance(analyzer: FaceAnalyzer) -> float:
     # pristine frame, above dlib's 0.6 same-person threshold), so the target gate is looser than
     # the analyzer's same-person threshold. With several people, the closest track still wins.
     return analyzer.match_threshold * 1.25
+
+
+def _clears(track: Track, min_score: float | None) -> bool:
+    """Whether the track's best real detection reaches ``min_score`` (always, when it is None)."""
+    if min_score is None:
+        return True
+    return max((f.score for f, i in zip(track.faces, track.interpolated) if not i), default=float("-inf")) >= min_score
 
 
 def _other_face_at_same_time(a: Track, b: Track) -> bool:
