@@ -41,15 +41,22 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 def current_tenant(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The tenant owning the request's API key (401 without a valid key)."""
+    """The tenant owning the request's API key (401 without a valid key), after the key's rate limit (429).
+
+    The tenant and the key's hint go to ``request.state`` for the access log.
+    """
     if credentials is None:
         raise Unauthorized("send an API key: Authorization: Bearer <key>")
-    tenant = services.tenants.authenticate(credentials.credentials)
-    if tenant is None:
+    identity = services.tenants.identify(credentials.credentials)
+    if identity is None:
         raise Unauthorized("unknown API key")
-    return tenant
+    request.state.tenant = identity.tenant
+    request.state.key_hint = identity.hint
+    services.rate_limiter.enforce(identity.key_id)
+    return identity.tenant
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]

@@ -12,10 +12,13 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobs import errors as service
+from jobs.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ STATUS = {
     service.PayloadTooLarge: 413,
     service.UnsupportedMedia: 415,
     service.TooManyJobs: 429,
+    RateLimited: 429,
     service.Unavailable: 503,
 }
 _HTTP_CODES = {
@@ -72,6 +76,8 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, service.ServiceError)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": exc.retry_after_header}
     return error_response(status, exc.code, exc.message, exc.field, headers)
 
 
@@ -93,8 +99,17 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; the request was logged")
 
 
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """Redis (the job store and broker) unreachable, e.g. restarting: 503, never 500; retry shortly."""
+    log.warning("the job store is unreachable: %s", exc)
+    return error_response(503, "store_unavailable", "the job store is unreachable; retry in a moment",
+                          headers={"Retry-After": "1"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(service.ServiceError, _service_error)
+    app.add_exception_handler(RedisError, _store_unavailable)
+    app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

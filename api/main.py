@@ -10,11 +10,14 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from api import errors, openapi
+from api.access_log import AccessLogMiddleware
 from api.body_limit import BodyLimitMiddleware
 from api.observability import HttpMetricsMiddleware, build_registry
 from api.routes import health, jobs, uploads, webhooks
 from api.services import Services
+from jobs.logging import configure_logging
 from jobs.settings import Settings, get_settings
+from jobs.webhooks.ssrf import Resolver, system_resolver
 
 DESCRIPTION = """Reference-guided, identity-preserving face video restoration as a job service.
 
@@ -23,10 +26,17 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are always
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Settings come from the environment unless given (and fail fast when invalid)."""
+def create_app(settings: Settings | None = None, *, resolver: Resolver = system_resolver,
+               configure_logs: bool = True) -> FastAPI:
+    """Build the app. Settings come from the environment unless given (and fail fast when invalid).
+
+    ``resolver`` is the DNS used to check webhook targets. ``configure_logs=False`` leaves this
+    process's logging alone (an app embedded in a host that owns logging).
+    """
     settings = settings or get_settings()
-    services = Services.from_settings(settings)
+    if configure_logs:
+        configure_logging(settings, service="api")
+    services = Services.from_settings(settings, resolver=resolver)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
+    app.add_middleware(AccessLogMiddleware)
     return app

@@ -1,22 +1,32 @@
 """Stream a ``multipart/form-data`` job request straight into S3, part by part.
 
 The body is parsed incrementally (``python_multipart``) as it arrives; each file part is sniffed
-from its first bytes (415 if it is not an accepted video or image), counted against its own limit
-(413), and fed to an S3 multipart upload that holds at most one part in memory. Nothing is spooled
-to disk and nothing is held whole. On any error every object written so far is removed.
+from its first bytes (415 if it is not an accepted video or image), its declared headers are
+checked against the limits from its first and last bytes (``jobs.media_checks``: an early 4xx for
+a 100000x100000 frame, a 10-hour duration, an audio-only file, a PNG bomb or a PNG with data
+appended), counted against its own limit (413), and fed to an S3 multipart upload that holds at
+most one part in memory. Nothing is spooled to disk and nothing is held whole (the head and a
+bounded tail are kept for the checks). On any error every object written so far is removed.
+
+The client's file names and part headers other than the field name are never used: object keys
+are made from the tenant, the job id and the field alone.
 
 Fields: ``video`` (one file), ``reference`` (one or more files), ``options`` (JSON text).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from anyio import to_thread
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from jobs.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from jobs.media_checks import MediaLimits, check_upload
+from jobs.media_header import HEAD_BYTES, TAIL_BYTES
 from jobs.settings import Settings
 from jobs.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.storage import ObjectWriter, Storage, input_key
@@ -40,16 +50,39 @@ class JobForm:
         return [f.key for f in ([self.video] if self.video else []) + self.references]
 
 
-class _FileSink:
-    """One file part: sniff, then stream into an S3 upload."""
+class _Tail:
+    """The last ``size`` bytes of a stream, kept as whole chunks (no copy per chunk)."""
 
-    def __init__(self, storage: Storage, key: str, field_name: str, kind: Kind, limit: int) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._chunks: deque[bytes] = deque()
+        self._length = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._length += len(data)
+        while self._chunks and self._length - len(self._chunks[0]) >= self.size:
+            self._length -= len(self._chunks.popleft())
+
+    def value(self) -> bytes:
+        return b"".join(self._chunks)[-self.size :]
+
+
+class _FileSink:
+    """One file part: sniff and check its head, stream it into an S3 upload, check its tail."""
+
+    def __init__(self, storage: Storage, key: str, field_name: str, kind: Kind, limit: int,
+                 limits: MediaLimits) -> None:
         self.storage = storage
         self.key = key
         self.field = field_name
         self.kind = kind
         self.limit = limit
-        self.head = bytearray()
+        self.limits = limits
+        self.head = bytearray()  # until the writer opens: the first HEAD_BYTES
+        self.first = b""  # the first HEAD_BYTES, kept for the final check
+        self.media_type = ""
+        self.tail = _Tail(TAIL_BYTES if kind is Kind.VIDEO else 64)
         self.writer: ObjectWriter | None = None
         self.size = 0
 
@@ -58,9 +91,10 @@ class _FileSink:
         if self.size > self.limit:
             code = "video_too_large" if self.kind is Kind.VIDEO else "reference_too_large"
             raise PayloadTooLarge(f"{self.field} is larger than {self.limit} bytes", field=self.field, code=code)
+        self.tail.add(data)
         if self.writer is None:
             self.head += data
-            if len(self.head) < SNIFF_BYTES:
+            if len(self.head) < HEAD_BYTES:
                 return
             data, self.head = bytes(self.head), bytearray()
             self.writer = self._open(data)
@@ -68,10 +102,12 @@ class _FileSink:
             await to_thread.run_sync(self.writer.upload_ready_parts)
 
     def _open(self, head: bytes) -> ObjectWriter:
-        found = sniff(head)
+        found = sniff(head[:SNIFF_BYTES])
         accepted = "an MP4, MOV, MKV or WebM video" if self.kind is Kind.VIDEO else "a PNG, JPEG or WebP image"
         if found is None or found[0] is not self.kind:
             raise UnsupportedMedia(f"{self.field} is not {accepted} (checked from its content)", field=self.field)
+        self.first, self.media_type = head[:HEAD_BYTES], found[1]
+        check_upload(self.kind, self.media_type, self.first, None, self.limits, self.field)
         return self.storage.writer(self.key, found[1])
 
     async def finish(self) -> ReceivedFile:
@@ -81,6 +117,7 @@ class _FileSink:
             head, self.head = bytes(self.head), bytearray()
             self.writer = self._open(head)
             self.writer.feed(head)
+        check_upload(self.kind, self.media_type, self.first, self.tail.value(), self.limits, self.field)
         await to_thread.run_sync(self.writer.complete)
         return ReceivedFile(field=self.field, key=self.key, size=self.size, media_type=self.writer.content_type)
 
@@ -159,6 +196,7 @@ async def receive_job_form(
     events = _Events()
     parser = MultipartParser(boundary_of(request.headers.get("content-type", "")), events.callbacks())
     form = JobForm()
+    limits = MediaLimits.from_settings(settings)
     sink: _FileSink | _TextSink | None = None
     written: list[str] = []
     done = False
@@ -166,11 +204,14 @@ async def receive_job_form(
         async for chunk in request.stream():
             if not chunk:
                 continue
-            parser.write(chunk)
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise InvalidRequest(f"the multipart body is malformed: {exc}", code="invalid_multipart") from exc
             items, events.items = events.items, []
             for kind, data in items:
                 if kind == "headers":
-                    sink = _open_sink(data, form, storage, settings, tenant, job_id)
+                    sink = _open_sink(data, form, storage, settings, limits, tenant, job_id)
                 elif kind == "data" and sink is not None:
                     await sink.feed(data)
                 elif kind == "end" and sink is not None:
@@ -198,26 +239,29 @@ async def receive_job_form(
 
 
 def _open_sink(
-    disposition: bytes, form: JobForm, storage: Storage, settings: Settings, tenant: str, job_id: str
+    disposition: bytes, form: JobForm, storage: Storage, settings: Settings, limits: MediaLimits, tenant: str,
+    job_id: str,
 ) -> _FileSink | _TextSink:
     _, params = parse_options_header(disposition)
     name = params.get(b"name", b"").decode("utf-8", errors="replace")
     if name == "video":
         if form.video is not None:
             raise InvalidRequest("send one video", field="video", code="duplicate_field")
-        return _FileSink(storage, input_key(tenant, job_id, "video"), "video", Kind.VIDEO, settings.max_video_bytes)
+        return _FileSink(storage, input_key(tenant, job_id, "video"), "video", Kind.VIDEO, settings.max_video_bytes,
+                         limits)
     if name == "reference":
         index = len(form.references)
         if index >= settings.max_references:
             raise InvalidRequest(f"send at most {settings.max_references} references", field="reference",
                                  code="too_many_references")
         return _FileSink(storage, input_key(tenant, job_id, f"reference-{index}"), f"reference[{index}]",
-                         Kind.IMAGE, settings.max_reference_bytes)
+                         Kind.IMAGE, settings.max_reference_bytes, limits)
     if name == "options":
         if form.options is not None:
             raise InvalidRequest("send options once", field="options", code="duplicate_field")
         return _TextSink("options", settings.max_json_bytes)
-    raise InvalidRequest(f"unknown form field {name!r}; expected video, reference, options", field=name or "form",
+    shown = name[:64]  # the client's text, echoed bounded (repr escapes control characters)
+    raise InvalidRequest(f"unknown form field {shown!r}; expected video, reference, options", field=shown or "form",
                          code="unknown_field")
 
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import redis
 
 from jobs.broker import Dispatcher, create_celery
+from jobs.media_checks import MediaLimits
+from jobs.ratelimit import TokenBucket
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.store import JobStore
 from jobs.tenants import Tenants
-from jobs.webhooks.ssrf import TargetPolicy
+from jobs.webhooks.ssrf import Resolver, TargetPolicy, system_resolver
 from jobs.workers import WorkerRegistry
 
 
@@ -25,9 +27,12 @@ class Services:
     workers: WorkerRegistry
     dispatcher: Dispatcher
     webhook_policy: TargetPolicy
+    rate_limiter: TokenBucket
+    media_limits: MediaLimits
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(cls, settings: Settings, *, resolver: Resolver = system_resolver) -> Services:
+        """Connect everything; ``resolver`` is the DNS the webhook check uses."""
         client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
         storage = Storage.from_settings(settings)
         if settings.s3_create_bucket:
@@ -40,7 +45,11 @@ class Services:
             tenants=Tenants(client, settings.key_prefix, settings.effective_secret_key),
             workers=WorkerRegistry(client, settings.key_prefix),
             dispatcher=Dispatcher(create_celery(settings), settings),
-            webhook_policy=TargetPolicy(settings.webhook_allow_private, tuple(settings.webhook_allow_cidrs)),
+            webhook_policy=TargetPolicy(settings.webhook_allow_private, tuple(settings.webhook_allow_cidrs),
+                                        resolver=resolver),
+            rate_limiter=TokenBucket(client, settings.key_prefix, rate_per_s=settings.rate_limit_per_s,
+                                     burst=settings.rate_limit_burst),
+            media_limits=MediaLimits.from_settings(settings),
         )
 
     def close(self) -> None:

@@ -8,10 +8,12 @@ and returns the winner's job.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from anyio import to_thread
+from botocore.exceptions import BotoCoreError, ClientError
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -22,11 +24,15 @@ from api.schemas import JobCreate
 from api.services import Services
 from jobs.errors import InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
 from jobs.ids import UPLOAD_ID, new_job_id
+from jobs.media_checks import check_upload
+from jobs.media_header import HEAD_BYTES, TAIL_BYTES
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Status
 from jobs.schemas import JobOptions
 from jobs.sniff import SNIFF_BYTES, Kind, sniff
-from jobs.storage import upload_key
+from jobs.storage import StorageUnavailable, upload_key
 from jobs.store import NewJob
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,18 @@ class Submission:
             raise TooManyJobs(f"the tenant already has {queued} queued jobs; wait for some to start")
 
     def check_options(self, options: JobOptions) -> str:
-        """Validate what pydantic cannot (engine, webhook target); returns the engine."""
+        """Validate what pydantic cannot (engine, webhook target); returns the engine.
+
+        The webhook's host is resolved and every address checked now (blocking DNS: call it in a
+        thread); the worker checks again at each delivery, so a name that later resolves elsewhere
+        gains nothing.
+        """
         engine = options.engine or self.settings.default_engine
         if engine not in self.settings.engines:
             raise InvalidRequest(f"unknown engine {engine!r}; choose one of {', '.join(self.settings.engines)}",
                                  field="options.engine", code="invalid_option")
         if options.webhook is not None:
-            self.services.webhook_policy.check_url(str(options.webhook), field="options.webhook")
+            self.services.webhook_policy.resolve(str(options.webhook), field="options.webhook")
         return engine
 
     def _create(
@@ -95,6 +106,10 @@ class Submission:
         )
         if created.created:
             self._enqueue(job_id, engine)
+            log.info("job %s created", job_id, extra={
+                "event": "job_created", "job_id": job_id, "tenant": tenant, "engine": engine,
+                "webhook": str(options.webhook) if options.webhook else None,
+            })
         record = self.services.store.get(created.job_id)
         if record is None:
             raise InvalidRequest(f"job {created.job_id} vanished while being created", code="conflict")
@@ -123,7 +138,7 @@ class Submission:
                 options = JobOptions.model_validate_json(form.options or "{}")
             except ValidationError as exc:
                 raise invalid(exc, "options") from exc
-            engine = self.check_options(options)
+            engine = await to_thread.run_sync(self.check_options, options)
             if form.video is None:
                 raise InvalidRequest("a video file is required", field="video", code="missing_field")
             if not form.references:
@@ -148,7 +163,7 @@ class Submission:
             request = JobCreate.model_validate_json(body)
         except ValidationError as exc:
             raise invalid(exc, "") from exc
-        engine = self.check_options(request)
+        engine = await to_thread.run_sync(self.check_options, request)
         uploads = [request.inputs.video, *request.inputs.references]
         if len(request.inputs.references) > self.settings.max_references:
             raise InvalidRequest(f"send at most {self.settings.max_references} references",
@@ -165,7 +180,7 @@ class Submission:
         )
 
     def _check_upload(self, tenant: str, upload_id: str, field: str, kind: Kind) -> None:
-        """The uploaded object exists, fits the limit and has the right content (sniffed)."""
+        """The uploaded object exists, fits the limit, has the right content (sniffed) and headers within limits."""
         if not UPLOAD_ID.match(upload_id):
             raise InvalidRequest("not an upload id from POST /v1/uploads", field=field, code="upload_not_found")
         key = upload_key(tenant, upload_id)
@@ -176,7 +191,20 @@ class Submission:
         if size > limit:
             raise PayloadTooLarge(f"{field} is {size} bytes, above the limit of {limit}", field=field,
                                   code="video_too_large" if kind is Kind.VIDEO else "reference_too_large")
-        found = sniff(self.services.storage.read_head(key, SNIFF_BYTES))
+        head = self.services.storage.read_head(key, HEAD_BYTES)
+        found = sniff(head[:SNIFF_BYTES])
         if found is None or found[0] is not kind:
             accepted = "an MP4, MOV, MKV or WebM video" if kind is Kind.VIDEO else "a PNG, JPEG or WebP image"
             raise UnsupportedMedia(f"{field} is not {accepted} (checked from its content)", field=field)
+        tail_length = TAIL_BYTES if kind is Kind.VIDEO else 64
+        tail = head[-tail_length:] if size <= len(head) else self._read_tail(key, tail_length)
+        check_upload(kind, found[1], head, tail, self.services.media_limits, field)
+
+    def _read_tail(self, key: str, length: int) -> bytes:
+        """The last ``length`` bytes of an object (a suffix-range GET)."""
+        storage = self.services.storage
+        try:
+            body = storage.client.get_object(Bucket=storage.bucket, Key=key, Range=f"bytes=-{length}")["Body"]
+            return bytes(body.read())
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailable(f"reading {key} failed: {exc}") from exc

@@ -2,15 +2,22 @@
 
 One factory, so ``visibility_timeout`` and every other broker option are identical on both sides.
 Messages carry ids only; the job store holds everything else. Policy for long GPU jobs on Redis
-(see docs/service.md): late acks, requeue when a worker process dies, one message prefetched per
-process, and quick restoration of a dead worker's unacknowledged messages.
+(see docs/service.md and docs/reliability.md): late acks, requeue when a worker process dies, one
+message prefetched per process, reconnection after a broker outage, and quick restoration of a dead
+worker's unacknowledged messages (the sweep sends a lost run again sooner still).
 """
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from jobs.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RESTORE_TASK = "ipfvr.restore"
 DELIVER_WEBHOOK_TASK = "ipfvr.deliver_webhook"
@@ -25,6 +32,11 @@ def create_celery(settings: Settings, *, include: list[str] | None = None) -> Ce
     app.conf.update(
         broker_url=settings.effective_broker_url,
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,  # a worker outlives a Redis restart: it reconnects, however long
+        broker_connection_max_retries=None,
+        # A run survives a broker connection loss: its lease, not the connection, says who owns the
+        # job. Its message may then come back after the visibility timeout; the claim drops it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,  # must exceed the longest run
             "unacked_restore_interval": settings.broker_restore_interval_s,
@@ -67,9 +79,17 @@ class Dispatcher:
         self.app.send_task(RESTORE_TASK, args=[job_id], task_id=job_id, queue=self.settings.queue_for(engine))
 
     def webhook(self, delivery_id: str | None) -> None:
-        """Queue the first attempt of a webhook delivery recorded by a transition (None: nothing)."""
-        if delivery_id is not None:
+        """Queue the first attempt of a webhook delivery recorded by a transition (None: nothing).
+
+        Best effort: the delivery is already in the outbox, due now, so if the broker cannot take
+        the message the retry dispatcher (beat) sends it on its next round.
+        """
+        if delivery_id is None:
+            return
+        try:
             self.app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
+        except (OperationalError, RedisError) as exc:
+            log.warning("webhook %s left to the retry dispatcher: the broker refused it: %s", delivery_id, exc)
 
     def terminate(self, job_id: str) -> None:
         """Hard-stop a run that ignored a cancel or its deadline (prefork pool: kills the child)."""

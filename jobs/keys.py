@@ -20,7 +20,10 @@ P:wh:{delivery id}                     hash    one webhook delivery (stable webh
 P:wh:due                               zset    pending deliveries scored by next attempt time
 P:tenant:{tenant}                      hash    tenant: webhook secrets
 P:apikey:{hmac}                        hash    API key (hashed) -> tenant
+P:rl:{key id}                          hash    API key's rate-limit token bucket (tokens, time)
 P:worker:{worker id}                   hash    worker state and heartbeat, with a TTL
+P:drain:{worker node}                  string  when a shutting-down node's jobs are handed back
+P:s3:abandoned                         zset    S3 uploads/objects to clean up, by due time
 P:m:c:{name} / P:m:h:{name}            hash    metric counters / histogram buckets
 =====================================  ======  ==================================================
 """
@@ -104,3 +107,12 @@ class Keys:
 
     def lock(self, name: str) -> str:
         return self._k("lock", name)
+
+    def drain(self, node: str) -> str:
+        return self._k("drain", node)
+
+    def abandoned_uploads(self) -> str:
+        return self._k("s3", "abandoned")
+
+    def rate_limit(self, key_id: str) -> str:
+        return self._k("rl", key_id)

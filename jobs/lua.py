@@ -51,6 +51,21 @@ local function emit(jk, id, event, now, suffix)
   return did
 end
 
+-- True when `owner` holds the run's lease. A lease that ran out while its holder could not renew
+-- it (Redis was down or restarting) is taken back, for `lease_ms`, if nobody claimed the job since:
+-- the job's `worker` field still names the holder (a claim or a handover changes it). A
+-- `lease_ms` of 0 takes nothing back.
+local function hold(jk, owner, lease_ms)
+  local holder = redis.call('GET', jk .. ':lease')
+  if holder == owner then return true end
+  if holder or tonumber(lease_ms) <= 0 then return false end
+  local status, worker = unpack(redis.call('HMGET', jk, 'status', 'worker'))
+  if worker ~= owner or not RUNNING[status] then return false end
+  redis.call('SET', jk .. ':lease', owner, 'PX', lease_ms)
+  redis.call('HDEL', jk, 'rescued_at', 'orphaned_at')
+  return true
+end
+
 -- Move a job to a terminal status; returns the id of the `completed` delivery or ''.
 local function finish(jk, id, new, now, err)
   local old = redis.call('HGET', jk, 'status')
@@ -113,7 +128,8 @@ if status == 'queued' and now > tonumber(expires_at) then
 end
 if cancel == '1' then return {'canceled', finish(jk, id, 'canceled', now, '')} end
 local n = redis.call('HINCRBY', jk, 'deliveries', 1)
-if n > tonumber(ARGV[6]) then return {'poisoned', finish(jk, id, 'failed', now, ARGV[8])} end
+local handovers = tonumber(redis.call('HGET', jk, 'handovers') or '0')
+if n - handovers > tonumber(ARGV[6]) then return {'poisoned', finish(jk, id, 'failed', now, ARGV[8])} end
 redis.call('SET', lk, owner, 'PX', ARGV[5])
 local did = ''
 if status == 'queued' then
@@ -121,26 +137,29 @@ if status == 'queued' then
   did = emit(jk, id, 'start', now, '')
 end
 set_status(jk, id, status, 'starting')
-redis.call('HSET', jk, 'worker', owner)
-redis.call('HDEL', jk, 'progress', 'orphaned_at')
+redis.call('HSET', jk, 'worker', owner, 'run_started_at', now)
+redis.call('HDEL', jk, 'progress', 'orphaned_at', 'rescued_at')
 redis.call('ZADD', key('deadline', 'run'), ARGV[7], id)
 return {'claimed', tostring(n), did}
 """
 
-# ARGV: P, id, owner, lease_ms  ->  -1 lost, 0 running, 1 cancel requested
-HEARTBEAT = r"""
-local jk = ARGV[1] .. ':job:' .. ARGV[2]
-if redis.call('GET', jk .. ':lease') ~= ARGV[3] then return -1 end
+# ARGV: P, id, owner, lease_ms, now, worker node
+#   ->  -1 lost, 0 running, 1 cancel requested, 2 hand the job back (the node is shutting down)
+HEARTBEAT = PRELUDE + r"""
+local jk = key('job', ARGV[2])
+if not hold(jk, ARGV[3], ARGV[4]) then return -1 end
 redis.call('PEXPIRE', jk .. ':lease', ARGV[4])
 if redis.call('HGET', jk, 'cancel_requested') == '1' then return 1 end
+local drain_at = redis.call('GET', key('drain', ARGV[6]))
+if drain_at and tonumber(ARGV[5]) >= tonumber(drain_at) then return 2 end
 return 0
 """
 
-# ARGV: P, id, owner, now, progress_json, webhook_interval_s
+# ARGV: P, id, owner, now, progress_json, webhook_interval_s, lease_ms
 PROGRESS = PRELUDE + r"""
 local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = key('job', id)
-if redis.call('GET', jk .. ':lease') ~= owner then return {'lost', '0', ''} end
+if not hold(jk, owner, ARGV[7]) then return {'lost', '0', ''} end
 local status = redis.call('HGET', jk, 'status')
 if not RUNNING[status] then return {'lost', '0', ''} end
 if status == 'starting' then set_status(jk, id, 'starting', 'processing') end
@@ -165,7 +184,7 @@ local jk = key('job', id)
 local status = redis.call('HGET', jk, 'status')
 if not status then return {'missing', ''} end
 if TERMINAL[status] then return {'already', status} end
-if redis.call('GET', jk .. ':lease') ~= owner then return {'lost', status} end
+if not hold(jk, owner, 60000) then return {'lost', status} end
 if new == 'succeeded' then
   redis.call('HSET', jk, 'output_key', ARGV[7], 'report_key', ARGV[8], 'report', ARGV[9])
 end
@@ -202,6 +221,52 @@ if not ok then
   return {'skipped', status or ''}
 end
 return {'done', finish(jk, id, new, now, ARGV[6])}
+"""
+
+# Sweeper: a running job without a lease lost its worker (killed, or its node went away). Mark it
+# and let the caller send a new message at once, instead of waiting for the broker to restore the
+# dead worker's unacknowledged one after the visibility timeout. The mark keeps later sweeps from
+# sending more; the next claim clears it. If no claim comes within `redelivery_grace_s`, the run
+# deadline fails the job as worker_lost.
+# ARGV: P, id, now, redelivery_grace_s  ->  {outcome, engine}
+RESCUE = PRELUDE + r"""
+local id, now = ARGV[2], tonumber(ARGV[3])
+local jk = key('job', id)
+local status, rescued, engine = unpack(redis.call('HMGET', jk, 'status', 'rescued_at', 'engine'))
+if not RUNNING[status] then return {'skipped', ''} end
+if redis.call('EXISTS', jk .. ':lease') == 1 then return {'alive', ''} end
+if rescued then return {'pending', ''} end
+redis.call('HSET', jk, 'rescued_at', now, 'orphaned_at', now)
+redis.call('ZADD', key('deadline', 'run'), now + tonumber(ARGV[4]), id)
+return {'rescue', engine}
+"""
+
+# Worker, shutting down: give a running job back. The lease is dropped and the worker field
+# cleared (the old run can no longer take the lease back); the handover does not count towards
+# the redelivery cap. The caller sends a new message; the job stays running until it is claimed.
+# ARGV: P, id, owner, now, redelivery_grace_s  ->  {outcome, engine}
+RELEASE = PRELUDE + r"""
+local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jk = key('job', id)
+local status, engine = unpack(redis.call('HMGET', jk, 'status', 'engine'))
+if not RUNNING[status] or redis.call('GET', jk .. ':lease') ~= owner then return {'lost', ''} end
+redis.call('DEL', jk .. ':lease')
+redis.call('HINCRBY', jk, 'handovers', 1)
+redis.call('HSET', jk, 'worker', '', 'rescued_at', now, 'orphaned_at', now)
+redis.call('HDEL', jk, 'progress')
+redis.call('ZADD', key('deadline', 'run'), now + tonumber(ARGV[5]), id)
+return {'released', engine}
+"""
+
+# Worker's main process, when the hard time limit killed the process running a job: fail the job,
+# if it is still running a run of this worker node (`worker` starts with the node prefix).
+# ARGV: P, id, now, node_prefix, error_json
+TIME_LIMIT = PRELUDE + r"""
+local id, now, prefix = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local jk = key('job', id)
+local status, worker = unpack(redis.call('HMGET', jk, 'status', 'worker'))
+if not RUNNING[status] or string.sub(worker or '', 1, #prefix) ~= prefix then return {'skipped', ''} end
+return {'done', finish(jk, id, 'failed', now, ARGV[5])}
 """
 
 # Sweeper, at a run's deadline. A live lease means the run is over its time limit: fail it. No

@@ -84,6 +84,26 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class WebhookState:
+    """How the job's latest start or completed webhook is doing (the outbox writes it)."""
+
+    event: str  # start | completed
+    state: str  # retrying | delivered | failed
+    attempts: int  # attempts made so far
+    last_error: str | None  # the latest failed attempt's error ("HTTP 500", "ReadTimeout: ...")
+    last_attempt_at: float  # Unix seconds
+    next_attempt_at: float | None  # when it is tried again (retrying only)
+
+    @classmethod
+    def from_json(cls, text: str) -> WebhookState:
+        data = json.loads(text)
+        next_at = data.get("next_attempt_at")
+        return cls(event=str(data["event"]), state=str(data["state"]), attempts=int(data["attempts"]),
+                   last_error=data.get("last_error"), last_attempt_at=float(data["last_attempt_at"]),
+                   next_attempt_at=float(next_at) if next_at is not None else None)
+
+
+@dataclass(frozen=True)
 class JobInputs:
     """Object keys of a job's inputs in the bucket."""
 
@@ -127,6 +147,7 @@ class JobRecord:
     deleted_at: float | None = None  # set on tombstones only
     webhook_url: str | None = None
     webhook_events: frozenset[WebhookEvent] = frozenset()
+    webhook: WebhookState | None = None  # delivery of the latest start/completed webhook
 
     @property
     def deleted(self) -> bool:
@@ -165,6 +186,7 @@ class JobRecord:
             deleted_at=num("deleted_at"),
             webhook_url=text("webhook_url"),
             webhook_events=events,
+            webhook=WebhookState.from_json(raw["webhook"]) if raw.get("webhook") else None,
         )
 
 

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 
 from jobs.model import JobRecord, Status
-from jobs.schemas import ErrorPublic, JobPublic, JobUrls, MetricsPublic, OutputPublic, ProgressPublic
+from jobs.schemas import ErrorPublic, JobPublic, JobUrls, MetricsPublic, OutputPublic, ProgressPublic, WebhookPublic
 from jobs.storage import Storage
 
 
@@ -55,6 +55,13 @@ def render_job(
     error = None
     if record.error is not None:
         error = ErrorPublic(code=record.error.code, message=record.error.message, field=record.error.field)
+    webhook = None
+    if record.webhook is not None:
+        w = record.webhook
+        webhook = WebhookPublic(
+            event=w.event, state=w.state, attempts=w.attempts, last_error=w.last_error,  # type: ignore[arg-type]
+            last_attempt_at=datetime.fromtimestamp(w.last_attempt_at, UTC), next_attempt_at=_when(w.next_attempt_at),
+        )
     return JobPublic(
         id=record.id,
         status=record.status,
@@ -72,6 +79,7 @@ def render_job(
         ),
         error=error,
         output=output,
+        webhook=webhook,
         cancel_requested=record.cancel_requested,
         data_removed=record.data_removed,
         attempts=record.deliveries,

@@ -59,6 +59,15 @@ class OutputPublic(BaseModel):
     report: dict[str, object] | None = Field(None, description="report summary: identity distances, timings")
 
 
+class WebhookPublic(BaseModel):
+    event: Literal["start", "completed"] = Field(description="the event this delivery carries")
+    state: Literal["retrying", "delivered", "failed"] = Field(description="failed: retries were given up")
+    attempts: int = Field(description="attempts made so far, with the same webhook-id")
+    last_error: str | None = Field(None, description="why the latest failed attempt failed")
+    last_attempt_at: datetime
+    next_attempt_at: datetime | None = Field(None, description="when it is tried again (retrying only)")
+
+
 class JobUrls(BaseModel):
     get: str
     cancel: str
@@ -80,6 +89,7 @@ class JobPublic(BaseModel):
     metrics: MetricsPublic
     error: ErrorPublic | None = None
     output: OutputPublic | None = None
+    webhook: WebhookPublic | None = Field(None, description="delivery of the latest start/completed webhook")
     cancel_requested: bool = False
     data_removed: bool = Field(False, description="inputs and outputs were removed (retention or delete)")
     attempts: int = Field(0, description="runs started, redeliveries after a lost worker included")

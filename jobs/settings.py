@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = False  # create the bucket at start-up (development stacks)
     presign_expires_s: int = Field(3600, ge=60, le=7 * 24 * 3600)  # lifetime of presigned URLs
     upload_part_bytes: int = Field(8 * MiB, ge=5 * MiB, le=512 * MiB)  # S3 multipart part size (memory per upload)
+    s3_max_attempts: int = Field(3, ge=1, le=10)  # attempts of one S3 request inside boto3 (its own quick retries)
+    storage_retry_horizon_s: float = Field(120.0, ge=0)  # a worker retries storing a result this long, then fails it
+    storage_retry_base_s: float = Field(1.0, gt=0)  # first delay between result-upload retries; doubles each time
 
     # --- limits -------------------------------------------------------------------------------
     max_video_bytes: int = Field(2 * GiB, ge=1)  # largest accepted video upload
@@ -69,6 +72,7 @@ class Settings(BaseSettings):
     max_side: int = Field(3840, ge=16)  # widest/tallest accepted video, in pixels (worker)
     max_pixels: int = Field(3840 * 2160, ge=256)  # width * height of one frame (worker)
     max_reference_pixels: int = Field(40_000_000, ge=256)  # width * height of one reference (worker)
+    min_side: int = Field(16, ge=1)  # narrowest accepted video frame side, pixels (API, from the header)
     max_queued_per_tenant: int = Field(100, ge=1)  # queued jobs one tenant may have at a time
 
     # --- job lifecycle --------------------------------------------------------------------------
@@ -87,10 +91,13 @@ class Settings(BaseSettings):
     tombstone_ttl_s: int = Field(30 * 24 * 3600, ge=60)  # a deleted job answers 410 this long
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)  # an Idempotency-Key maps to its job this long
     sweep_interval_s: float = Field(15.0, gt=0)  # period of the maintenance sweep (beat)
+    redis_retry_horizon_s: float = Field(60.0, ge=0)  # a worker retries a job-store write this long while Redis is down
+    shutdown_grace_s: float = Field(30.0, gt=0)  # after SIGTERM a running job may finish this long, then is handed back
 
     # --- webhooks -------------------------------------------------------------------------------
     webhook_timeout_s: float = Field(10.0, gt=0)  # connect + read timeout of one delivery
     webhook_max_attempts: int = Field(12, ge=1)  # terminal events: attempts before giving up
+    webhook_retry_horizon_s: float = Field(6 * 3600.0, gt=0)  # terminal events: no attempt this long after the event
     webhook_backoff_base_s: float = Field(5.0, gt=0)  # first retry delay; doubles each attempt
     webhook_backoff_max_s: float = Field(3600.0, gt=0)  # longest retry delay
     webhook_progress_interval_s: float = Field(5.0, ge=0)  # fewest seconds between progress events
@@ -98,6 +105,12 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False  # allow loopback/private/link-local targets (development only)
     webhook_allow_cidrs: list[IPNetwork] = []  # operator allowlist of otherwise forbidden networks
     webhook_secret_grace_s: int = Field(24 * 3600, ge=0)  # a rotated secret keeps signing this long
+
+    # --- abuse limits and logs ---------------------------------------------------------------------
+    rate_limit_per_s: float = Field(20.0, gt=0)  # requests per second one API key may sustain (token refill)
+    rate_limit_burst: int = Field(100, ge=1)  # requests one API key may make at once (bucket size)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # level of the service's logs
+    log_format: Literal["json", "text"] = "json"  # json: one redacted JSON object per line
 
     # --- worker ---------------------------------------------------------------------------------
     restorer: str = Field("worker.restorer:load_restorer", pattern=r"^[\w.]+:\w+$")  # factory, module:callable

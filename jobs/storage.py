@@ -1,7 +1,9 @@
 """S3-compatible object storage (AWS, MinIO, SeaweedFS) through boto3, and the object key layout.
 
 Uploads stream: :class:`ObjectWriter` buffers at most one part (``upload_part_bytes``) and sends
-it as an S3 multipart part, so memory per upload is bounded whatever the file size. Presigned
+it as an S3 multipart part, so memory per upload is bounded whatever the file size. A failed
+multipart upload is aborted; when S3 is down the abort fails too, so a writer can report its
+upload to an :class:`UploadJournal`, and whoever keeps the journal aborts it later. Presigned
 URLs are made when a client reads a job (never stored), with the expiry returned next to them.
 Keys are deterministic functions of tenant and job id, so a redelivered job overwrites its own
 output instead of creating a second one.
@@ -13,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import boto3
 from botocore.client import BaseClient
@@ -52,6 +55,22 @@ def report_key(tenant: str, job_id: str) -> str:
     return f"outputs/{tenant}/{job_id}/report.json"
 
 
+class UploadJournal(Protocol):
+    """Where a writer records its multipart upload, so that an upload it cannot abort is aborted later."""
+
+    def begun(self, key: str, upload_id: str) -> None:
+        """A multipart upload was created."""
+        ...
+
+    def ended(self, key: str, upload_id: str) -> None:
+        """It was completed or aborted: nothing left to clean."""
+        ...
+
+    def abandoned(self, key: str, upload_id: str) -> None:
+        """Aborting it failed: abort it as soon as S3 answers again."""
+        ...
+
+
 # ---------------------------------------------------------------------------------------------- client
 @dataclass(frozen=True)
 class PresignedURL:
@@ -69,7 +88,7 @@ def _client(settings: Settings, endpoint: str | None) -> BaseClient:
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": settings.s3_addressing_style},
-        retries={"max_attempts": 3, "mode": "standard"},
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
         connect_timeout=5,
         read_timeout=60,
         max_pool_connections=32,
@@ -87,8 +106,10 @@ class ObjectWriter:
     sent with a single PUT.
     """
 
-    def __init__(self, client: BaseClient, bucket: str, key: str, content_type: str, part_size: int) -> None:
+    def __init__(self, client: BaseClient, bucket: str, key: str, content_type: str, part_size: int,
+                 journal: UploadJournal | None = None) -> None:
         self._client = client
+        self._journal = journal
         self._bucket = bucket
         self.key = key
         self.content_type = content_type
@@ -112,6 +133,8 @@ class ObjectWriter:
                         Bucket=self._bucket, Key=self.key, ContentType=self.content_type
                     )
                     self._upload_id = started["UploadId"]
+                    if self._journal is not None:
+                        self._journal.begun(self.key, self._upload_id)
                 number = len(self._parts) + 1
                 with memoryview(self._buffer) as view:
                     body = bytes(view[: self._part_size])  # one copy of the part, no intermediate slice
@@ -143,19 +166,31 @@ class ObjectWriter:
                     Bucket=self._bucket, Key=self.key, UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
                 )
+                if self._journal is not None:
+                    self._journal.ended(self.key, self._upload_id)
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"uploading {self.key} failed: {exc}") from exc
         self._buffer = bytearray()
         return self.size
 
     def abort(self) -> None:
-        """Drop the upload (and its parts); nothing is left under ``key``."""
+        """Drop the upload (and its parts); nothing is left under ``key``.
+
+        If S3 refuses the abort, a writer with a journal hands the upload to it and returns;
+        one without raises :class:`StorageUnavailable`.
+        """
         self._buffer = bytearray()
+        if self._upload_id is None:
+            return
         try:
-            if self._upload_id is not None:
-                self._client.abort_multipart_upload(Bucket=self._bucket, Key=self.key, UploadId=self._upload_id)
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self.key, UploadId=self._upload_id)
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"aborting the upload of {self.key} failed: {exc}") from exc
+            if self._journal is None:
+                raise StorageUnavailable(f"aborting the upload of {self.key} failed: {exc}") from exc
+            self._journal.abandoned(self.key, self._upload_id)
+            return
+        if self._journal is not None:
+            self._journal.ended(self.key, self._upload_id)
 
 
 class Storage:
@@ -197,12 +232,12 @@ class Storage:
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"bucket {self.bucket} is not reachable: {exc}") from exc
 
-    def writer(self, key: str, content_type: str) -> ObjectWriter:
-        return ObjectWriter(self.client, self.bucket, key, content_type, self.part_size)
+    def writer(self, key: str, content_type: str, journal: UploadJournal | None = None) -> ObjectWriter:
+        return ObjectWriter(self.client, self.bucket, key, content_type, self.part_size, journal)
 
-    def upload_file(self, path: Path, key: str, content_type: str) -> None:
-        """Upload a local file (multipart above one part, streamed from disk)."""
-        writer = self.writer(key, content_type)
+    def upload_file(self, path: Path, key: str, content_type: str, journal: UploadJournal | None = None) -> None:
+        """Upload a local file (multipart above one part, streamed from disk); a failed upload is aborted."""
+        writer = self.writer(key, content_type, journal)
         with path.open("rb") as f:
             try:
                 while chunk := f.read(self.part_size):
@@ -212,6 +247,17 @@ class Storage:
             except BaseException:
                 writer.abort()
                 raise
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (one already gone is fine)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404", "NotFound"):
+                return
+            raise StorageUnavailable(f"aborting the upload of {key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"aborting the upload of {key} failed: {exc}") from exc
 
     def download_file(self, key: str, path: Path) -> None:
         try:

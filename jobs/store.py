@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal
 
 import redis
@@ -65,6 +66,15 @@ class Transition:
     outcome: str
     delivery: str | None = None
     detail: str = ""
+
+
+class Beat(IntEnum):
+    """What a lease renewal found."""
+
+    LOST = -1  # the lease is gone: another run or the sweeper owns the job now
+    RUNNING = 0  # keep going
+    CANCEL = 1  # the client asked to cancel
+    HAND_BACK = 2  # this worker node is shutting down and its grace period is over: give the job back
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,9 @@ class JobStore:
         self._cancel = client.register_script(lua.CANCEL)
         self._force = client.register_script(lua.FORCE)
         self._run_deadline = client.register_script(lua.RUN_DEADLINE)
+        self._rescue = client.register_script(lua.RESCUE)
+        self._release = client.register_script(lua.RELEASE)
+        self._time_limit = client.register_script(lua.TIME_LIMIT)
         self._tombstone = client.register_script(lua.TOMBSTONE)
 
     # ------------------------------------------------------------------ create and read
@@ -268,15 +281,22 @@ class JobStore:
             return Claim(outcome, delivery=result[1] or None)  # type: ignore[arg-type]
         return Claim(outcome)  # type: ignore[arg-type]
 
-    def heartbeat(self, job_id: str, *, owner: str, lease_ttl_s: float) -> int:
-        """Renew the lease: -1 lost, 0 keep going, 1 the client asked to cancel."""
-        return int(self._heartbeat(args=[self._prefix, job_id, owner, int(lease_ttl_s * 1000)]))
+    def heartbeat(self, job_id: str, *, owner: str, lease_ttl_s: float, node: str = "",
+                  now: float | None = None) -> Beat:
+        """Renew the lease, taking it back if it ran out while Redis was unreachable and nobody else
+        claimed the job; report a cancel request, or a shutdown of worker ``node``."""
+        lease_ms = int(lease_ttl_s * 1000)
+        return Beat(int(self._heartbeat(args=[self._prefix, job_id, owner, lease_ms, _now(now), node])))
 
     def report_progress(
-        self, job_id: str, *, owner: str, progress: Progress, webhook_interval_s: float, now: float | None = None
+        self, job_id: str, *, owner: str, progress: Progress, webhook_interval_s: float,
+        lease_ttl_s: float | None = None, now: float | None = None,
     ) -> ProgressAck:
+        """Record progress if ``owner`` holds the run. With ``lease_ttl_s``, a lease that ran out
+        while Redis was unreachable is taken back (as :meth:`heartbeat` does)."""
+        lease_ms = int(lease_ttl_s * 1000) if lease_ttl_s is not None else 0
         outcome, cancel, delivery = self._progress(
-            args=[self._prefix, job_id, owner, _now(now), progress.to_json(), webhook_interval_s]
+            args=[self._prefix, job_id, owner, _now(now), progress.to_json(), webhook_interval_s, lease_ms]
         )
         return ProgressAck(lost=_decode(outcome) == "lost", cancel_requested=_decode(cancel) == "1",
                            delivery=_delivery(delivery))
@@ -327,6 +347,34 @@ class JobStore:
         ])
         outcome, detail = _decode(outcome), _decode(detail)
         return Transition(outcome=outcome, delivery=detail or None)
+
+    def rescue(self, job_id: str, *, redelivery_grace_s: float, now: float | None = None) -> str | None:
+        """A running job whose lease ran out lost its worker: the engine to send it to again, or None
+        (it is alive, already being redelivered, or no longer running)."""
+        outcome, engine = self._rescue(args=[self._prefix, job_id, _now(now), redelivery_grace_s])
+        return _decode(engine) if _decode(outcome) == "rescue" else None
+
+    def unmark_rescue(self, job_id: str) -> None:
+        """The rescue message could not be sent: let the next sweep try again."""
+        self.redis.hdel(self.keys.job(job_id), "rescued_at", "orphaned_at")
+
+    def release(self, job_id: str, *, owner: str, redelivery_grace_s: float, now: float | None = None) -> str | None:
+        """Give back the run ``owner`` holds (worker shutdown): the engine to send it to, or None if
+        the run was no longer this owner's."""
+        outcome, engine = self._release(args=[self._prefix, job_id, owner, _now(now), redelivery_grace_s])
+        return _decode(engine) if _decode(outcome) == "released" else None
+
+    def fail_time_limit(self, job_id: str, *, node: str, time_limit_s: int, now: float | None = None) -> Transition:
+        """The hard time limit killed the process running ``job_id`` on ``node``: fail the job, if the
+        run is still that node's. Outcomes: done, skipped."""
+        error = ErrorInfo(code="time_limit_exceeded", message=f"the job ran longer than {time_limit_s} s")
+        outcome, detail = self._time_limit(args=[self._prefix, job_id, _now(now), f"{node}:", error.to_json()])
+        outcome, detail = _decode(outcome), _decode(detail)
+        return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None)
+
+    def active(self, engine: str) -> list[str]:
+        """Ids of the running jobs of ``engine``."""
+        return sorted(self.redis.smembers(self.keys.active(engine)))
 
     def due(self, kind: Literal["queue", "run", "cancel"], *, now: float | None = None, limit: int = 100) -> list[str]:
         """Job ids whose ``kind`` deadline has passed."""

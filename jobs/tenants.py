@@ -25,6 +25,17 @@ KEY_PREFIX = "ipfvr_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_BYTES = 32  # entropy of an API key
 _SECRET_BYTES = 24  # entropy of a webhook secret (Standard Webhooks: 24-64 bytes)
+_MAX_KEY_LENGTH = 128  # longer bearer tokens are not our keys (and are not hashed)
+_KEY_ID_LENGTH = 24  # hex characters of the key's HMAC that name it in rate limits and logs
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a valid API key belongs to, and names for it that reveal nothing of the key."""
+
+    tenant: str
+    key_id: str  # prefix of the key's HMAC: stable, not reversible
+    hint: str  # "ipfvr_" plus the key's first 4 characters, as shown when it was created
 
 
 @dataclass(frozen=True)
@@ -82,9 +93,18 @@ class Tenants:
 
     def authenticate(self, api_key: str) -> str | None:
         """The tenant owning ``api_key``, or None."""
-        if not api_key.startswith(KEY_PREFIX):
+        identity = self.identify(api_key)
+        return identity.tenant if identity is not None else None
+
+    def identify(self, api_key: str) -> KeyIdentity | None:
+        """The tenant and the stable, non-secret id of ``api_key``, or None for an unknown key."""
+        if not api_key.startswith(KEY_PREFIX) or len(api_key) > _MAX_KEY_LENGTH:
             return None
-        return self.redis.hget(self.keys.api_key(self._digest(api_key)), "tenant")
+        digest = self._digest(api_key)
+        tenant = self.redis.hget(self.keys.api_key(digest), "tenant")
+        if tenant is None:
+            return None
+        return KeyIdentity(tenant=tenant, key_id=digest[:_KEY_ID_LENGTH], hint=api_key[: len(KEY_PREFIX) + 4])
 
     def webhook_secrets(self, tenant: str) -> WebhookSecrets:
         raw = self.redis.hgetall(self.keys.tenant(tenant))

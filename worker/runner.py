@@ -4,10 +4,17 @@ Idempotent by construction: the claim script refuses terminal jobs and jobs anot
 holds; outputs go to deterministic keys, so a second run overwrites rather than duplicates; and
 only the lease holder can finish the job, so a redelivered message never yields two results or
 two ``completed`` webhooks. Library errors keep their stable codes in the job's ``error``.
+
+Faults: job-store writes that must happen (claim, finish) are retried while Redis is unreachable,
+progress writes are skipped; the result upload is retried with backoff and, if S3 stays down, the
+job fails as ``storage_unavailable`` with its partial objects discarded (or journaled for the
+sweeper). When the worker node shuts down, a run still going after the grace period stops at its
+next step and hands the job back, to be claimed by another worker.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -20,23 +27,30 @@ from pathlib import Path
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import RedisError
 
 from ipfvr_core.errors import Canceled, IPFVRError
 from jobs.model import ErrorInfo, JobRecord, Progress, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
-from jobs.store import Claim
+from jobs.store import Claim, Transition
 from worker.context import WorkerContext
-from worker.lease import LeaseKeeper
+from worker.lease import LeaseKeeper, redelivery_grace_s
 from worker.restorer import ProgressLike, ResidentRestorer, RestoreRequest
+from worker.retry import Backoff, retry
+from worker.upload_journal import UploadJournal
 
 log = logging.getLogger(__name__)
 
 _CLAIM_TRIES = 2  # a held lease is waited out once; if it is still held, its holder is alive
+_REDIS_BACKOFF_BASE_S = 0.2  # first delay of a job-store retry while Redis is unreachable
+_REDIS_BACKOFF_MAX_S = 5.0  # longest delay between two job-store retries
+_STORAGE_BACKOFF_MAX_S = 30.0  # longest delay between two result-upload retries
 
 
 @dataclass
 class Outcome:
-    status: Status | None  # None: the lease was lost, someone else finishes the job
+    status: Status | None  # None: the lease was lost (someone else finishes the job) or the job is handed back
+    hand_back: bool = False  # the worker is shutting down: give the job back for another worker
     error: ErrorInfo | None = None
     report: dict[str, Any] | None = None  # summary kept in the job
     frames: int = 0  # frames written (metrics)
@@ -60,12 +74,17 @@ class ProgressReporter:
         if not due and event.stage == self._last_stage and event.fraction < 1.0:
             return
         self._last_write, self._last_stage = now, event.stage
-        ack = self._ctx.store.report_progress(
-            self._job_id, owner=self._owner,
-            progress=Progress(stage=event.stage, current=int(event.current), total=int(event.total),
-                              fraction=min(max(float(event.fraction), 0.0), 1.0)),
-            webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
-        )
+        try:
+            ack = self._ctx.store.report_progress(
+                self._job_id, owner=self._owner,
+                progress=Progress(stage=event.stage, current=int(event.current), total=int(event.total),
+                                  fraction=min(max(float(event.fraction), 0.0), 1.0)),
+                webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
+                lease_ttl_s=self._ctx.settings.lease_ttl_s,
+            )
+        except RedisError as exc:  # progress is advisory: keep restoring, write the next one
+            log.warning("job %s: progress not recorded: %s", self._job_id, exc)
+            return
         self._ctx.dispatcher.webhook(ack.delivery)
         self._lease.note(ack)
 
@@ -94,13 +113,28 @@ def _cuda() -> Any:
     return torch.cuda if torch is not None and torch.cuda.is_available() else None
 
 
+def release_accelerator_memory() -> None:
+    """Free what a finished run left: unreachable objects (an exception's frames hold tensors), then
+    the CUDA allocator's cached blocks, so the next job starts from the resident model alone."""
+    gc.collect()
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.empty_cache()
+
+
 class JobRunner:
-    def __init__(self, ctx: WorkerContext, restorer: ResidentRestorer, worker_id: str,
+    def __init__(self, ctx: WorkerContext, restorer: ResidentRestorer, worker_id: str, *, node: str = "",
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.ctx = ctx
         self.restorer = restorer
-        self.worker_id = worker_id
+        self.worker_id = worker_id  # "{node}:{pid}": runs are owned by "{worker_id}:{random}"
+        self.node = node  # Celery node name; its shutdown hands the job back
         self._sleep = sleep
+        s = ctx.settings
+        self._redis_backoff = Backoff(base_s=_REDIS_BACKOFF_BASE_S, max_s=_REDIS_BACKOFF_MAX_S,
+                                      horizon_s=s.redis_retry_horizon_s)
+        self._storage_backoff = Backoff(base_s=s.storage_retry_base_s, max_s=_STORAGE_BACKOFF_MAX_S,
+                                        horizon_s=s.storage_retry_horizon_s)
 
     def run(self, job_id: str) -> None:
         settings = self.ctx.settings
@@ -109,30 +143,37 @@ class JobRunner:
         if claim is None:
             return
         self.ctx.dispatcher.webhook(claim.delivery)
-        record = self.ctx.store.get(job_id)
+        record = self._store_call(lambda: self.ctx.store.get(job_id), what=f"reading job {job_id}")
         if record is None:
             return
         if claim.attempt == 1 and record.started_at is not None:
             self.ctx.metrics.observe("job_queue_wait_seconds", record.started_at - record.created_at,
                                      engine=record.engine)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        with (
-            LeaseKeeper(self.ctx.store, job_id, owner, lease_ttl_s=settings.lease_ttl_s,
-                        heartbeat_s=settings.heartbeat_s) as lease,
-            tempfile.TemporaryDirectory(prefix=f"{job_id}-", dir=settings.work_dir) as scratch,
-        ):
-            outcome = self._execute(record, owner, lease, Path(scratch))
-        self._finish(record, owner, outcome)
+        try:
+            with (
+                LeaseKeeper(self.ctx.store, job_id, owner, lease_ttl_s=settings.lease_ttl_s,
+                            heartbeat_s=settings.heartbeat_s, node=self.node) as lease,
+                tempfile.TemporaryDirectory(prefix=f"{job_id}-", dir=settings.work_dir) as scratch,
+            ):
+                outcome = self._execute(record, owner, lease, Path(scratch))
+            self._finish(record, owner, outcome)
+        finally:
+            release_accelerator_memory()
 
     # ------------------------------------------------------------------ steps
+    def _store_call(self, call: Callable[[], Any], *, what: str) -> Any:
+        """A job-store call that must happen: retried while Redis is unreachable, up to the horizon."""
+        return retry(call, backoff=self._redis_backoff, retry_on=(RedisError,), what=what, sleep=self._sleep)
+
     def _claim(self, job_id: str, owner: str) -> Claim | None:
         settings = self.ctx.settings
         claim = None
         for _ in range(_CLAIM_TRIES):
-            claim = self.ctx.store.claim(
+            claim = self._store_call(lambda: self.ctx.store.claim(
                 job_id, owner=owner, lease_ttl_s=settings.lease_ttl_s, max_deliveries=settings.max_deliveries,
                 run_deadline=time.time() + settings.hard_time_limit_s + settings.lease_ttl_s,
-            )
+            ), what=f"claiming job {job_id}")
             if claim.outcome != "leased":
                 break
             # A previous run's lease: its worker died (the lease runs out) or is alive (it is renewed).
@@ -162,9 +203,7 @@ class JobRunner:
                 return Outcome(status=None)
             started = time.monotonic()
             reporter.stage("upload", 1.0)
-            ctx.storage.upload_file(request.output, output_key(record.tenant, record.id), "video/mp4")
-            ctx.storage.put_bytes(report_key(record.tenant, record.id), json.dumps(report).encode(),
-                                  "application/json")
+            self._store_outputs(record, request.output, report, lease)
             stages["upload"] = time.monotonic() - started
             for name, seconds in (report.get("timings_s") or {}).items():
                 if name != "total" and isinstance(seconds, int | float):
@@ -176,20 +215,22 @@ class JobRunner:
         except Canceled:
             if lease.lost:
                 return Outcome(status=None)
+            if lease.hand_back and not lease.cancel_requested:
+                return Outcome(status=None, hand_back=True)
             return Outcome(Status.CANCELED)
         except IPFVRError as exc:
-            return Outcome(Status.FAILED, ErrorInfo(code=exc.code, message=exc.message, field=exc.field))
+            return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=exc.message, field=exc.field))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_time_limit_s
-            return Outcome(Status.FAILED, ErrorInfo(code="time_limit_exceeded",
-                                                    message=f"the job ran longer than {limit} s"))
+            return Outcome(Status.FAILED, error=ErrorInfo(code="time_limit_exceeded",
+                                                          message=f"the job ran longer than {limit} s"))
         except StorageUnavailable as exc:
             log.error("job %s: storage failed: %s", record.id, exc)
-            return Outcome(Status.FAILED, ErrorInfo(code="storage_unavailable", message=exc.message))
+            return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except Exception:
             log.exception("job %s: unexpected error", record.id)
-            return Outcome(Status.FAILED, ErrorInfo(code="internal_error",
-                                                    message="the worker hit an unexpected error; it was logged"))
+            return Outcome(Status.FAILED, error=ErrorInfo(
+                code="internal_error", message="the worker hit an unexpected error; it was logged"))
 
     def _download(self, record: JobRecord, scratch: Path) -> RestoreRequest:
         if record.inputs is None:
@@ -204,18 +245,48 @@ class JobRunner:
         return RestoreRequest(video=video, references=references, output=scratch / "restored.mp4",
                               options=dict(record.options))
 
+    def _store_outputs(self, record: JobRecord, video: Path, report: dict[str, Any], lease: LeaseKeeper) -> None:
+        """Upload the video and the report, retrying with backoff while S3 is unreachable.
+
+        Each attempt starts over (a failed multipart upload is aborted, or journaled when S3 refuses
+        the abort too). If S3 stays down past the horizon, whatever this run did write is deleted,
+        or journaled for the sweeper, so a failed job leaves no partial result in the bucket.
+        """
+        ctx = self.ctx
+        keys = [output_key(record.tenant, record.id), report_key(record.tenant, record.id)]
+        journal = UploadJournal(ctx.redis, ctx.store.keys, record.id, stale_after_s=ctx.settings.hard_time_limit_s)
+        body = json.dumps(report).encode()
+
+        def upload() -> None:
+            ctx.storage.upload_file(video, keys[0], "video/mp4", journal=journal)
+            ctx.storage.put_bytes(keys[1], body, "application/json")
+
+        try:
+            retry(upload, backoff=self._storage_backoff, retry_on=(StorageUnavailable,),
+                  what=f"storing the result of job {record.id}", stop=lambda: lease.lost, sleep=self._sleep)
+        except StorageUnavailable:
+            try:
+                ctx.storage.delete(keys)
+            except StorageUnavailable:
+                journal.discard(keys)
+            raise
+
     def _finish(self, record: JobRecord, owner: str, outcome: Outcome) -> None:
         ctx = self.ctx
+        if outcome.hand_back:
+            self._hand_back(record, owner)
+            return
         if outcome.status is None:
             log.info("job %s: lease lost mid-run; another worker or the sweeper owns it", record.id)
             return
         succeeded = outcome.status is Status.SUCCEEDED
-        transition = ctx.store.complete(
-            record.id, owner=owner, status=outcome.status, error=outcome.error,
+        status = outcome.status
+        transition: Transition = self._store_call(lambda: ctx.store.complete(
+            record.id, owner=owner, status=status, error=outcome.error,
             output_key=output_key(record.tenant, record.id) if succeeded else "",
             report_key=report_key(record.tenant, record.id) if succeeded else "",
             report=outcome.report,
-        )
+        ), what=f"finishing job {record.id}")
         if transition.outcome != "done":
             current = ctx.store.get(record.id)
             if succeeded and (current is None or current.status is not Status.SUCCEEDED):
@@ -232,3 +303,15 @@ class JobRunner:
             ctx.metrics.observe("job_stage_seconds", seconds, engine=record.engine, stage=stage)
         if outcome.frames:
             ctx.metrics.inc("frames_restored", outcome.frames, engine=record.engine)
+
+    def _hand_back(self, record: JobRecord, owner: str) -> None:
+        """The worker is shutting down: release the run and send the job to the queue again."""
+        ctx = self.ctx
+        engine = self._store_call(lambda: ctx.store.release(
+            record.id, owner=owner, redelivery_grace_s=redelivery_grace_s(ctx.settings),
+        ), what=f"handing back job {record.id}")
+        if engine is None:
+            log.info("job %s: no longer this run's; nothing to hand back", record.id)
+            return
+        ctx.dispatcher.restore(record.id, engine)
+        log.warning("job %s: handed back for another worker (this worker is shutting down)", record.id)

@@ -75,7 +75,7 @@ class WorkerRuntime:
             raise NotReady(f"worker {self.info.id} has no model loaded ({self.info.state})")
         self._publish(state=WorkerState.BUSY, job=job_id)
         try:
-            JobRunner(self.ctx, self.restorer, self.info.id).run(job_id)
+            JobRunner(self.ctx, self.restorer, self.info.id, node=self.info.hostname).run(job_id)
         finally:
             self._publish(state=WorkerState.READY, job=None)
 

@@ -1,4 +1,9 @@
-"""The periodic sweep: deadlines, the cancel fallback, retention and unused uploads.
+"""The periodic sweep: lost runs, deadlines, the cancel fallback, retention, unused uploads and leftovers.
+
+A running job whose lease ran out lost its worker (SIGKILL, OOM, a node gone): the sweep sends it
+again at once, so redelivery takes ``lease_ttl_s`` + one sweep instead of the broker's
+visibility timeout (hours, as it must exceed the longest job). Result uploads that a failed run
+could not clean (S3 was down) are aborted or deleted once S3 answers.
 
 Every step is an idempotent transition of the job store, so two sweeps (two beat instances, or a
 sweep that overlaps the next) do no harm; a lock still keeps them from doing the work twice.
@@ -8,9 +13,14 @@ from __future__ import annotations
 
 import logging
 
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
 from jobs.model import ErrorInfo, Status
 from jobs.storage import output_key, report_key, upload_key
 from worker.context import WorkerContext
+from worker.lease import redelivery_grace_s
+from worker.upload_journal import LeftoverCleaner
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +35,32 @@ class Sweeper:
         if not self.ctx.redis.set(self.ctx.store.keys.lock("sweep"), "1", nx=True, px=lock_ms):
             return False
         try:
+            self.rescue_lost_runs(now)
             self.expire_queued(now)
             self.enforce_run_deadlines(now)
             self.enforce_cancel_grace(now)
             self.remove_expired_data(now)
             self.remove_stale_uploads(now)
+            self.clean_leftovers(now)
         finally:
             self.ctx.redis.delete(self.ctx.store.keys.lock("sweep"))
         return True
+
+    def rescue_lost_runs(self, now: float) -> None:
+        """Send again every running job whose worker stopped renewing its lease."""
+        ctx = self.ctx
+        grace = redelivery_grace_s(ctx.settings)
+        for engine in ctx.settings.engines:
+            for job_id in ctx.store.active(engine):
+                target = ctx.store.rescue(job_id, redelivery_grace_s=grace, now=now)
+                if target is None:
+                    continue
+                log.warning("job %s lost its worker; sending it again to %s", job_id, target)
+                try:
+                    ctx.dispatcher.restore(job_id, target)
+                except (OperationalError, RedisError):
+                    ctx.store.unmark_rescue(job_id)
+                    raise
 
     def expire_queued(self, now: float) -> None:
         error = ErrorInfo(code="queue_ttl_exceeded", message="the job was not started before its queue deadline")
@@ -42,8 +70,7 @@ class Sweeper:
 
     def enforce_run_deadlines(self, now: float) -> None:
         settings = self.ctx.settings
-        # A dead worker's message comes back after the visibility timeout, within one restore scan.
-        grace = settings.visibility_timeout_s + 2 * settings.broker_restore_interval_s + settings.lease_ttl_s
+        grace = redelivery_grace_s(settings)
         for job_id in self.ctx.store.due("run", now=now):
             t = self.ctx.store.run_deadline(job_id, redelivery_grace_s=grace,
                                             time_limit_s=settings.job_time_limit_s, now=now)
@@ -69,6 +96,10 @@ class Sweeper:
                         output_key(record.tenant, job_id), report_key(record.tenant, job_id)]
                 self.ctx.storage.delete(keys)
             self.ctx.store.mark_data_removed(job_id)
+
+    def clean_leftovers(self, now: float) -> None:
+        LeftoverCleaner(self.ctx.redis, self.ctx.store, self.ctx.storage).run(
+            now=now, retry_in_s=self.ctx.settings.hard_time_limit_s)
 
     def remove_stale_uploads(self, now: float) -> None:
         older_than = now - self.ctx.settings.upload_ttl_s

@@ -3,7 +3,9 @@
 An attempt renders the job object at send time (so a retried ``completed`` event carries fresh
 presigned URLs), signs it with every active secret of the tenant, and records the outcome in the
 outbox: delivered, retry later (exponential backoff, terminal and start events), or failed for
-good (forbidden target, 410 Gone, attempts exhausted, or a progress event's only attempt).
+good (forbidden target, 410 Gone, attempts or retry horizon exhausted, or a progress event's only
+attempt). A receiver that is down, answers an error or stays silent past ``webhook_timeout_s``
+is just a failed attempt: the same ``webhook-id`` is sent again later.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class WebhookDelivery:
         self.sender = sender
         s = ctx.settings
         self.retry = RetryPolicy(max_attempts=s.webhook_max_attempts, base_s=s.webhook_backoff_base_s,
-                                 max_s=s.webhook_backoff_max_s)
+                                 max_s=s.webhook_backoff_max_s, horizon_s=s.webhook_retry_horizon_s)
 
     @classmethod
     def from_context(cls, ctx: WorkerContext) -> WebhookDelivery:
@@ -59,7 +61,7 @@ class WebhookDelivery:
             ctx.outbox.record(delivery_id, "delivered", detail=result.detail, now=moment)
             return
         next_at = self.retry.next_attempt(attempts=delivery.attempts, best_effort=delivery.best_effort,
-                                          permanent=result.permanent, now=moment)
+                                          permanent=result.permanent, now=moment, recorded_at=delivery.created_at)
         log.info("webhook %s attempt %d failed (%s); next attempt %s", delivery_id, delivery.attempts,
                  result.detail, "none" if next_at is None else f"in {next_at - moment:.0f} s")
         ctx.outbox.record(delivery_id, "retry" if next_at is not None else "failed", detail=result.detail,

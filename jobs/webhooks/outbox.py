@@ -6,6 +6,9 @@ claims the record by moving its due time into the future (the in-flight window):
 task, or a dispatcher that sees it again, finds it not due and does nothing; a worker that dies
 mid-attempt leaves it due again when the window ends. Retries are scheduled by due time here, not
 with Celery ETA/countdown messages, so no retry sits unacknowledged in a worker for hours.
+
+Each outcome of a start or completed event is also written on the job (its ``webhook`` field:
+event, state, attempts, last error, next attempt), so a client sees why its webhook is late.
 """
 
 from __future__ import annotations
@@ -37,6 +40,44 @@ redis.call('DEL', dk .. ':dispatched')
 return redis.call('HGETALL', dk)
 """
 
+# ARGV: P, delivery id, outcome, detail, next_attempt_at ('' unless retry), now, record_ttl_s
+_RECORD = r"""
+local P, id, outcome, detail, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[6])
+local dk = P .. ':wh:' .. id
+local due = P .. ':wh:due'
+redis.call('HSET', dk, 'last_attempt_at', ARGV[6], 'last_result', detail)
+local next_at = cjson.null
+if outcome == 'retry' then
+  next_at = tonumber(ARGV[5])
+  redis.call('ZADD', due, next_at, id)
+else
+  redis.call('HSET', dk, 'state', outcome)
+  redis.call('ZREM', due, id)
+  redis.call('EXPIRE', dk, ARGV[7])
+end
+redis.call('HINCRBY', P .. ':m:c:webhook_deliveries', 'outcome=' .. outcome, 1)
+redis.call('SADD', P .. ':m:names', 'c:webhook_deliveries')
+local job, event, attempts, best_effort = unpack(redis.call('HMGET', dk, 'job', 'event', 'attempts', 'best_effort'))
+if not job or best_effort == '1' then return 0 end
+local jk = P .. ':job:' .. job
+if redis.call('EXISTS', jk) == 0 or redis.call('HEXISTS', jk, 'deleted_at') == 1 then return 0 end
+local last_error = detail
+if outcome == 'delivered' then
+  last_error = cjson.null
+  local previous = redis.call('HGET', jk, 'webhook')
+  if previous then
+    local p = cjson.decode(previous)
+    if p.event == event then last_error = p.last_error end
+  end
+end
+local states = {retry = 'retrying', delivered = 'delivered', failed = 'failed'}
+redis.call('HSET', jk, 'webhook', cjson.encode({
+  event = event, state = states[outcome], attempts = tonumber(attempts), last_error = last_error,
+  last_attempt_at = now, next_attempt_at = next_at,
+}))
+return 1
+"""
+
 Outcome = Literal["delivered", "retry", "failed"]
 
 
@@ -49,6 +90,7 @@ class Delivery:
     url: str
     attempts: int  # including the one just claimed
     best_effort: bool  # progress events: one attempt only
+    created_at: float  # when the event was recorded (the retry horizon counts from here)
 
 
 class Outbox:
@@ -57,6 +99,7 @@ class Outbox:
         self.keys = Keys(prefix)
         self._prefix = prefix
         self._claim = client.register_script(_CLAIM)
+        self._record = client.register_script(_RECORD)
 
     def claim(self, delivery_id: str, *, in_flight_s: float, now: float | None = None) -> Delivery | None:
         """Take the next attempt of ``delivery_id`` if it is pending and due."""
@@ -67,28 +110,20 @@ class Outbox:
         return Delivery(
             id=fields["id"], job_id=fields["job"], tenant=fields["tenant"], event=fields["event"],
             url=fields["url"], attempts=int(fields["attempts"]), best_effort=fields.get("best_effort") == "1",
+            created_at=float(fields.get("created_at") or 0.0),
         )
 
     def record(
         self, delivery_id: str, outcome: Outcome, *, detail: str, next_attempt_at: float | None = None,
         now: float | None = None,
     ) -> None:
-        """Store an attempt's outcome: delivered, retry at ``next_attempt_at``, or failed for good."""
+        """Store an attempt's outcome (delivered, retry at ``next_attempt_at``, or failed for good) in
+        the delivery record, and, for start and completed events, on the job."""
         moment = time.time() if now is None else now
-        dk = self.keys.delivery(delivery_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(dk, mapping={"last_attempt_at": repr(moment), "last_result": detail[:500]})
-        if outcome == "retry":
-            if next_attempt_at is None:
-                raise ValueError("a retry needs next_attempt_at")
-            pipe.zadd(self.keys.deliveries_due(), {delivery_id: next_attempt_at})
-        else:
-            pipe.hset(dk, "state", outcome)
-            pipe.zrem(self.keys.deliveries_due(), delivery_id)
-            pipe.expire(dk, _RECORD_TTL_S)
-        pipe.hincrby(self.keys.counter("webhook_deliveries"), f"outcome={outcome}", 1)
-        pipe.sadd(self.keys.metric_names(), "c:webhook_deliveries")
-        pipe.execute()
+        if outcome == "retry" and next_attempt_at is None:
+            raise ValueError("a retry needs next_attempt_at")
+        next_at = repr(next_attempt_at) if outcome == "retry" else ""
+        self._record(args=[self._prefix, delivery_id, outcome, detail[:500], next_at, repr(moment), _RECORD_TTL_S])
 
     def due(self, *, now: float | None = None, limit: int = 200) -> list[str]:
         """Deliveries whose next attempt is due (new, retrying, or abandoned mid-attempt)."""

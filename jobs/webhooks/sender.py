@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from jobs.webhooks.signing import signed_headers
-from jobs.webhooks.ssrf import ForbiddenTarget, TargetPolicy
+from jobs.webhooks.ssrf import ForbiddenTarget, GuardedTransport, TargetPolicy
 
 USER_AGENT = "ipfvr-webhooks/1"
 
@@ -27,7 +27,8 @@ class WebhookSender:
                  transport: httpx.BaseTransport | None = None) -> None:
         self._policy = policy
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=False, transport=transport,
+            timeout=httpx.Timeout(timeout_s), follow_redirects=False,
+            transport=transport if transport is not None else GuardedTransport(policy, timeout_s=timeout_s),
             headers={"user-agent": USER_AGENT}, trust_env=False,
         )
 

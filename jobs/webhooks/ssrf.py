@@ -1,30 +1,182 @@
 """SSRF guard for webhook targets: resolve once, refuse non-public addresses, connect to the checked one.
 
-A target may not reach loopback, private, link-local (169.254.0.0/16, cloud metadata), shared,
-reserved, multicast or unspecified addresses, unless the operator allows it (a CIDR allowlist,
-or ``webhook_allow_private`` for development). Every resolved address must pass, so a name that
-mixes public and private records is refused. The request then goes to the checked IP with the
-original ``Host`` header and TLS server name, so a second DNS answer cannot redirect it, and
-redirects are never followed.
+A webhook URL comes from a client, and the worker POSTs to it from inside our network, so the URL
+is treated as hostile:
+
+* **URL.** Only ``http``/``https``, a host, no credentials, at most :data:`MAX_URL_LENGTH` characters.
+  Numeric hosts are read the way ``inet_aton`` reads them (``2130706433``, ``0177.0.0.1``,
+  ``0x7f.1`` are all 127.0.0.1), so no spelling slips past the address check.
+* **Addresses.** Loopback, private, link-local (169.254.0.0/16: cloud metadata), shared (100.64/10),
+  multicast, reserved, unspecified and site-local addresses are refused, and so is an IPv6 address
+  that embeds one of them (IPv4-mapped, IPv4-compatible, IPv4-translated, 6to4, NAT64, Teredo).
+  Every address a name resolves to must pass, so a name mixing public and private records is
+  refused. An operator allowlist (CIDRs) opens chosen networks; ``allow_private`` (development
+  only) opens loopback and private ranges, never link-local.
+* **Resolution** goes through an injectable :data:`Resolver` (the system resolver by default), so
+  tests and operators can substitute DNS. The API checks a URL when a job is created, and the
+  worker checks it again at every delivery and connects to the address it checked.
+* **Delivery.** :class:`GuardedTransport` is the httpx transport of webhook deliveries. It resolves
+  and checks the request's host, sends the request to the checked IP (with the original ``Host``
+  header and TLS server name), refuses at the socket level to connect to any address that fails
+  the policy, follows no redirects (httpx clients must keep ``follow_redirects=False``; the
+  transport itself never follows), bounds the whole exchange to a deadline and reads at most
+  ``max_response_bytes`` of the answer. httpx logs each request line at INFO; the transport puts a
+  redacting filter on that logger, since a receiver's URL may carry its own token.
 """
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
+import logging
+import re
 import socket
-from dataclasses import dataclass
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
+import httpx
+
 from jobs.errors import InvalidRequest
+from jobs.logging import Redactor, RedactingFilter
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Sequence[str]]  # (host, port) -> IP address strings; raises OSError
+
+MAX_URL_LENGTH = 2048  # longest accepted webhook URL
+MAX_RESPONSE_BYTES = 64 * 1024  # bytes of a receiver's answer read at most (the rest is dropped)
+
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")  # one label of an inet_aton-style address
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, 8215
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated addresses
+_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses
+_LOCAL_NAMES = ("localhost", "localhost.localdomain")  # names that are loopback by definition (RFC 6761)
+_DEV_ALLOWED = frozenset({"loopback", "private"})  # what allow_private opens (never link-local)
+_RESERVED_V4 = ipaddress.ip_network("192.0.0.0/24")  # IETF protocol assignments (RFC 6890), not all flagged
 
 
 class ForbiddenTarget(InvalidRequest):
     """The webhook URL is malformed or points at an address the policy forbids."""
 
     code = "webhook_url_forbidden"
+
+
+class TargetRefused(httpx.ConnectError):
+    """A guarded transport refused to connect (the address failed the policy); ``reason`` says why."""
+
+    def __init__(self, reason: str, *, request: httpx.Request | None = None) -> None:
+        super().__init__(reason, request=request)
+        self.reason = reason
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The operating system's resolver (``getaddrinfo``): every address of ``host``, IPv6 scope ids dropped."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%")[0] for info in infos]
+
+
+# ---------------------------------------------------------------------------------------------- addresses
+def parse_numeric_host(host: str) -> IPAddress | None:
+    """The address a numeric host names, or None when ``host`` is a name.
+
+    Accepts standard IPv4 and IPv6 literals and the legacy ``inet_aton`` spellings that resolvers
+    and browsers still honour: 1 to 4 dot-separated parts, each decimal, octal (leading ``0``) or
+    hex (``0x``), the last part filling the remaining bytes. A host made of numeric labels that is
+    not a valid address (``1.2.3.4.5``, ``0999``) raises ForbiddenTarget.
+    """
+    name = host.lower().strip("[]")
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    name = name[:-1] if name.endswith(".") else name
+    labels = name.split(".")
+    if not all(_NUMERIC_LABEL.match(label) for label in labels):
+        return None
+    malformed = ForbiddenTarget(f"the webhook host {host!r} is a malformed numeric address", field="webhook")
+    if len(labels) > 4:
+        raise malformed
+    values = []
+    for label in labels:
+        if label.startswith("0x"):
+            values.append(int(label[2:] or "0", 16))
+        elif len(label) > 1 and label.startswith("0"):
+            if not set(label) <= set("01234567"):
+                raise malformed
+            values.append(int(label, 8))
+        else:
+            values.append(int(label))
+    *leading, last = values
+    if any(v > 255 for v in leading) or last >= 256 ** (4 - len(leading)):
+        raise malformed
+    number = sum(v << (8 * (3 - i)) for i, v in enumerate(leading)) + last
+    return ipaddress.IPv4Address(number)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, translated, compatible, 6to4, NAT64, Teredo)."""
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _TRANSLATED or any(address in net for net in _NAT64):
+        return low32
+    if address in _COMPATIBLE and int(address) > 1:  # ::a.b.c.d, but not :: or ::1
+        return low32
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def forbidden_kind(address: IPAddress) -> str | None:
+    """Why ``address`` is not a public unicast address (``loopback``, ``private``, ...), or None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            kind = forbidden_kind(inner)
+            if kind is not None:
+                return kind
+            if address.ipv4_mapped is not None or any(address in net for net in _NAT64):
+                return None  # a public IPv4 address reached through mapping or NAT64
+        if address.is_site_local:
+            return "site-local"
+    checks = (
+        ("is_unspecified", "unspecified"), ("is_loopback", "loopback"), ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"), ("is_private", "private"), ("is_reserved", "reserved"),
+    )
+    for attribute, kind in checks:
+        if getattr(address, attribute):
+            return kind
+    if address in _RESERVED_V4:
+        return "reserved"
+    if not address.is_global:
+        return "shared"  # e.g. 100.64.0.0/10, carrier-grade NAT
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- policy
+@dataclass(frozen=True)
+class ParsedTarget:
+    """A webhook URL that passed the checks that need no DNS."""
+
+    scheme: str  # http | https
+    host: str  # ASCII (IDNA) host name or address text, lower case, no brackets
+    port: int  # explicit or the scheme's default
+    explicit_port: bool  # the URL named the port
+    path: str  # path, "/" when empty
+    query: str  # query string, without "?"
+    address: IPAddress | None  # the address of a numeric host; None for names
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.explicit_port else host
 
 
 @dataclass(frozen=True)
@@ -34,60 +186,208 @@ class ResolvedTarget:
     url: str  # the URL with the checked IP as host
     host_header: str  # original host[:port]
     server_name: str  # TLS SNI and certificate name
-    address: IPAddress
+    address: IPAddress  # the checked address connected to
 
 
 @dataclass(frozen=True)
 class TargetPolicy:
-    allow_private: bool = False  # development: loopback and private ranges allowed
-    allow_cidrs: tuple[IPNetwork, ...] = ()  # operator allowlist
+    """Which webhook targets are allowed, and how names are resolved."""
+
+    allow_private: bool = False  # development: loopback and private ranges allowed (never link-local)
+    allow_cidrs: tuple[IPNetwork, ...] = ()  # operator allowlist of otherwise forbidden networks
+    resolver: Resolver = field(default=system_resolver, compare=False)  # DNS; injectable
+
+    def _allowlisted(self, address: IPAddress) -> bool:
+        candidates: list[IPAddress] = [address]
+        if isinstance(address, ipaddress.IPv6Address) and (inner := embedded_ipv4(address)) is not None:
+            candidates.append(inner)
+        return any(a in net for a in candidates for net in self.allow_cidrs)
 
     def check_address(self, address: IPAddress, *, field: str = "webhook") -> None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in net for net in self.allow_cidrs):
+        """Raise ForbiddenTarget unless ``address`` is public, allowlisted, or (development) private."""
+        if self._allowlisted(address):
             return
-        public = address.is_global and not (address.is_multicast or address.is_unspecified or address.is_reserved)
-        if public:
+        kind = forbidden_kind(address)
+        if kind is None or (self.allow_private and kind in _DEV_ALLOWED):
             return
-        if self.allow_private and (address.is_private or address.is_loopback) and not address.is_link_local:
-            return  # link-local (cloud metadata) stays forbidden even in development
-        raise ForbiddenTarget(f"webhook target address {address} is not public", field=field)
+        raise ForbiddenTarget(f"webhook target address {address} is {kind}, not public", field=field)
 
-    def check_url(self, url: str, *, field: str = "webhook") -> None:
-        """Checks that need no DNS (API side): scheme, host, no credentials, literal IPs."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def check_url(self, url: str, *, field: str = "webhook") -> ParsedTarget:
+        """Checks that need no DNS: length, scheme, host, port, no credentials, numeric hosts."""
+        if len(url) > MAX_URL_LENGTH:
+            raise ForbiddenTarget(f"the webhook URL is longer than {MAX_URL_LENGTH} characters", field=field)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ForbiddenTarget(f"the webhook URL is malformed: {exc}", field=field) from exc
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
             raise ForbiddenTarget("the webhook must be an http(s) URL with a host", field=field)
-        if parts.username or parts.password:
+        if "@" in parts.netloc:
             raise ForbiddenTarget("the webhook URL must not carry credentials", field=field)
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+            raise ForbiddenTarget("the webhook URL contains control characters or spaces", field=field)
         try:
-            literal = ipaddress.ip_address(parts.hostname)
-        except ValueError:
-            if parts.hostname.lower() in ("localhost", "localhost.localdomain") and not self.allow_private:
-                raise ForbiddenTarget("the webhook host is loopback", field=field) from None
-            return
-        self.check_address(literal, field=field)
+            host = parts.hostname.encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ForbiddenTarget(f"the webhook host is not a valid name: {exc}", field=field) from exc
+        address = parse_numeric_host(host)
+        if address is not None:
+            self.check_address(address, field=field)
+            host = str(address)
+        elif host.rstrip(".") in _LOCAL_NAMES or host.rstrip(".").endswith(".localhost"):
+            self.check_address(ipaddress.IPv4Address("127.0.0.1"), field=field)
+        return ParsedTarget(
+            scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80), explicit_port=port is not None,
+            path=parts.path or "/", query=parts.query, address=address,
+        )
 
-    def resolve(self, url: str) -> ResolvedTarget:
-        """Resolve ``url``'s host once and check every address (raises ForbiddenTarget)."""
-        self.check_url(url)
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise ForbiddenTarget(f"the webhook host {host} does not resolve: {exc}", field="webhook") from exc
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]  # drop IPv6 scope ids
+    def resolve(self, url: str, *, field: str = "webhook") -> ResolvedTarget:
+        """Resolve ``url``'s host once, check every address, and pin the first (raises ForbiddenTarget)."""
+        parsed = self.check_url(url, field=field)
+        if parsed.address is not None:
+            addresses: list[IPAddress] = [parsed.address]
+        else:
+            try:
+                answers = list(self.resolver(parsed.host, parsed.port))
+                addresses = [ipaddress.ip_address(a.split("%")[0]) for a in answers]
+            except (OSError, UnicodeError, ValueError) as exc:
+                raise ForbiddenTarget(f"the webhook host {parsed.host} does not resolve: {exc}", field=field) from exc
+            if not addresses:
+                raise ForbiddenTarget(f"the webhook host {parsed.host} has no address", field=field)
         for address in addresses:
-            self.check_address(address)
+            self.check_address(address, field=field)
         chosen = addresses[0]
         ip_host = f"[{chosen}]" if chosen.version == 6 else str(chosen)
-        netloc = f"{ip_host}:{parts.port}" if parts.port else ip_host
+        netloc = f"{ip_host}:{parsed.port}" if parsed.explicit_port else ip_host
         return ResolvedTarget(
-            url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
-            host_header=parts.netloc,
-            server_name=host,
+            url=urlunsplit((parsed.scheme, netloc, parsed.path, parsed.query, "")),
+            host_header=parsed.host_header,
+            server_name=parsed.host,
             address=chosen,
         )
+
+
+# ---------------------------------------------------------------------------------------------- transport
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("webhook_deadline", default=float("inf"))
+
+
+def _remaining(timeout: float | None) -> float:
+    """The socket timeout for one operation: the phase timeout, cut to what is left of the deadline."""
+    left = _deadline.get() - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the webhook exchange ran past its deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write stops at the exchange's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _remaining(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _remaining(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """Opens TCP connections only to numeric hosts that pass the policy; never resolves a name."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._policy = policy
+        self._tcp = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+            self._policy.check_address(address)
+        except ValueError as exc:
+            raise httpcore.ConnectError(f"refusing to resolve {host!r} at connect time") from exc
+        except ForbiddenTarget as exc:
+            raise httpcore.ConnectError(exc.message) from exc
+        stream = self._tcp.connect_tcp(str(address), port, _remaining(timeout), local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are never webhook targets")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _BoundedBody(httpx.SyncByteStream):
+    """Yields at most ``limit`` bytes of a response body, then stops (the connection is dropped)."""
+
+    def __init__(self, inner: httpx.SyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self._limit
+        for chunk in self._inner:
+            if left <= 0:
+                break
+            yield chunk[:left]
+            left -= len(chunk)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _redact_httpx_log() -> None:
+    """httpx logs every request line (with the receiver's query, which may hold its token) at INFO."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter(Redactor()))
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """The httpx transport of webhook deliveries (see the module docstring).
+
+    ``timeout_s`` bounds the whole exchange (connect, TLS, request, answer), on top of the client's
+    per-phase timeouts; ``max_response_bytes`` bounds what is read of the answer.
+    """
+
+    def __init__(self, policy: TargetPolicy, *, timeout_s: float, max_response_bytes: int = MAX_RESPONSE_BYTES,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        context = ssl_context or httpx.create_ssl_context()
+        super().__init__(verify=context, http1=True, http2=False, retries=0, trust_env=False)
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._max_response_bytes = max_response_bytes
+        self._pool = httpcore.ConnectionPool(  # replaces the parent's pool: same settings, pinned backend
+            ssl_context=context, max_connections=8, http1=True, http2=False, retries=0,
+            network_backend=_PinnedBackend(policy),
+        )
+        _redact_httpx_log()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            target = self._policy.resolve(str(request.url))
+        except ForbiddenTarget as exc:
+            raise TargetRefused(exc.message, request=request) from exc
+        request.url = httpx.URL(target.url)  # the checked address; Host keeps the name the client used
+        request.headers.setdefault("host", target.host_header)
+        if "sni_hostname" not in request.extensions and target.server_name != str(target.address):
+            request.extensions = {**request.extensions, "sni_hostname": target.server_name}
+        _deadline.set(time.monotonic() + self._timeout_s)
+        response = super().handle_request(request)
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _BoundedBody(response.stream, self._max_response_bytes)
+        return response

@@ -9,16 +9,23 @@ Its behaviour is set by environment variables of the worker process under test:
 * ``IPFVR_TEST_DOUBLE_IGNORE_CANCEL=1``: never look at the cancel check (exercises the hard terminate).
 
 A job can override the step count and length, and ask to ignore cancels, through its prompt:
-``double:steps=20,step_s=0.1,ignore_cancel=1``.
+``double:steps=20,step_s=0.1,ignore_cancel=1``. Fault tests also use:
+
+* ``crash=1``: the process kills itself (SIGKILL) at the second step, every time (a poison job);
+* ``ignore_soft_limit=1``: swallow Celery's soft time limit, like a run stuck in native code;
+* ``pad_bytes=N``: append N zero bytes to the output (a result large enough for a multipart upload).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
 
 from ipfvr_core.errors import Canceled, ConfigError
 from worker.restorer import CancelFn, ProgressFn, RestorerConfig, RestoreRequest
@@ -41,6 +48,7 @@ class CopyRestorerDouble:
     def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         steps, step_s, ignore_cancel = self.steps, self.step_s, self.ignore_cancel
         prompt = str(request.options.get("prompt") or "")
+        spec: dict[str, str] = {}
         if prompt.startswith("double:"):
             spec = dict(item.split("=", 1) for item in prompt[len("double:"):].split(",") if item)
             steps = int(spec.get("steps", steps))
@@ -49,9 +57,14 @@ class CopyRestorerDouble:
         for step in range(steps):
             if not ignore_cancel and should_cancel():
                 raise Canceled("canceled by caller")
+            if spec.get("crash") == "1" and step == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
             progress(ProgressEventDouble("restore", step, steps, step / steps))
-            time.sleep(step_s)
+            self._sleep(step_s, ignore_soft_limit=spec.get("ignore_soft_limit") == "1")
         shutil.copyfile(request.video, request.output)
+        if pad := int(spec.get("pad_bytes", "0")):
+            with request.output.open("ab") as f:
+                f.write(bytes(pad))
         progress(ProgressEventDouble("restore", steps, steps, 1.0))
         return {
             "double": "copy",
@@ -61,6 +74,16 @@ class CopyRestorerDouble:
             "frames": [{"index": 0}],
             "timings_s": {"restore": steps * step_s, "total": steps * step_s},
         }
+
+    @staticmethod
+    def _sleep(seconds: float, *, ignore_soft_limit: bool) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                time.sleep(left)
+            except SoftTimeLimitExceeded:
+                if not ignore_soft_limit:
+                    raise
 
 
 def load_copy_restorer(config: RestorerConfig) -> CopyRestorerDouble:

@@ -25,7 +25,7 @@ DOUBLE = "tests.service.doubles:load_copy_restorer"
 FAST: dict[str, Any] = {
     "env": "development",
     "restorer": DOUBLE,
-    "engines": ["baseline", "slowload", "crash", "poison", "broken"],
+    "engines": ["baseline", "slowload", "crash", "poison", "broken", "selfkill", "timeout", "shutdown"],
     "visibility_timeout_s": 10,
     "broker_restore_interval_s": 1,
     "job_time_limit_s": 6,

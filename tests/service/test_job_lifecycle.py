@@ -162,37 +162,53 @@ def test_a_worker_whose_model_fails_to_load_reports_failed_and_takes_no_jobs(
 def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_fails(
     stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
 ) -> None:
-    """Two workers are killed mid-job; their messages come back after the visibility timeout.
+    """Two workers are killed mid-job (SIGKILL to the whole worker, no cleanup), with an idle worker
+    waiting on each queue. Their leases run out and the sweep sends the jobs again at once: the
+    redelivery takes about ``lease_ttl_s`` + one sweep, not the broker's visibility timeout.
 
     ``crash``: the replacement worker finishes the job (second attempt): one output, one
     ``completed`` webhook. ``poison``: its workers allow one delivery only, so the second attempt
     ends the job as ``failed`` with ``worker_lost`` instead of killing another worker.
     """
     name, client = tenant
+    settings = stack.settings
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
+    limits = {"crash": 3, "poison": 1}
     first = {engine: stack.start_restore_worker(f"{engine}-a", engine=engine, max_deliveries=limit)
-             for engine, limit in (("crash", 3), ("poison", 1))}
+             for engine, limit in limits.items()}
     jobs = {
         "crash": submit(client, carphone_distorted, astronaut_png, engine="crash", webhook=inbox.url,
                         webhook_events_filter=["start", "completed"], prompt="double:steps=20,step_s=0.15"),
         "poison": submit(client, carphone_distorted, astronaut_png, engine="poison",
                          prompt="double:steps=20,step_s=0.15"),
     }
-    for engine, worker in first.items():
+    for engine in first:
         stack.wait_job(client, jobs[engine]["id"], {"processing"})
-        worker.signal_group(signal.SIGKILL)  # the whole worker: parent and pool process, no cleanup
-        worker.popen.wait(timeout=5)
     second = [stack.start_restore_worker(f"{engine}-b", engine=engine, max_deliveries=limit)
-              for engine, limit in (("crash", 3), ("poison", 1))]
+              for engine, limit in limits.items()]
     try:
-        timeout = stack.settings.visibility_timeout_s + 20
-        done = stack.wait_job(client, jobs["crash"]["id"], {"succeeded", "failed"}, timeout_s=timeout)
-        poisoned = stack.wait_job(client, jobs["poison"]["id"], {"succeeded", "failed"}, timeout_s=timeout)
+        for engine in limits:
+            stack.wait_worker(f"{engine}-b", WorkerState.READY)
+        for worker in first.values():
+            worker.signal_group(signal.SIGKILL)  # the whole worker: parent and pool process
+        killed = time.monotonic()
+        for worker in first.values():
+            worker.popen.wait(timeout=5)
+        job_id = jobs["crash"]["id"]
+        deadline = killed + settings.visibility_timeout_s
+        while client.get(f"/v1/jobs/{job_id}").json()["attempts"] < 2:
+            assert time.monotonic() < deadline, "not redelivered before the visibility timeout"
+            time.sleep(0.05)
+        redelivery_s = time.monotonic() - killed
+        print(f"\nredelivery after SIGKILL: {redelivery_s:.2f} s (lease_ttl_s={settings.lease_ttl_s}, "
+              f"sweep_interval_s={settings.sweep_interval_s}, visibility_timeout_s={settings.visibility_timeout_s})")
+        assert redelivery_s < settings.lease_ttl_s + settings.sweep_interval_s + 2.0
+        done = stack.wait_job(client, job_id, {"succeeded", "failed"}, timeout_s=20)
+        poisoned = stack.wait_job(client, jobs["poison"]["id"], {"succeeded", "failed"}, timeout_s=20)
     finally:
         for worker in second:
             worker.stop()
     assert done["status"] == "succeeded" and done["attempts"] == 2
-    job_id = jobs["crash"]["id"]
     assert stack.objects(f"outputs/{name}/{job_id}/") == [f"outputs/{name}/{job_id}/report.json",
                                                            f"outputs/{name}/{job_id}/restored.mp4"]
     assert stack.objects(f"outputs/{name}/{jobs['poison']['id']}/") == []
