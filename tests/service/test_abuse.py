@@ -213,6 +213,9 @@ def test_logs_are_json_and_carry_no_secret(make_stack: Callable[..., ServiceStac
     for name, text in logs.items():
         for value in forbidden:
             assert value not in text, f"{name} leaks {value[:10]}..."
+    for name in ("restore.log", "service.log"):  # the Celery workers log through the same redacting handler
+        worker_records = [json.loads(line) for line in logs[name].splitlines() if line.startswith("{")]
+        assert worker_records and all(r.get("service") == "worker" for r in worker_records), name
     records = [json.loads(line) for line in logs["api.log"].splitlines() if line.strip()]
     access = [r for r in records if r.get("event") == "http_request"]
     assert {r["route"] for r in access} >= {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/uploads", "/v1/webhooks/secret"}
