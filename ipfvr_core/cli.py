@@ -55,6 +55,8 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
                         "boundary; the default keeps weak detections, which degraded video needs)")
     p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
     p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
+    p.add_argument("--guidance", type=float,
+                   help="total weight of the negative streams, ratios kept (ipfvr engine; default: the weights' config)")
     p.add_argument("--max-duration", type=_positive_float, default=600.0, help="refuse longer inputs (s, default 600)")
     p.add_argument("--max-side", type=_positive_int, default=3840, help="refuse wider/taller inputs (px, default 3840)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -141,6 +143,7 @@ def _options(args: argparse.Namespace, compare: Path | None):
         compare_path=compare,
         prompt=getattr(args, "prompt", None),
         negative_prompt=getattr(args, "negative_prompt", None),
+        guidance=getattr(args, "guidance", None),
         seed=getattr(args, "seed", None),
         min_track_score=getattr(args, "min_face_score", None),
     )

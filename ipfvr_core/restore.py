@@ -63,6 +63,7 @@ class RestoreOptions:
     compare_path: str | Path | None = None  # also write input|output side by side here
     prompt: str | None = None  # text describing the face (engines that use text)
     negative_prompt: str | None = None  # user negative stream (engines that use text)
+    guidance: float | None = None  # total negative-guidance weight (engines that use guidance); None = engine's
     seed: int | None = None  # makes stochastic engines reproducible
 
     def validate(self) -> None:
@@ -72,6 +73,8 @@ class RestoreOptions:
             raise InputError("must be between 64 and 2048", field="face_size", code="invalid_option")
         if not (0 <= self.crf <= 51):
             raise InputError("must be between 0 and 51", field="crf", code="invalid_option")
+        if self.guidance is not None and not (0 <= self.guidance <= 30):
+            raise InputError("must be between 0 and 30", field="guidance", code="invalid_option")
         if self.smoothing_sigma < 0:
             raise InputError("must be >= 0", field="smoothing_sigma", code="invalid_option")
 
@@ -411,6 +414,7 @@ class Restorer:
             attributes=_merge_attributes(refs),
             prompt=options.prompt,
             negative_prompt=options.negative_prompt,
+            guidance_scale=options.guidance,
         )
         # frame index → [(track id, position in track)]
         at_frame: dict[int, list[tuple[int, int]]] = defaultdict(list)

@@ -25,7 +25,9 @@ class JobOptions(BaseModel):
     faces: Literal["target", "all"] = Field("target", description="restore the reference's person only, or every face")
     prompt: str | None = Field(None, max_length=1000, description="text describing the face (ipfvr engine)")
     negative_prompt: str | None = Field(None, max_length=1000, description="extra negative text (ipfvr engine)")
-    guidance: float | None = Field(None, ge=0, le=30, description="classifier-free guidance scale (ipfvr engine)")
+    guidance: float | None = Field(
+        None, ge=0, le=30, description="total weight of the negative guidance streams, their ratios kept (ipfvr engine)"
+    )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="makes stochastic engines reproducible")
     webhook: AnyHttpUrl | None = Field(None, description="HTTPS endpoint that receives signed job events")
     webhook_events_filter: list[WebhookEvent] = Field(

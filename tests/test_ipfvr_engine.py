@@ -194,3 +194,13 @@ def test_celeba_attribute_model_feeds_face2text(tiny_dir: Path, crops: np.ndarra
     with pytest.raises(ConfigError) as err:
         IPFVREngine.from_pretrained(tiny_dir, overrides={"celeba_attribute_model": str(tmp_path / "missing.onnx")})
     assert err.value.field == "celeba_attribute_model"
+
+
+def test_guidance_scale_rescales_the_negative_streams_keeping_their_ratios(engine: IPFVREngine) -> None:
+    default = engine.conditions_for(_identity(negative_prompt="plastic skin"))
+    scaled = engine.conditions_for(_identity(negative_prompt="plastic skin", guidance_scale=3.0))
+    assert [s.name for s in scaled.negative_streams] == [s.name for s in default.negative_streams]
+    assert len(default.negative_streams) >= 2
+    assert sum(s.weight for s in scaled.negative_streams) == pytest.approx(3.0)
+    base, new = default.negative_streams, scaled.negative_streams
+    assert new[0].weight / new[1].weight == pytest.approx(base[0].weight / base[1].weight)

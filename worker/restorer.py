@@ -8,7 +8,6 @@ remote backend). The library is imported lazily, inside the worker's child proce
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,7 +89,6 @@ class LibraryRestorer:
         self._config = config
 
     def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        from ipfvr_core.errors import InputError
         from ipfvr_core.restore import RestoreOptions
         from ipfvr_core.video_io import VideoLimits
 
@@ -104,12 +102,7 @@ class LibraryRestorer:
                                   max_duration_s=c.max_duration_s),
             "reference_max_pixels": c.max_reference_pixels,
         }
-        guidance = request.options.get("guidance")
-        if guidance is not None:
-            if "guidance" not in {f.name for f in dataclasses.fields(RestoreOptions)}:
-                raise InputError(f"the {c.engine} engine takes no guidance option", field="options.guidance",
-                                 code="invalid_option")
-            kwargs["guidance"] = guidance
+        kwargs["guidance"] = request.options.get("guidance")
         return self._restorer.restore(
             request.video, request.references, request.output, options=RestoreOptions(**kwargs),
             progress=progress, should_cancel=should_cancel,

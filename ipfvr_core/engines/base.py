@@ -33,6 +33,7 @@ class IdentityCondition:
     attributes: dict[str, object] = field(default_factory=dict)  # merged reference attributes (gender, age, ...)
     prompt: str | None = None  # user text describing the face (Face2Text "user" source)
     negative_prompt: str | None = None  # user negative stream
+    guidance_scale: float | None = None  # overall negative-guidance strength; None = the engine's own weights
 
 
 def check_canceled(should_cancel: CancelFn | None) -> None:

@@ -107,6 +107,10 @@ class IPFVREngine(Engine):
                 NegativeStream("user", identity.negative_prompt or "", self.config.user_guidance_weight),
             ]
         )
+        if identity.guidance_scale is not None and streams:
+            # One knob for callers: keep the configured ratios between streams, rescale their sum.
+            total = sum(s.weight for s in streams)
+            streams = [NegativeStream(s.name, s.text, s.weight * identity.guidance_scale / total) for s in streams]
         return SessionConditions(face2text=text, negative_streams=tuple(streams))
 
     def check_identity(self, identity: IdentityCondition) -> np.ndarray:
