@@ -209,7 +209,7 @@ class Restorer:
         report_progress("references", len(references), len(references))
 
         # 3. Analyze pass: detect + embed, link tracks, select, smooth.
-        detections, timer_split = self._analyze(input_path, info, refs, report_progress, should_cancel)
+        detections, timer_split = self._analyze(input_path, info, report_progress, should_cancel)
         for k, v in timer_split.items():
             timer.seconds[k] += v
         t = time.perf_counter()
@@ -337,10 +337,10 @@ class Restorer:
         # strongest track has at least twice the evidence of any other face on screen with it,
         # take it, and tracks at other times (the person leaving and coming back), strongest
         # first, never two at once.
-        floor = min((f.score for t in long_enough for f, i in zip(t.faces, t.interpolated) if not i), default=0.0)
+        floor = min((f.score for t in long_enough for f in _detected(t)), default=0.0)
 
         def evidence(t: Track) -> float:
-            return sum(f.score - floor for f, i in zip(t.faces, t.interpolated) if not i)
+            return sum(f.score - floor for f in _detected(t))
 
         ranked = sorted(long_enough, key=evidence, reverse=True)
         if ranked and all(evidence(ranked[0]) >= 2 * evidence(t) for t in ranked[1:]
@@ -366,7 +366,6 @@ class Restorer:
         self,
         input_path: str | Path,
         info: VideoInfo,
-        refs: ReferenceSet,
         report_progress: Callable[[str, int, int], None],
         should_cancel: CancelFn | None,
     ) -> tuple[list[list[Face]], dict[str, float]]:
@@ -573,7 +572,12 @@ def _clears(track: Track, min_score: float | None) -> bool:
     """Whether the track's best real detection reaches ``min_score`` (always, when it is None)."""
     if min_score is None:
         return True
-    return max((f.score for f, i in zip(track.faces, track.interpolated) if not i), default=float("-inf")) >= min_score
+    return max((f.score for f in _detected(track)), default=float("-inf")) >= min_score
+
+
+def _detected(track: Track) -> list[Face]:
+    """The faces the detector found (not the ones bridged by interpolation)."""
+    return [f for f, bridged in zip(track.faces, track.interpolated, strict=True) if not bridged]
 
 
 def _other_face_at_same_time(a: Track, b: Track) -> bool:
