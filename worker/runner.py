@@ -289,7 +289,13 @@ class JobRunner:
         ), what=f"finishing job {record.id}")
         if transition.outcome != "done":
             current = ctx.store.get(record.id)
-            if succeeded and (current is None or current.status is not Status.SUCCEEDED):
+            # Remove what this run uploaded only when no other run can own those (deterministic)
+            # keys: the job is gone or ended without success. While another run is still going, its
+            # own upload will overwrite them (deleting now could remove that run's fresh output).
+            ended_without_output = current is None or (
+                current.status.is_terminal and current.status is not Status.SUCCEEDED
+            )
+            if succeeded and ended_without_output:
                 ctx.storage.delete([output_key(record.tenant, record.id), report_key(record.tenant, record.id)])
             log.info("job %s: finish refused (%s %s)", record.id, transition.outcome, transition.detail)
             return

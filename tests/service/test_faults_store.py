@@ -208,3 +208,43 @@ def test_the_cleaner_aborts_abandoned_uploads_and_deletes_partial_results_of_fai
     listed = ctx.storage.client.list_objects_v2(Bucket=ctx.storage.bucket, Prefix="outputs/")
     assert [o["Key"] for o in listed.get("Contents", [])] == [report_key("acme", succeeded)]
     assert ctx.redis.zcard(ctx.store.keys.abandoned_uploads()) == 0
+
+
+# ---------------------------------------------------------------------------------------------- refused finish
+def test_a_refused_finish_deletes_outputs_only_when_no_other_run_can_own_them(
+    s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str]
+) -> None:
+    """A run that lost its lease uploaded to the job's deterministic keys, then its finish was refused.
+
+    While the redelivered run is still going, the objects may be that run's fresh output: keep them.
+    Once the job has ended without success (canceled here), nothing can own them: delete them.
+    """
+    from worker.runner import JobRunner, Outcome
+
+    prefix = redis_prefix()
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, s3_endpoint_url=s3_server.endpoint_url,
+                        s3_access_key_id=s3_server.access_key, s3_secret_access_key=s3_server.secret_key,
+                        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-r-"))
+    ctx = WorkerContext.build(settings, create_celery(settings))
+    ctx.storage.ensure_bucket()
+    runner = JobRunner(ctx, restorer=None, worker_id="node@h:1")  # type: ignore[arg-type]  # _finish only
+
+    def objects() -> list[str]:
+        listed = ctx.storage.client.list_objects_v2(Bucket=ctx.storage.bucket, Prefix="outputs/")
+        return sorted(o["Key"] for o in listed.get("Contents", []))
+
+    job = create(ctx.store)
+    claim(ctx.store, job, "old-run", lease_s=0.1)
+    time.sleep(0.15)
+    assert claim(ctx.store, job, "new-run") == "claimed"  # the redelivery holds the job now
+    keys = sorted([output_key("acme", job), report_key("acme", job)])
+    for key in keys:  # the new run's upload has landed; it has not completed yet
+        ctx.storage.put_bytes(key, b"new", "application/octet-stream")
+    record = ctx.store.get(job)
+    assert record is not None
+    runner._finish(record, "old-run", Outcome(Status.SUCCEEDED))
+    assert objects() == keys, "the live run's output must survive the old run's refused finish"
+
+    assert ctx.store.complete(job, owner="new-run", status=Status.CANCELED).outcome == "done"  # canceled mid-run
+    runner._finish(record, "old-run", Outcome(Status.SUCCEEDED))
+    assert objects() == [], "a canceled job keeps no output"
