@@ -157,7 +157,7 @@ def test_png_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     error = _expect("reference_too_large", bomb)
     elapsed = time.perf_counter() - started
     peak_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    assert elapsed < 0.2, f"refusing took {elapsed:.3f}s"
+    assert elapsed < 2.0, f"refusing took {elapsed:.3f}s"  # decoding it takes ~48 s; 2 s leaves room for load
     assert peak_growth_mib < 50, f"peak memory grew by {peak_growth_mib:.0f} MiB"
     assert "900000000 pixels" in error.message
 
@@ -169,7 +169,7 @@ def test_bomb_is_refused_even_when_pillow_limit_is_disabled(tmp_path: Path, monk
     mf.png_bomb(bomb, 30_000, 30_000)
     started = time.perf_counter()
     error = _expect("reference_too_large", bomb)
-    assert time.perf_counter() - started < 0.2
+    assert time.perf_counter() - started < 2.0  # decoding it takes ~48 s
     assert "30000x30000" in error.message
 
 
