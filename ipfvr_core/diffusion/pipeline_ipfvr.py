@@ -34,7 +34,7 @@ from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjec
 
 from ipfvr_core.diffusion.attention_processor import configure_identity
 from ipfvr_core.diffusion.blending import blend_overlap, blend_weights, step_fade
-from ipfvr_core.diffusion.config import IPFVRConfig
+from ipfvr_core.diffusion.config import COMPONENT_FOLDER_FIELDS, IPFVRConfig
 from ipfvr_core.diffusion.guidance import (
     combine_negative_guidance,
     condition_chunks,
@@ -77,13 +77,7 @@ class EncodedIdentity:
 # Config fields baked into the modules at load time (weights shapes, identity encoder, dtypes, layout).
 LOAD_TIME_FIELDS = frozenset(
     {
-        "unet_folder",
-        "motion_adapter_folder",
-        "vae_folder",
-        "text_encoder_folder",
-        "tokenizer_folder",
-        "scheduler_folder",
-        "image_encoder_folder",
+        *COMPONENT_FOLDER_FIELDS,
         "num_identity_tokens",
         "id_embedding_dim",
         "id_encoder",
