@@ -33,7 +33,7 @@ FROM ${CUDA_IMAGE} AS worker
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
-    IPFVR_DEVICE=cuda IPFVR_WORKER_ENGINE=baseline HF_HUB_OFFLINE=1
+    IPFVR_DEVICE=cuda IPFVR_WORKER_ENGINE=reference HF_HUB_OFFLINE=1
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv libgl1 libglib2.0-0 libgomp1 \
  && rm -rf /var/lib/apt/lists/* \
@@ -57,7 +57,7 @@ CMD ["sh", "-c", "exec celery -A worker.restore_worker worker -Q restore.${IPFVR
 # ------------------------------------------------------------------------------------------------ worker (CPU)
 FROM ${PYTHON_IMAGE} AS worker-cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    IPFVR_DEVICE=cpu IPFVR_WORKER_ENGINE=baseline HF_HUB_OFFLINE=1
+    IPFVR_DEVICE=cpu IPFVR_WORKER_ENGINE=reference HF_HUB_OFFLINE=1
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app

@@ -1,4 +1,4 @@
-"""``ipfvr``: one command line for the library (restore, demo, weights) and the service.
+"""``ipfvr``: one command line for the library (restore, demo, weights, eval) and the service.
 
 Library errors print as one line, ``ipfvr: error: <field>: <message> [<code>]``, and exit 2;
 a cancel (Ctrl-C) exits 130. Unexpected errors print one line too; ``--debug`` shows the traceback.

@@ -88,7 +88,7 @@ class Client:
         """Upload ``video`` and ``references`` (streamed from disk) and create a job.
 
         ``options`` are the API's job options: engine, faces, prompt, negative_prompt, guidance,
-        seed, webhook, webhook_events_filter.
+        seed, upscale, background, webhook, webhook_events_filter.
         """
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         with ExitStack() as files:

@@ -52,7 +52,7 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="API port on 127.0.0.1 (default 8000)")
     p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "ipfvr" / "dev",
                    help="where S3 data, logs and a private Redis live (default ~/.cache/ipfvr/dev)")
-    p.add_argument("--engine", default="baseline", help="engine the worker loads (default baseline)")
+    p.add_argument("--engine", default="reference", help="engine the worker loads (default reference)")
     p.add_argument("--tenant", default="dev", help="tenant of the printed API key (default dev)")
     p.add_argument("--redis-db", type=int, default=0, help="Redis database number (default 0)")
     p.add_argument("--key-prefix", default=DEV_PREFIX, help=f"Redis key prefix of this stack (default {DEV_PREFIX})")
@@ -70,6 +70,8 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative-prompt", help="extra negative text (ipfvr engine)")
     p.add_argument("--guidance", type=float, help="guidance scale (ipfvr engine)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--upscale", type=int, help="output size factor for the whole frame: 1, 2 or 4 (default 1)")
+    p.add_argument("--background", help="how --upscale enlarges the frame: realesrgan (default) or bicubic")
     p.add_argument("--webhook", help="URL that receives signed job events")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     p.add_argument("--wait", action="store_true", help="wait until the job ends")
@@ -131,7 +133,8 @@ def run_submit(args: argparse.Namespace) -> int:
             job = client.submit(
                 args.video, args.references, idempotency_key=args.idempotency_key, engine=args.engine,
                 faces=args.faces, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                guidance=args.guidance, seed=args.seed, webhook=args.webhook,
+                guidance=args.guidance, seed=args.seed, upscale=args.upscale, background=args.background,
+                webhook=args.webhook,
             )
             if not args.wait:
                 print(json.dumps(job, indent=2))

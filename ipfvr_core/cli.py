@@ -1,4 +1,4 @@
-"""Library commands of the ``ipfvr`` CLI: ``restore``, ``demo`` and ``weights``.
+"""Library commands of the ``ipfvr`` CLI: ``restore``, ``demo``, ``weights`` and ``eval``.
 
 Each ``add_*`` function registers one subcommand on an argparse sub-parser set; the handler
 returns the process exit code. Errors from the library are printed by ``ipfvr.cli`` on one line.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ipfvr_core.engines import ENGINES
+from ipfvr_core.engines import DEFAULT_ENGINE, ENGINES
 from ipfvr_core.errors import InputError
 
 FACE_BACKENDS = ("auto", "dlib", "insightface")
@@ -33,7 +33,8 @@ def _positive_int(text: str) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="baseline", help="restoration engine (default: baseline)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help=f"restoration engine (default: {DEFAULT_ENGINE}; baseline ignores the reference's detail)")
     p.add_argument("--weights", type=Path, help="weights folder for --engine ipfvr (layout: README)")
     p.add_argument("--face-backend", choices=FACE_BACKENDS, default="auto",
                    help="face analysis: insightface when --insightface-dir is set, else dlib (default: auto)")
@@ -57,6 +58,11 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
     p.add_argument("--guidance", type=float,
                    help="total weight of the negative streams, ratios kept (ipfvr engine; default: the weights' config)")
+    p.add_argument("--upscale", type=int, default=1, metavar="{1,2,4}",
+                   help="output size factor for the whole frame; faces are pasted at that scale (default 1)")
+    p.add_argument("--background", default="realesrgan", metavar="{realesrgan,bicubic}",
+                   help="how --upscale enlarges the frame around the faces: Real-ESRGAN x4plus in tiles "
+                        "(default) or bicubic (fast)")
     p.add_argument("--max-duration", type=_positive_float, default=600.0, help="refuse longer inputs (s, default 600)")
     p.add_argument("--max-side", type=_positive_int, default=3840, help="refuse wider/taller inputs (px, default 3840)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,7 +135,7 @@ def _options(args: argparse.Namespace, compare: Path | None):
     from ipfvr_core.video_io import VideoLimits
 
     defaults = VideoLimits()
-    return RestoreOptions(
+    options = RestoreOptions(
         faces=getattr(args, "faces", "target"),
         face_size=getattr(args, "face_size", None),
         crf=getattr(args, "crf", 18),
@@ -146,7 +152,11 @@ def _options(args: argparse.Namespace, compare: Path | None):
         guidance=getattr(args, "guidance", None),
         seed=getattr(args, "seed", None),
         min_track_score=getattr(args, "min_face_score", None),
+        upscale=getattr(args, "upscale", 1),
+        background=getattr(args, "background", "realesrgan"),
     )
+    options.validate()  # a bad option is refused before any model loads
+    return options
 
 
 def _restore(args: argparse.Namespace, input_path: Path, references: list[Path], output: Path,
@@ -232,7 +242,21 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"input: {distorted}\nreference: first frame of carphone_pristine.mp4 -> {reference}")
     report = _restore(args, distorted, [reference], out, report_path, compare)
     _print_summary(report, out, report_path, compare)
+    _print_judged(distorted, reference, out, args.engine)
     return 0
+
+
+def _print_judged(distorted: Path, reference: Path, restored: Path, engine: str) -> None:
+    """Before/after identity to the ground truth (the pristine frame at the same index), by both judges."""
+    from ipfvr_core.evaluation.cases import EvalCase
+    from ipfvr_core.evaluation.report import summary_table
+    from ipfvr_core.evaluation.runner import score_videos
+
+    case = EvalCase(name="carphone/demo", degraded=distorted, ground_truth=sample_video("carphone_pristine.mp4"),
+                    references=(reference,), group="carphone", note="demo; frame 0 is also the reference")
+    rows = score_videos(case, {engine: restored})
+    print("judged against carphone_pristine.mp4, frame by frame (dlib ResNet and FaceNet; no engine uses either):")
+    print(summary_table(rows))
 
 
 def run_weights_init_tiny(args: argparse.Namespace) -> int:
@@ -252,7 +276,73 @@ def run_weights_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score engines against ground truth: identity, PSNR/SSIM, E_warp; HTML report")
+    p.add_argument("--suite", choices=("builtin",), help="evaluate the builtin suite (built once, cached)")
+    p.add_argument("--quick", action="store_true", help="the builtin suite's small subset (short clips)")
+    p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/ipfvr/eval"),
+                   help="where the builtin suite's media are cached (default ~/.cache/ipfvr/eval)")
+    p.add_argument("--degraded", type=Path, help="one explicit case: the degraded video")
+    p.add_argument("--ground-truth", type=Path, help="one explicit case: its ground-truth video")
+    p.add_argument("-r", "--reference", dest="references", type=Path, action="append",
+                   help="one explicit case: reference photo (repeat for several)")
+    p.add_argument("--faces", choices=("target", "all"), default="target", help="explicit case: faces to restore")
+    p.add_argument("--engines", default="baseline",
+                   help=f"comma-separated engines to compare ({', '.join(ENGINES)}; default baseline)")
+    p.add_argument("--weights", type=Path, help="weights folder for the ipfvr engine")
+    p.add_argument("--device", default="cpu", help="torch device for the engines")
+    p.add_argument("--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ipfvr_core.errors import OutputError
+    from ipfvr_core.evaluation.report import summary_table
+    from ipfvr_core.evaluation.runner import check_case, check_engines
+    from ipfvr_core.evaluation.runner import run_eval as evaluate
+
+    engines = check_engines([e.strip() for e in args.engines.split(",") if e.strip()])
+    explicit = args.degraded is not None or args.ground_truth is not None or args.references
+    if args.suite is not None and explicit:
+        raise InputError("give --suite or --degraded/--ground-truth/-r, not both", field="suite",
+                         code="invalid_option")
+    if args.suite is None:
+        if not explicit:
+            raise InputError("give --suite builtin, or --degraded D --ground-truth G -r REF", field="suite",
+                             code="invalid_option")
+        from ipfvr_core.evaluation.cases import EvalCase
+
+        for name, value in (("degraded", args.degraded), ("ground_truth", args.ground_truth),
+                            ("reference", args.references)):
+            if not value:
+                raise InputError("is required with an explicit case", field=name, code="invalid_option")
+        for ref in args.references:
+            if not ref.is_file():
+                raise InputError(f"{ref} does not exist", field="reference", code="invalid_reference")
+        cases = [EvalCase(name=args.degraded.stem, degraded=args.degraded, ground_truth=args.ground_truth,
+                          references=tuple(args.references), faces=args.faces, group="explicit",
+                          note=f"{args.degraded.name} vs {args.ground_truth.name}")]
+        check_case(cases[0])  # a bad explicit case is an error, not a failed row
+    else:
+        from ipfvr_core.evaluation.cases import builtin_suite
+
+        cases = builtin_suite(args.cache_dir.expanduser(), quick=args.quick)
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(f"{args.out} is not a folder", field="out", code="output_not_writable")
+
+    def say(message: str) -> None:
+        print(f"eval: {message}", file=sys.stderr, flush=True)
+
+    result = evaluate(cases, engines, args.out, device=args.device, weights=args.weights,
+                      progress=None if args.quiet else say)
+    print(summary_table(result.rows))
+    print(f"report: {result.report_html}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     add_restore(sub)
     add_demo(sub)
     add_weights(sub)
+    add_eval(sub)

@@ -31,7 +31,8 @@ from typing import Literal
 import numpy as np
 
 from ipfvr_core import __version__
-from ipfvr_core.engines.base import CancelFn, Engine, EngineSession, IdentityCondition, check_canceled
+from ipfvr_core.engines import DEFAULT_ENGINE
+from ipfvr_core.engines.base import CancelFn, CropNote, Engine, EngineSession, IdentityCondition, check_canceled
 from ipfvr_core.errors import InputError, OutputError
 from ipfvr_core.faces.align import estimate_affine, native_size, warp_face
 from ipfvr_core.faces.base import Face, FaceAnalyzer
@@ -39,6 +40,9 @@ from ipfvr_core.faces.paste import paste_back
 from ipfvr_core.faces.smoothing import gaussian_smooth
 from ipfvr_core.faces.tracks import Track, bbox_iou, link_tracks, select_tracks, track_identity_distance
 from ipfvr_core.identity import ReferenceSet, distance_to_references, encode_references, summarize
+from ipfvr_core.upscale import (
+    BackgroundUpscaler, bicubic_upscale, check_output_size, check_upscale_options, upscaled_affine, upscaled_points,
+)
 from ipfvr_core.video_io import VideoFrame, VideoInfo, VideoLimits, VideoWriter, check_output_path, iter_frames, probe
 
 FaceMode = Literal["target", "all"]
@@ -65,6 +69,8 @@ class RestoreOptions:
     negative_prompt: str | None = None  # user negative stream (engines that use text)
     guidance: float | None = None  # total negative-guidance weight (engines that use guidance); None = engine's
     seed: int | None = None  # makes stochastic engines reproducible
+    upscale: int = 1  # output size factor for the whole frame: 1, 2 or 4 (faces are pasted at that scale)
+    background: str = "realesrgan"  # how the frame around the faces is upscaled: "realesrgan" (tiled) or "bicubic"
 
     def validate(self) -> None:
         if self.faces not in ("target", "all"):
@@ -77,6 +83,7 @@ class RestoreOptions:
             raise InputError("must be between 0 and 30", field="guidance", code="invalid_option")
         if self.smoothing_sigma < 0:
             raise InputError("must be >= 0", field="smoothing_sigma", code="invalid_option")
+        check_upscale_options(self.upscale, self.background)
 
 
 @dataclass
@@ -133,11 +140,12 @@ class Restorer:
     def __init__(self, analyzer: FaceAnalyzer, engine: Engine) -> None:
         self.analyzer = analyzer
         self.engine = engine
+        self._x4plus = None  # Real-ESRGAN x4plus for upscaled backgrounds, loaded on first use (non-baseline engines)
 
     @classmethod
     def load(
         cls,
-        engine: str = "baseline",
+        engine: str = DEFAULT_ENGINE,
         weights: str | Path | None = None,
         face_backend: str = "auto",
         insightface_dir: str | Path | None = None,
@@ -198,6 +206,7 @@ class Restorer:
         # 1. Probe the input first: it is the cheapest thing to reject.
         t = time.perf_counter()
         info = probe(input_path, options.limits)
+        check_output_size(info.width, info.height, options.upscale, options.limits)
         t = timer.add("probe", t)
 
         # 2. References → identity.
@@ -389,6 +398,28 @@ class Restorer:
         return detections, timer.seconds
 
     # ------------------------------------------------------------------ pass 2
+    def _background_upscaler(self, options: RestoreOptions) -> BackgroundUpscaler | None:
+        """None at x1 (nothing is loaded or done); else the upscaler, on the baseline engine's own network
+        when that engine is loaded, or on an x4plus network loaded once per Restorer."""
+        if options.upscale == 1:
+            return None
+        if options.background == "bicubic":
+            return BackgroundUpscaler(options.upscale, "bicubic")
+        from ipfvr_core.engines.baseline import BaselineEngine
+        from ipfvr_core.engines.reference import ReferenceEngine
+
+        if isinstance(self.engine, (BaselineEngine, ReferenceEngine)) and self.engine.model is not None:
+            return BackgroundUpscaler(options.upscale, "realesrgan", model=self.engine.model)
+        if self._x4plus is None:
+            import torch
+
+            from ipfvr_core.engines.ncnn_weights import load_realesrgan_x4plus
+
+            device = torch.device(getattr(self.engine, "device", "cpu"))
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            self._x4plus = load_realesrgan_x4plus(device, dtype)
+        return BackgroundUpscaler(options.upscale, "realesrgan", model=self._x4plus)
+
     def _restore_pass(
         self,
         input_path: str | Path,
@@ -429,9 +460,12 @@ class Restorer:
         inbox: dict[int, list[np.ndarray]] = defaultdict(list)  # crops not yet pushed, per track
         natives: dict[int, list[int]] = defaultdict(list)
         outbox: dict[int, deque[np.ndarray]] = defaultdict(deque)  # restored crops not yet pasted
+        notes: dict[int, deque[CropNote | None]] = defaultdict(deque)  # the engine's note on each outbox crop
         pending: deque[_Pending] = deque()
         frames_report: list[dict] = []
         total = len(detections)
+        scale = options.upscale
+        upscaler = self._background_upscaler(options)
 
         def push(tid: int, *, final: bool) -> None:
             t0 = time.perf_counter()
@@ -440,11 +474,16 @@ class Restorer:
             if inbox[tid]:
                 clip = np.stack(inbox[tid])  # (T, S, S, 3)
                 native = int(np.median(natives[tid]))
-                outbox[tid].extend(sessions[tid].push(clip, native_size=native, should_cancel=should_cancel))
+                restored = sessions[tid].push(clip, native_size=native, should_cancel=should_cancel)
+                outbox[tid].extend(restored)
+                notes[tid].extend(sessions[tid].crop_notes(len(restored)))
                 inbox[tid].clear()
                 natives[tid].clear()
             if final:
-                outbox[tid].extend(sessions.pop(tid).flush(should_cancel=should_cancel))
+                session = sessions.pop(tid)
+                restored = session.flush(should_cancel=should_cancel)
+                outbox[tid].extend(restored)
+                notes[tid].extend(session.crop_notes(len(restored)))
             timer.add("engine", t0)
 
         def drain(writer: VideoWriter, compare: VideoWriter | None) -> None:
@@ -452,23 +491,29 @@ class Restorer:
                 p = pending.popleft()
                 t0 = time.perf_counter()
                 out = p.frame.image
+                if upscaler is not None:
+                    out = upscaler.upscale(out)  # (sH, sW, 3)
+                    t0 = timer.add("upscale", t0)
                 restored_faces: list[Face] = []
+                transfers: list[dict | None] = []
                 for tid, affine, face in p.items:
                     crop = outbox[tid].popleft()
-                    out = paste_back(out, crop, affine)
+                    transfers.append(_transfer_report(notes[tid].popleft(), refs))
+                    out = paste_back(out, crop, upscaled_affine(affine, scale))
                     restored_faces.append(face)
                 t0 = timer.add("paste", t0)
                 # Identity before and after, on the same face geometry (bridged faces were never embedded).
                 before, after = [], []
                 for face in restored_faces:
                     emb_in = face.embedding if face.embedding is not None else self.analyzer.embed(p.frame.image, _geometry(face))
-                    emb_out = self.analyzer.embed(out, _geometry(face))
+                    emb_out = self.analyzer.embed(out, _geometry(face, scale))
                     before.append(round(distance_to_references(self.analyzer, emb_in, refs), 4))
                     after.append(round(distance_to_references(self.analyzer, emb_out, refs), 4))
                 t0 = timer.add("embed_output", t0)
                 writer.write(_pad_even(out), pts=p.frame.pts)
                 if compare is not None:
-                    compare.write(_pad_even(np.concatenate([p.frame.image, out], axis=1)), pts=p.frame.pts)  # (H, 2W, 3)
+                    left = bicubic_upscale(p.frame.image, scale)  # (sH, sW, 3)
+                    compare.write(_pad_even(np.concatenate([left, out], axis=1)), pts=p.frame.pts)  # (sH, 2sW, 3)
                 timer.add("encode", t0)
                 dets = detections[p.frame.index]
                 frames_report.append(
@@ -484,13 +529,14 @@ class Restorer:
                         ],
                         "distance_before_restored": before,
                         "distance_after": after,
+                        "transfer": transfers,
                     }
                 )
                 done = len(frames_report)
                 if done % 4 == 0 or done == total:
                     report_progress("restore", done, total)
 
-        w, h = _even(info.width), _even(info.height)
+        w, h = _even(scale * info.width), _even(scale * info.height)
         audio = input_path if info.has_audio else None
         with _open_writers(output_path, compare_path, w, h, info, options, audio) as (writer, compare):
             t = time.perf_counter()
@@ -527,8 +573,8 @@ class _open_writers:
         self._writer = VideoWriter(output, width=w, height=h, fps=info.fps, time_base=info.time_base,
                                    crf=options.crf, preset=options.preset, audio_from=audio)
         self._compare = (
-            VideoWriter(compare, width=_even(2 * info.width), height=h, fps=info.fps, time_base=info.time_base,
-                        crf=options.crf, preset=options.preset, audio_from=audio)
+            VideoWriter(compare, width=_even(2 * options.upscale * info.width), height=h, fps=info.fps,
+                        time_base=info.time_base, crf=options.crf, preset=options.preset, audio_from=audio)
             if compare is not None else None
         )
 
@@ -551,9 +597,11 @@ class _open_writers:
         return False
 
 
-def _geometry(face: Face) -> Face:
-    """A copy of a face's box and landmarks only (embed() writes the embedding onto its argument)."""
-    return Face(bbox=face.bbox.copy(), kps=face.kps.copy(), score=face.score)
+def _geometry(face: Face, scale: int = 1) -> Face:
+    """A copy of a face's box and landmarks only (embed() writes the embedding onto its argument),
+    moved into the frame upscaled by ``scale``."""
+    bbox = upscaled_points(face.bbox.reshape(2, 2), scale).reshape(4)  # (2, 2) corners -> (4,) x0, y0, x1, y1
+    return Face(bbox=bbox.copy(), kps=upscaled_points(face.kps, scale).copy(), score=face.score)
 
 
 def _smooth(track: Track, sigma: float) -> np.ndarray:
@@ -591,6 +639,14 @@ def _other_face_at_same_time(a: Track, b: Track) -> bool:
     ia, ib = {f: i for i, f in enumerate(a.frames)}, {f: i for i, f in enumerate(b.frames)}
     apart = sum(bbox_iou(a.faces[ia[f]].bbox, b.faces[ib[f]].bbox) == 0.0 for f in shared)
     return apart > len(shared) / 2
+
+
+def _transfer_report(note: CropNote | None, refs: ReferenceSet) -> dict | None:
+    """One restored face's reference transfer, for the report: which photo, how confident (None: no notes)."""
+    if note is None:
+        return None
+    name = refs.references[note.reference].name if note.reference is not None else None
+    return {"reference": name, "confidence": note.confidence}
 
 
 def _merge_attributes(refs: ReferenceSet) -> dict[str, object]:

@@ -190,7 +190,7 @@ class Stack:
         wait_until(ready, timeout_s=timeout_s, what="the API")
         return child
 
-    def start_restore_worker(self, name: str, *, engine: str = "baseline", extra_env: dict[str, str] | None = None
+    def start_restore_worker(self, name: str, *, engine: str = "reference", extra_env: dict[str, str] | None = None
                              ) -> Child:
         argv = [sys.executable, "-m", "celery", "-A", "worker.restore_worker", "worker", "-Q", f"restore.{engine}",
                 "--pool", "prefork", "--concurrency", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",

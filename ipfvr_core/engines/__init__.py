@@ -11,7 +11,8 @@ from pathlib import Path
 from ipfvr_core.engines.base import Engine
 from ipfvr_core.errors import ConfigError
 
-ENGINES = ("baseline", "ipfvr")
+ENGINES = ("reference", "baseline", "ipfvr")  # the first is the default
+DEFAULT_ENGINE = ENGINES[0]
 
 
 def load_engine(
@@ -22,6 +23,10 @@ def load_engine(
     dtype: str | None = None,
 ) -> Engine:
     """Load engine ``name``. ``weights`` is required for ``ipfvr`` (a local folder, see README)."""
+    if name == "reference":
+        from ipfvr_core.engines.reference import ReferenceEngine
+
+        return ReferenceEngine(device=device, dtype=dtype)
     if name == "baseline":
         from ipfvr_core.engines.baseline import BaselineEngine
 

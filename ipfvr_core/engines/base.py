@@ -36,6 +36,14 @@ class IdentityCondition:
     guidance_scale: float | None = None  # overall negative-guidance strength; None = the engine's own weights
 
 
+@dataclass(frozen=True)
+class CropNote:
+    """What an engine says about one restored crop, for the job report."""
+
+    reference: int | None  # index of the reference photo whose detail was used; None: no reference transfer
+    confidence: float  # mean transfer confidence over the face, 0 (none) to 1 (full)
+
+
 def check_canceled(should_cancel: CancelFn | None) -> None:
     """Raise :class:`Canceled` if the caller asked to stop."""
     if should_cancel is not None and should_cancel():
@@ -64,6 +72,10 @@ class EngineSession(ABC):
         should_cancel: CancelFn | None = None,
     ) -> np.ndarray:  # (T'', S, S, 3) uint8: every crop still buffered
         ...
+
+    def crop_notes(self, n: int) -> list[CropNote | None]:
+        """Notes on the ``n`` crops the last push/flush returned, in order; None where an engine has none."""
+        return [None] * n
 
 
 class Engine(ABC):

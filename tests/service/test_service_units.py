@@ -59,6 +59,7 @@ def test_bad_settings_fail_fast(bad: dict[str, object]) -> None:
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IPFVR_MAX_REFERENCES", "7")
     monkeypatch.setenv("IPFVR_ENGINES", '["baseline"]')
+    monkeypatch.setenv("IPFVR_DEFAULT_ENGINE", "baseline")
     settings = Settings()
     assert settings.max_references == 7 and settings.engines == ["baseline"]
     monkeypatch.setenv("IPFVR_MAX_REFERENCES", "many")

@@ -29,6 +29,7 @@ from jobs.webhooks.ssrf import (
     _PinnedBackend,
     parse_numeric_host,
 )
+from tests.service.http_raw import read_http_request
 from tests.service.stack import ServiceStack
 
 LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -50,12 +51,15 @@ class ResolverDouble:
         return list(lookups[min(self.calls.count(host), len(lookups)) - 1])
 
 
-class RawServerDouble:
-    """A loopback TCP server; ``handler(conn, request_bytes)`` answers each connection in a thread."""
+Request = tuple[str, dict[str, str], bytes]  # (request line, lower-cased headers, body), as read_http_request gives
 
-    def __init__(self, handler: Callable[[socket.socket, bytes], None]) -> None:
+
+class RawServerDouble:
+    """A loopback TCP server; ``handler(conn, request)`` answers each connection in a thread."""
+
+    def __init__(self, handler: Callable[[socket.socket, Request], None]) -> None:
         self.handler = handler
-        self.requests: list[bytes] = []
+        self.requests: list[Request] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -71,21 +75,13 @@ class RawServerDouble:
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(10)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += conn.recv(65536)
-            self.requests.append(head)
             try:
-                self.handler(conn, head)
+                request = read_http_request(conn, timeout=10)
+            except OSError:
+                return  # the client went away (or stalled) before a whole request; nothing to answer
+            self.requests.append(request)
+            try:
+                self.handler(conn, request)
             except OSError:
                 return
 
@@ -93,18 +89,18 @@ class RawServerDouble:
         self.sock.close()
 
 
-def answer(status: str, body: bytes = b"", headers: str = "") -> Callable[[socket.socket, bytes], None]:
-    def handle(conn: socket.socket, _: bytes) -> None:
+def answer(status: str, body: bytes = b"", headers: str = "") -> Callable[[socket.socket, Request], None]:
+    def handle(conn: socket.socket, _: Request) -> None:
         conn.sendall(f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n{headers}\r\n".encode() + body)
 
     return handle
 
 
 @pytest.fixture()
-def server_factory() -> Iterator[Callable[[Callable[[socket.socket, bytes], None]], RawServerDouble]]:
+def server_factory() -> Iterator[Callable[[Callable[[socket.socket, Request], None]], RawServerDouble]]:
     servers: list[RawServerDouble] = []
 
-    def make(handler: Callable[[socket.socket, bytes], None]) -> RawServerDouble:
+    def make(handler: Callable[[socket.socket, Request], None]) -> RawServerDouble:
         servers.append(RawServerDouble(handler))
         return servers[-1]
 
@@ -235,9 +231,10 @@ def test_delivery_connects_to_the_checked_address_and_resolves_once(server_facto
     assert result.delivered, result
     assert resolver.calls == ["hooks.test"]
     assert len(server.requests) == 1
-    request_line, *headers = server.requests[0].decode().split("\r\n")
+    request_line, headers, body = server.requests[0]
     assert request_line == "POST /in?x=1 HTTP/1.1"
-    assert f"host: hooks.test:{server.port}" in [h.lower() for h in headers]
+    assert headers["host"] == f"hooks.test:{server.port}"
+    assert body == b'{"a":1}'
 
 
 def test_guarded_transport_pins_names_itself_and_never_resolves_at_connect(server_factory) -> None:  # noqa: ANN001
@@ -274,7 +271,7 @@ def test_the_answer_is_read_only_up_to_the_bound(server_factory) -> None:  # noq
     total = 64 * 1024 * 1024
     sent: list[int] = []
 
-    def flood(conn: socket.socket, _: bytes) -> None:
+    def flood(conn: socket.socket, _: Request) -> None:
         conn.sendall(f"HTTP/1.1 200 OK\r\ncontent-length: {total}\r\n\r\n".encode())
         block, count = b"x" * 65536, 0
         try:
@@ -301,7 +298,7 @@ def test_the_answer_is_read_only_up_to_the_bound(server_factory) -> None:  # noq
 def test_a_trickling_receiver_is_cut_at_the_deadline(server_factory) -> None:  # noqa: ANN001
     """Each byte arrives well within the per-read timeout; only the exchange deadline stops it."""
 
-    def trickle(conn: socket.socket, _: bytes) -> None:
+    def trickle(conn: socket.socket, _: Request) -> None:
         for byte in b"HTTP/1.1 200 OK\r\nx-padding: " + b"a" * 200:
             conn.sendall(bytes([byte]))
             time.sleep(0.05)
