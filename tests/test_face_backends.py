@@ -4,7 +4,8 @@ dlib runs its real pretrained weights (face_recognition_models) on skimage's ast
 insightface's group photo t1.jpg and the carphone clips. insightface runs through its own
 model_zoo / SCRFD / ArcFace / Attribute code on tiny random ONNX models (tests/tiny_insightface.py):
 those check plumbing, shapes, channel order and metrics, not recognition quality.
-Measured figures are printed (run with ``-s`` to see them).
+Measured figures are printed (run with ``-s`` to see them). The centerface backend has its own
+file, tests/test_centerface.py; the loader tests here cover it too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tiny_insightface import write_tiny_arcface, write_tiny_pack, write_tiny_scr
 
 from ipfvr_core.errors import ConfigError, InputError
 from ipfvr_core.faces.base import Face, FaceAnalyzer
+from ipfvr_core.faces.centerface_backend import CenterFaceAnalyzer
 from ipfvr_core.faces.dlib_backend import DlibConfig, DlibFaceAnalyzer, five_points_from_68
 from ipfvr_core.faces.insightface_backend import InsightFaceAnalyzer, InsightFaceConfig
 from ipfvr_core.faces.loader import INSIGHTFACE_DIR_ENV, load_analyzer
@@ -396,6 +398,8 @@ def test_loader_defaults_to_dlib_and_passes_options(monkeypatch: pytest.MonkeyPa
     analyzer = load_analyzer(upsample=1)
     assert isinstance(analyzer, DlibFaceAnalyzer) and analyzer.config.upsample == 1
     assert isinstance(load_analyzer("auto"), DlibFaceAnalyzer)
+    centerface = load_analyzer("centerface", min_score=0.3)
+    assert isinstance(centerface, CenterFaceAnalyzer) and centerface.config.min_score == 0.3
 
 
 def test_loader_auto_picks_insightface_from_argument_or_environment(
@@ -416,6 +420,9 @@ def test_loader_auto_picks_insightface_from_argument_or_environment(
         (lambda: load_analyzer("insightface"), "insightface_dir"),
         (lambda: load_analyzer("dlib", insightface_dir="/models/buffalo_l"), "insightface_dir"),
         (lambda: load_analyzer("dlib", det_size=320), "det_size"),
+        (lambda: load_analyzer("centerface", upsample=1), "upsample"),
+        (lambda: load_analyzer("centerface", insightface_dir="/models/buffalo_l"), "insightface_dir"),
+        (lambda: load_analyzer("centerface", min_score=1.5), "min_score"),
         (lambda: load_analyzer("insightface", insightface_dir="/nonexistent/pack"), "insightface_dir"),
     ],
 )

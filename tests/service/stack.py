@@ -27,6 +27,7 @@ FAST: dict[str, Any] = {
     "restorer": DOUBLE,
     "engines": ["baseline", "slowload", "crash", "poison", "broken", "selfkill", "timeout", "shutdown"],
     "default_engine": "baseline",
+    "worker_engine": "baseline",
     "visibility_timeout_s": 10,
     "broker_restore_interval_s": 1,
     "job_time_limit_s": 6,

@@ -83,7 +83,7 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
     env = {**stack.stack.env, "IPFVR_RESTORER": DOUBLE}
     dev = subprocess.Popen(
         [sys.executable, "-m", "ipfvr", "dev", "--port", str(port), "--data-dir", str(tmp_path / "dev"),
-         "--key-prefix", prefix, "--redis-db", str(db)],
+         "--key-prefix", prefix, "--redis-db", str(db), "--engine", "baseline"],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -60,6 +60,7 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IPFVR_MAX_REFERENCES", "7")
     monkeypatch.setenv("IPFVR_ENGINES", '["baseline"]')
     monkeypatch.setenv("IPFVR_DEFAULT_ENGINE", "baseline")
+    monkeypatch.setenv("IPFVR_WORKER_ENGINE", "baseline")
     settings = Settings()
     assert settings.max_references == 7 and settings.engines == ["baseline"]
     monkeypatch.setenv("IPFVR_MAX_REFERENCES", "many")
