@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ipfvr_core.errors import Canceled
+from ipfvr_core.errors import Canceled, InputError
 
 # progress(done_units, total_units) within the current push; units are engine-defined (steps or frames).
 ProgressFn = Callable[[int, int], None]
@@ -42,6 +42,15 @@ class CropNote:
 
     reference: int | None  # index of the reference photo whose detail was used; None: no reference transfer
     confidence: float  # mean transfer confidence over the face, 0 (none) to 1 (full)
+
+
+def check_push(clip: np.ndarray, native_size: int | None) -> None:
+    """Raise InputError unless ``clip`` is (T>=1, S, S, 3) uint8 and ``native_size`` is None or positive."""
+    valid = clip.ndim == 4 and clip.shape[0] >= 1 and clip.shape[1] == clip.shape[2] and clip.shape[3] == 3
+    if not valid or clip.dtype != np.uint8:
+        raise InputError(f"expected (T>=1, S, S, 3) uint8 crops, got {clip.shape} {clip.dtype}", field="clip")
+    if native_size is not None and native_size <= 0:
+        raise InputError(f"must be > 0, got {native_size}", field="native_size", code="invalid_option")
 
 
 def check_canceled(should_cancel: CancelFn | None) -> None:

@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 import torch
 
-from ipfvr_core.engines.base import CancelFn, Engine, EngineSession, IdentityCondition, ProgressFn, check_canceled
+from ipfvr_core.engines.base import CancelFn, Engine, EngineSession, IdentityCondition, ProgressFn, check_canceled, check_push
 from ipfvr_core.engines.ncnn_weights import ConvertedWeights, load_realesrgan_x4plus, load_x4plus_weights
 from ipfvr_core.engines.rrdbnet import RRDBNet
-from ipfvr_core.errors import ConfigError, InputError
+from ipfvr_core.errors import ConfigError
 
 NETWORK_SCALE = 4  # Real-ESRGAN x4plus upscales by 4
 SIDE_MULTIPLE = 4  # network input sides are rounded to a multiple of this
@@ -168,11 +168,7 @@ class BaselineSession(EngineSession):
         should_cancel: CancelFn | None = None,
     ) -> np.ndarray:
         """All T crops of ``clip`` restored; progress is reported in frames after each batch."""
-        valid = clip.ndim == 4 and clip.shape[0] >= 1 and clip.shape[1] == clip.shape[2] and clip.shape[3] == 3
-        if not valid or clip.dtype != np.uint8:
-            raise InputError(f"expected (T>=1, S, S, 3) uint8 crops, got {clip.shape} {clip.dtype}", field="clip")
-        if native_size is not None and native_size <= 0:
-            raise InputError(f"must be > 0, got {native_size}", field="native_size", code="invalid_option")
+        check_push(clip, native_size)
         side = self._engine.input_side(native_size, clip.shape[1])
         total = clip.shape[0]
         batch = self._engine.forward_batch

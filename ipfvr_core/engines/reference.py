@@ -50,8 +50,9 @@ from ipfvr_core.engines.base import (
     IdentityCondition,
     ProgressFn,
     check_canceled,
+    check_push,
 )
-from ipfvr_core.errors import ConfigError, InputError
+from ipfvr_core.errors import ConfigError
 from ipfvr_core.faces.paste import template_face_mask
 
 BASES = ("realesrgan", "none")  # base restorations the engine can fuse onto
@@ -253,11 +254,7 @@ class ReferenceSession(EngineSession):
         progress: ProgressFn | None = None,
         should_cancel: CancelFn | None = None,
     ) -> np.ndarray:
-        valid = clip.ndim == 4 and clip.shape[0] >= 1 and clip.shape[1] == clip.shape[2] and clip.shape[3] == 3
-        if not valid or clip.dtype != np.uint8:
-            raise InputError(f"expected (T>=1, S, S, 3) uint8 crops, got {clip.shape} {clip.dtype}", field="clip")
-        if native_size is not None and native_size <= 0:
-            raise InputError(f"must be > 0, got {native_size}", field="native_size", code="invalid_option")
+        check_push(clip, native_size)
         size = clip.shape[1]
         self._crop_size = size
         native = min(size, int(native_size)) if native_size is not None else size
