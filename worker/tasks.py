@@ -42,11 +42,14 @@ def deliver_webhook(delivery_id: str) -> None:
     WebhookDelivery.from_context(context()).deliver(delivery_id)
 
 
-@app.task(name=DISPATCH_WEBHOOKS_TASK, expires=settings.webhook_dispatch_interval_s * 2, max_retries=0)
+# The two periodic tasks ack on receipt: beat sends them again every interval and both are
+# idempotent, so there is nothing to restore. An unacknowledged message in flight when Redis goes
+# away made kombu 5.x's restore-on-close raise (``conninfo`` already released) and the worker exit.
+@app.task(name=DISPATCH_WEBHOOKS_TASK, acks_late=False, expires=settings.webhook_dispatch_interval_s * 2, max_retries=0)
 def dispatch_webhooks() -> None:
     WebhookDelivery.from_context(context()).dispatch_due()
 
 
-@app.task(name=SWEEP_TASK, expires=settings.sweep_interval_s * 2, max_retries=0)
+@app.task(name=SWEEP_TASK, acks_late=False, expires=settings.sweep_interval_s * 2, max_retries=0)
 def sweep() -> None:
     Sweeper(context()).run(now=time.time())

@@ -72,6 +72,7 @@ def test_redis_restarted_mid_queue_loses_no_job_and_the_api_answers_503_meanwhil
         for job_id in queued:
             later = stack.wait_job(client, job_id, {"succeeded", "failed"}, timeout_s=30)
             assert later["status"] == "succeeded" and later["attempts"] == 1, later
-        assert all(child.alive() for child in stack.stack.children)
+        dead = [child for child in stack.stack.children if not child.alive()]
+        assert not dead, "\n".join(f"{child.name} exited:\n{child.log_tail()}" for child in dead)
     finally:
         stack.stack.stop()

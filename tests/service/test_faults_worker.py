@@ -75,7 +75,7 @@ def test_a_job_past_its_time_limit_fails_and_the_next_job_runs(
         soft = submit(client, carphone_distorted, astronaut_png, engine="timeout", prompt="double:steps=100,step_s=0.1")
         done = stack.wait_job(client, soft["id"], {"succeeded", "failed"}, timeout_s=20)
         assert done["status"] == "failed" and done["error"]["code"] == "time_limit_exceeded", done
-        assert 1.5 <= done["metrics"]["predict_time"] < 3.0
+        assert 1.5 <= done["metrics"]["predict_time"] < 10.0  # stopped at the limit, not run to its end
         same = pool_process(stack, "timeout")
         assert same is not None and same.pid == first.pid  # interrupted in place, not killed
 
@@ -83,7 +83,7 @@ def test_a_job_past_its_time_limit_fails_and_the_next_job_runs(
                       prompt="double:steps=100,step_s=0.1,ignore_soft_limit=1")
         done = stack.wait_job(client, hard["id"], {"succeeded", "failed"}, timeout_s=20)
         assert done["status"] == "failed" and done["error"]["code"] == "time_limit_exceeded", done
-        assert 2.5 <= done["metrics"]["predict_time"] < 4.5  # failed when killed, not after a redelivery
+        assert done["metrics"]["predict_time"] >= 2.5 and done["attempts"] == 1  # failed when killed, not redelivered
         wait_for(lambda: (p := pool_process(stack, "timeout")) is not None and p.pid != first.pid,
                  timeout_s=15, what="a fresh pool process")
 
@@ -98,18 +98,19 @@ def test_sigterm_lets_a_job_finish_within_the_grace_period(
     stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
 ) -> None:
     _, client = tenant
-    worker = stack.start_restore_worker("shutdown-a", engine="shutdown", shutdown_grace_s=4)
+    # A grace period far longer than the job: a worker that waited it out would still be running at
+    # exit_within's deadline, so the test needs no wall-clock bound of its own.
+    worker = stack.start_restore_worker("shutdown-a", engine="shutdown", shutdown_grace_s=120)
     try:
         stack.wait_worker("shutdown-a", WorkerState.READY)
         job = submit(client, carphone_distorted, astronaut_png, engine="shutdown", prompt="double:steps=10,step_s=0.15")
         stack.wait_job(client, job["id"], {"processing"})
         os.kill(worker.popen.pid, signal.SIGTERM)  # what Kubernetes or Docker send: the main process only
-        signalled = time.monotonic()
-        code = exit_within(worker, timeout_s=10)
+        code = exit_within(worker, timeout_s=60)  # it left as soon as the job was done
         assert code == 0, worker.log_tail()
-        assert time.monotonic() - signalled < 4  # it left as soon as the job was done
         done = client.get(f"/v1/jobs/{job['id']}").json()
         assert done["status"] == "succeeded" and done["attempts"] == 1
+        assert "handed back for another worker" not in Path(worker.log_path).read_text()
     finally:
         worker.stop()
 
@@ -134,10 +135,10 @@ def test_sigterm_hands_a_long_job_to_another_worker_after_the_grace_period(
         code = exit_within(leaving, timeout_s=15)
         left_after = time.monotonic() - signalled
         assert code == 0, leaving.log_tail()
-        assert grace <= left_after < grace + 3  # grace, then one heartbeat and one step to hand back
+        assert grace <= left_after  # it kept working through the grace period ...
         done = stack.wait_job(client, job["id"], {"succeeded", "failed"}, timeout_s=30)
         assert done["status"] == "succeeded" and done["attempts"] == 2, done
-        assert "handed back" in Path(leaving.log_path).read_text()
+        assert "handed back for another worker" in Path(leaving.log_path).read_text()  # ... then handed the job back
         completed = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
         time.sleep(0.5)
         assert sorted(r.webhook_id.rsplit("_", 1)[-1] for r in inbox.snapshot()) == ["completed", "start"]
