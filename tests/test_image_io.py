@@ -157,7 +157,7 @@ def test_png_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
     error = _expect("reference_too_large", bomb)
     elapsed = time.perf_counter() - started
     peak_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    assert elapsed < 2.0, f"refusing took {elapsed:.3f}s"  # decoding it takes ~48 s; 2 s leaves room for load
+    assert elapsed < 10.0, f"refusing took {elapsed:.3f}s"  # decoding it takes ~48 s; refusing, milliseconds
     assert peak_growth_mib < 50, f"peak memory grew by {peak_growth_mib:.0f} MiB"
     assert "900000000 pixels" in error.message
 
