@@ -37,8 +37,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"restoration engine (default: {DEFAULT_ENGINE}; baseline ignores the reference's detail)")
     p.add_argument("--weights", type=Path, help="weights folder for --engine ipfvr (layout: README)")
     p.add_argument("--face-backend", choices=FACE_BACKENDS, default="auto",
-                   help="face analysis: insightface when --insightface-dir is set, else dlib; centerface = "
-                        "CenterFace detection (finds more faces in degraded video) with dlib identity (default: auto)")
+                   help="face analysis: auto = insightface when --insightface-dir is set, else centerface "
+                        "(CenterFace detection, which finds the face in degraded video, with dlib identity); "
+                        "dlib = dlib's HOG detector and identity (default: auto)")
     p.add_argument("--insightface-dir", type=Path, help="local insightface model pack (buffalo_l layout)")
     p.add_argument("--device", default="cpu", help="torch device for the engine, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="engine dtype (default: engine's)")

@@ -319,6 +319,13 @@ class Restorer:
             warnings.append(f"faces were detected only in isolated frames (no track of {min_len}+ frames); "
                             "frames were copied unchanged")
             return []
+        floor = self.analyzer.track_score
+        steady = [t for t in long_enough if floor is None or _median_score(t) >= floor]
+        if not steady:
+            warnings.append(f"only weak detections were found (no track's median face score reaches {floor}); "
+                            "frames were copied unchanged")
+            return []
+        long_enough = steady
         selected = select_tracks(
             long_enough, refs.embeddings, self.analyzer.distance, threshold, options.faces, min_length=min_len
         )
@@ -621,6 +628,11 @@ def _clears(track: Track, min_score: float | None) -> bool:
     if min_score is None:
         return True
     return max((f.score for f in _detected(track)), default=float("-inf")) >= min_score
+
+
+def _median_score(track: Track) -> float:
+    """Median score of the track's real detections."""
+    return float(np.median([f.score for f in _detected(track)]))
 
 
 def _detected(track: Track) -> list[Face]:

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     restorer: str = Field("worker.restorer:load_restorer", pattern=r"^[\w.]+:\w+$")  # factory, module:callable
     worker_engine: Name = "reference"  # engine this worker loads; it consumes queue restore.<engine>
     weights_dir: Path | None = None  # weights folder of the ipfvr engine
-    face_backend: Literal["auto", "dlib", "insightface"] = "auto"  # face analysis backend
+    face_backend: Literal["auto", "centerface", "dlib", "insightface"] = "auto"  # face analysis backend
     insightface_dir: Path | None = None  # local insightface model pack
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # torch device of the engine
     dtype: Literal["float32", "float16", "bfloat16"] | None = None  # engine dtype; None = engine default

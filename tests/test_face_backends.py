@@ -393,13 +393,13 @@ def test_insightface_providers(tiny_pack: Path) -> None:
 
 
 # --------------------------------------------------------------------------- loader
-def test_loader_defaults_to_dlib_and_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loader_defaults_to_centerface_and_passes_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INSIGHTFACE_DIR_ENV, raising=False)
-    analyzer = load_analyzer(upsample=1)
-    assert isinstance(analyzer, DlibFaceAnalyzer) and analyzer.config.upsample == 1
-    assert isinstance(load_analyzer("auto"), DlibFaceAnalyzer)
-    centerface = load_analyzer("centerface", min_score=0.3)
-    assert isinstance(centerface, CenterFaceAnalyzer) and centerface.config.min_score == 0.3
+    analyzer = load_analyzer(min_score=0.3)
+    assert isinstance(analyzer, CenterFaceAnalyzer) and analyzer.config.min_score == 0.3
+    assert isinstance(load_analyzer("auto"), CenterFaceAnalyzer)
+    dlib_analyzer = load_analyzer("dlib", upsample=1)
+    assert isinstance(dlib_analyzer, DlibFaceAnalyzer) and dlib_analyzer.config.upsample == 1
 
 
 def test_loader_auto_picks_insightface_from_argument_or_environment(

@@ -294,6 +294,8 @@ class FaceAnalyzerTestDouble:
     embedding_dim = 128
     metric = "l2"
     match_threshold = 0.6
+    confident_score = 0.5
+    track_score = None
 
     def detect(self, image: np.ndarray) -> list[Face]:
         if image.max() == 0:

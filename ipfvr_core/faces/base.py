@@ -35,6 +35,10 @@ class FaceAnalyzer(Protocol):
     # detect() favours recall (degraded video: tracks and identity weed out false hits); detections
     # scoring at least this are confident, which is what a clean reference photo must give.
     confident_score: float
+    # A track counts as a face only if the median score of its detections reaches this (None: no
+    # floor). It keeps a recall-oriented detector's steady weak hits (cartoons, patterns) out of
+    # target selection, where degraded video leaves identity too loose a test on its own.
+    track_score: float | None
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in ``image``, highest score first, with ``bbox``, ``kps`` and ``score`` set."""
