@@ -1,7 +1,7 @@
 """``ipfvr``: one command line for the library (restore, demo, weights, eval) and the service.
 
 Library errors print as one line, ``ipfvr: error: <field>: <message> [<code>]``, and exit 2;
-a cancel (Ctrl-C) exits 130. Unexpected errors print one line too; ``--debug`` shows the traceback.
+a cancel (Ctrl-C) exits 130; a closed output pipe (``| head``) ends quietly with 141. Unexpected errors print one line too; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -43,13 +43,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe raises here, inside the handlers, not at interpreter exit
+        return code
     except Canceled:
         print("ipfvr: canceled", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("ipfvr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ipfvr status ... | head`): stop quietly, as Unix tools do. stdout
+        # points at /dev/null so that the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
     except IPFVRError as exc:
         print(f"ipfvr: error: {exc} [{exc.code}]", file=sys.stderr)
         return 2

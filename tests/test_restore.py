@@ -7,6 +7,8 @@ comes out once, in order, only the selected faces change, and nothing else does.
 
 from __future__ import annotations
 
+import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -195,3 +197,17 @@ def test_compare_video_is_input_beside_output(analyzer, carphone_pristine, carph
     # a second yuv420p round trip (and chroma shared across the seam): compare on average
     assert np.abs(side[0][:, 176:].astype(int) - _frames(out)[0].astype(int)).mean() < 2.5
     assert np.abs(side[0][:, :176].astype(int) - _frames(src)[0].astype(int)).mean() < 2.5
+
+
+def test_report_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    """The report is renamed from a temporary file; it must not keep mkstemp's private 0600."""
+    from ipfvr_core.restore import write_report
+
+    old = os.umask(0o022)
+    try:
+        path = write_report({"ok": True}, tmp_path / "report.json")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert json.loads(path.read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -56,7 +56,12 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 IPv4-translated addresses
 _COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")  # names that are loopback by definition (RFC 6761)
-_DEV_ALLOWED = frozenset({"loopback", "private"})  # what allow_private opens (never link-local)
+# What allow_private opens: loopback, RFC 1918 and IPv6 unique-local, named one by one. Python's
+# ``is_private`` also covers reserved space (240.0.0.0/4, 198.18.0.0/15, 192.0.0.0/24, ...),
+# which is never a development receiver; link-local stays closed.
+_DEV_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7",
+))
 _RESERVED_V4 = ipaddress.ip_network("192.0.0.0/24")  # IETF protocol assignments (RFC 6890), not all flagged
 
 
@@ -160,6 +165,12 @@ def forbidden_kind(address: IPAddress) -> str | None:
     return None
 
 
+def _in_dev_networks(address: IPAddress) -> bool:
+    """Whether ``address`` (or the IPv4 address it embeds) lies in a development network."""
+    inner = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    return any(a.version == n.version and a in n for a in (address, inner) if a is not None for n in _DEV_NETWORKS)
+
+
 # ---------------------------------------------------------------------------------------------- policy
 @dataclass(frozen=True)
 class ParsedTarget:
@@ -208,7 +219,7 @@ class TargetPolicy:
         if self._allowlisted(address):
             return
         kind = forbidden_kind(address)
-        if kind is None or (self.allow_private and kind in _DEV_ALLOWED):
+        if kind is None or (self.allow_private and _in_dev_networks(address)):
             return
         raise ForbiddenTarget(f"webhook target address {address} is {kind}, not public", field=field)
 

@@ -50,6 +50,29 @@ def _ipfvr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.C
                           text=True, timeout=timeout)
 
 
+def test_a_closed_output_pipe_ends_quietly(stack: ServiceStack) -> None:
+    """`ipfvr ... | head` where head has already left: exit 141 (SIGPIPE's status), no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "ipfvr", "keys", "create", "--tenant", "pipe-tenant"],
+                              env=stack.stack.env, cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
+
+
+def test_an_unreachable_service_is_named_with_a_hint(stack: ServiceStack) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = _ipfvr("status", "job_01m8t4bqs31jheqx07tzh8y819", env={**stack.stack.env, "IPFVR_URL": url,
+                                                                  "IPFVR_API_KEY": "ipfvr_x"})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and "ipfvr dev" in lines[0], done.stderr
+
+
 def test_keys_submit_status_wait_commands(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path,
                                           astronaut_png: Path) -> None:
     env = stack.stack.env
@@ -101,6 +124,15 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         listed = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"authorization": f"Bearer {key}"})
         assert listed.status_code == 200 and listed.json()["data"] == []
+        # The printed "more keys" command works as printed, from a shell without the stack's settings.
+        more = next(line.split("more keys:", 1)[1].split() for line in lines if "more keys:" in line)
+        assert more[:3] == ["ipfvr", "keys", "create"]
+        shell = {k: v for k, v in env.items() if k not in ("IPFVR_REDIS_URL", "IPFVR_KEY_PREFIX")}
+        created = _ipfvr(*[("extra" if arg == "NAME" else arg) for arg in more[1:]], env=shell)
+        assert created.returncode == 0, created.stderr
+        extra = httpx.get(f"http://127.0.0.1:{port}/v1/jobs",
+                          headers={"authorization": f"Bearer {created.stdout.strip()}"})
+        assert extra.status_code == 200, extra.text
         ports = [port, int(next(line for line in lines if line.strip().startswith("S3")).rsplit(":", 1)[1])]
         children = psutil.Process(dev.pid).children(recursive=True)
         assert len(children) >= 5  # weed, api, two celery workers and their pool processes

@@ -147,10 +147,21 @@ def test_refused_targets(url: str) -> None:
 @pytest.mark.parametrize("url", [
     "http://169.254.169.254/", "http://0xa9fea9fe/", "http://[::ffff:169.254.169.254]/", "http://[fe80::1]/",
     "http://[64:ff9b::a9fe:a9fe]/", "http://224.0.0.1/", "http://0.0.0.0/",
+    # reserved space that Python's is_private counts as private
+    "http://240.0.0.1/", "http://255.255.255.254/", "http://198.18.0.1/", "http://192.0.0.8/", "http://0.1.2.3/",
+    "http://100.64.0.1/", "http://[2001:db8::1]/", "http://[::ffff:240.0.0.1]/",
 ])
-def test_development_mode_still_refuses_link_local_multicast_and_unspecified(url: str) -> None:
+def test_development_mode_still_refuses_link_local_multicast_reserved_and_unspecified(url: str) -> None:
     with pytest.raises(ForbiddenTarget):
         TargetPolicy(allow_private=True).check_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9000/hook", "http://10.1.2.3/", "http://172.31.255.1/", "http://192.168.1.20/",
+    "http://[::1]:8080/", "http://[fd00::5]/", "http://[::ffff:10.0.0.7]/", "http://localhost:8000/",
+])
+def test_development_mode_opens_loopback_and_rfc1918_only(url: str) -> None:
+    TargetPolicy(allow_private=True).check_url(url)
 
 
 @pytest.mark.parametrize("url", [
