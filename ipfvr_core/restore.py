@@ -17,6 +17,7 @@ found and the identity distance to the reference before and after restoration.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ipfvr_core import __version__
 from ipfvr_core.engines import DEFAULT_ENGINE
@@ -124,6 +126,24 @@ class _Pending:
 
 def _even(n: int) -> int:
     return n + (n % 2)
+
+
+@functools.lru_cache(maxsize=4)
+def _label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) with ``text`` in its top-left corner, white on a dark box."""
+    h, w = image.shape[:2]
+    font = _label_font(max(9, round(min(h, w) / 14)))
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    pad = max(2, round(min(h, w) / 80))
+    x0, y0, x1, y1 = draw.textbbox((pad * 2, pad * 2), text, font=font)
+    draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=(0, 0, 0))
+    draw.text((pad * 2, pad * 2), text, font=font, fill=(255, 255, 255))
+    return np.asarray(canvas)
 
 
 def _pad_even(image: np.ndarray) -> np.ndarray:
@@ -519,8 +539,9 @@ class Restorer:
                 t0 = timer.add("embed_output", t0)
                 writer.write(_pad_even(out), pts=p.frame.pts)
                 if compare is not None:
-                    left = bicubic_upscale(p.frame.image, scale)  # (sH, sW, 3)
-                    compare.write(_pad_even(np.concatenate([left, out], axis=1)), pts=p.frame.pts)  # (sH, 2sW, 3)
+                    left = label(bicubic_upscale(p.frame.image, scale), "input")  # (sH, sW, 3)
+                    right = label(out, f"restored \u00b7 {self.engine.name}")
+                    compare.write(_pad_even(np.concatenate([left, right], axis=1)), pts=p.frame.pts)  # (sH, 2sW, 3)
                 timer.add("encode", t0)
                 dets = detections[p.frame.index]
                 frames_report.append(

@@ -194,9 +194,24 @@ def test_compare_video_is_input_beside_output(analyzer, carphone_pristine, carph
     )
     side = _frames(compare)
     assert len(side) == 5 and side[0].shape == (144, 352, 3)
-    # a second yuv420p round trip (and chroma shared across the seam): compare on average
-    assert np.abs(side[0][:, 176:].astype(int) - _frames(out)[0].astype(int)).mean() < 2.5
-    assert np.abs(side[0][:, :176].astype(int) - _frames(src)[0].astype(int)).mean() < 2.5
+    # below the labels, a second yuv420p round trip (and chroma shared across the seam): compare on average
+    assert np.abs(side[0][30:, 176:].astype(int) - _frames(out)[0][30:].astype(int)).mean() < 2.5
+    assert np.abs(side[0][30:, :176].astype(int) - _frames(src)[0][30:].astype(int)).mean() < 2.5
+    # each half carries its label: a dark box with light text, different on the two sides
+    left_label, right_label = side[0][4:17, 3:32].astype(int), side[0][4:17, 179:208].astype(int)
+    for box in (left_label, right_label):
+        assert np.median(box) < 40 and box.max() > 200
+    assert np.abs(left_label - right_label).mean() > 10
+
+
+def test_label_writes_the_text_on_a_copy() -> None:
+    from ipfvr_core.restore import label
+
+    image = np.full((144, 176, 3), 128, np.uint8)
+    input_label, engine_label = label(image, "input"), label(image, "restored \u00b7 reference")
+    assert (image == 128).all() and input_label.shape == image.shape
+    assert (input_label[:20, :60] != 128).any() and (input_label[40:] == 128).all()
+    assert (input_label != engine_label).any()
 
 
 def test_report_file_mode_follows_the_umask(tmp_path: Path) -> None:
