@@ -109,7 +109,7 @@ def add_weights(sub: argparse._SubParsersAction) -> None:
 def _progress_printer(quiet: bool):
     """A tqdm bar per stage (frames done, rate, time left), on stderr."""
     if quiet:
-        return None, lambda: None
+        return None, lambda keep=True: None
     from tqdm import tqdm
 
     state: dict[str, object] = {"stage": None, "bar": None}
@@ -126,9 +126,12 @@ def _progress_printer(quiet: bool):
         bar.total = ev.total
         bar.update(ev.current - bar.n)
 
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
+    def close(keep: bool = True) -> None:
+        """Close the open bar; ``keep=False`` (the run failed) wipes its line, so the error stands alone."""
+        bar = state["bar"]
+        if bar is not None:
+            bar.leave = keep
+            bar.close()
 
     return on_progress, close
 
@@ -182,8 +185,10 @@ def _restore(args: argparse.Namespace, input_path: Path, references: list[Path],
     on_progress, close = _progress_printer(args.quiet)
     try:
         report = restorer.restore(input_path, references, output, options, progress=on_progress)
-    finally:
-        close()
+    except BaseException:
+        close(keep=False)
+        raise
+    close()
     if report_path is not None:
         write_report(report, report_path)
     return report

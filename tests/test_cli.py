@@ -98,6 +98,18 @@ def test_bad_reference(bad, reference, code, carphone_distorted, tmp_path):
     assert bad[reference].name in r.stderr, "the message must name the file"
 
 
+def test_bad_reference_with_progress_bars_shows_only_the_error(bad, carphone_distorted, tmp_path):
+    """Without --quiet the references bar has started when the photo is refused; its line is wiped."""
+    out = tmp_path / "out.mp4"
+    r = subprocess.run([sys.executable, "-m", "ipfvr", "restore", str(carphone_distorted), "-r", str(bad["noface"]),
+                        "-o", str(out)], capture_output=True, timeout=300, cwd=ROOT)  # bytes: keep the \r
+    stderr = r.stderr.decode()
+    # what a terminal shows: each line ends as its last carriage-return segment left it
+    visible = [line.split("\r")[-1] for line in stderr.split("\n") if line.split("\r")[-1].strip()]
+    assert r.returncode == 2 and len(visible) == 1, repr(stderr)
+    assert visible[0].startswith("ipfvr: error: ") and visible[0].endswith("[no_face_in_reference]")
+
+
 def test_limits(carphone_distorted, carphone_reference, tmp_path):
     out = tmp_path / "out.mp4"
     r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--max-duration", "2")
