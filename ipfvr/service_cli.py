@@ -194,6 +194,32 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- dev
+class _DevLock:
+    """One dev stack per data folder: an exclusive ``flock`` held while it runs (the OS drops it on exit)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def take(cls, path: Path, api_url: str) -> _DevLock | str:
+        """The lock, or the API URL of the stack that holds it."""
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another port"
+            os.close(fd)
+            return holder
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, api_url.encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the lock
+
+
 def run_dev(args: argparse.Namespace) -> int:
     """Start Redis (or reuse the local one), weed S3, the API, a restore worker and a service worker."""
     import redis
@@ -204,6 +230,11 @@ def run_dev(args: argparse.Namespace) -> int:
     from jobs.workers import WorkerRegistry, WorkerState
 
     data: Path = args.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    lock = _DevLock.take(data / "dev.lock", f"http://127.0.0.1:{args.port}")
+    if isinstance(lock, str):
+        print(f"ipfvr: error: an ipfvr dev stack is already running on {lock} (data dir {data})", file=sys.stderr)
+        return 1
     stack: Stack | None = None
     servers = []
     stopping = False
@@ -263,3 +294,4 @@ def run_dev(args: argparse.Namespace) -> int:
         for server in reversed(servers):
             if server.child is not None:
                 server.child.stop()
+        lock.release()

@@ -30,6 +30,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair(offset: int) -> tuple[int, int]:
+    """Two free ports ``p`` and ``p + offset`` (a server that derives one port from the other)."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset > 65535:
+            port -= offset  # ephemeral ports sit high; the pair fits below them
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            return port, port + offset
+    raise RuntimeError(f"no two free ports {offset} apart on 127.0.0.1")
+
+
 def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -102,8 +119,11 @@ class S3Server:
         weed = Path(sys.executable).parent / "weed"
         ports = {name: free_port() for name in (
             "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc", "s3.port.iceberg", "s3.port.lance",
+            "filer.port", "filer.port.grpc", "s3.port.iceberg", "s3.port.lance",
         )}
+        # mini's built-in maintenance worker dials the admin HTTP port + 10000 whatever -admin.port.grpc
+        # says; any other pair makes it log a failed connection every 5 s.
+        ports["admin.port"], ports["admin.port.grpc"] = free_port_pair(10000)
         argv = [str(weed if weed.exists() else "weed"), "mini", f"-dir={data_dir / 'data'}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
                 *(f"-{name}={port}" for name, port in ports.items())]

@@ -133,6 +133,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         extra = httpx.get(f"http://127.0.0.1:{port}/v1/jobs",
                           headers={"authorization": f"Bearer {created.stdout.strip()}"})
         assert extra.status_code == 200, extra.text
+        # A second stack on the same data folder says, in one line, where the first one runs.
+        second = _ipfvr("dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "dev"), env=env)
+        assert second.returncode == 1 and second.stderr.strip().splitlines() == [
+            f"ipfvr: error: an ipfvr dev stack is already running on http://127.0.0.1:{port} "
+            f"(data dir {tmp_path / 'dev'})"], second.stderr
         ports = [port, int(next(line for line in lines if line.strip().startswith("S3")).rsplit(":", 1)[1])]
         children = psutil.Process(dev.pid).children(recursive=True)
         assert len(children) >= 5  # weed, api, two celery workers and their pool processes
@@ -147,3 +152,5 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{p}/", timeout=2)
     assert os.path.exists(tmp_path / "dev" / "logs" / "api.log")
+    weed_log = (tmp_path / "dev" / "s3" / "weed.log").read_text()
+    assert "Reconnection attempt" not in weed_log and "stream ended" not in weed_log, weed_log[-2000:]
