@@ -130,12 +130,19 @@ class Client:
 
     def wait(self, job_id: str, *, timeout_s: float | None = None, poll_s: float = 2.0,
              on_update: Callable[[Job], None] | None = None) -> Job:
-        """Poll until the job is terminal; raises TimeoutError after ``timeout_s``."""
+        """Poll until the job is terminal; raises TimeoutError after ``timeout_s``.
+
+        ``on_update`` sees the job whenever what a person watches changes (status, progress,
+        queue position), not on every poll.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        shown: tuple[Any, ...] | None = None
         while True:
             job = self.get(job_id)
-            if on_update is not None:
+            state = (job["status"], job.get("progress"), job.get("queue_position"))
+            if on_update is not None and state != shown:
                 on_update(job)
+                shown = state
             if job["status"] in TERMINAL:
                 return job
             if deadline is not None and time.monotonic() >= deadline:

@@ -50,6 +50,17 @@ def _ipfvr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.C
                           text=True, timeout=timeout)
 
 
+def test_wait_reports_changes_not_polls(stack: ServiceStack, carphone_distorted: Path, astronaut_png: Path) -> None:
+    _, key = stack.new_tenant()
+    with Client(stack.url, key) as client:
+        job = client.submit(carphone_distorted, [astronaut_png], prompt="double:steps=3,step_s=0.6")
+        seen: list[tuple] = []
+        done = client.wait(job["id"], poll_s=0.05, timeout_s=60, on_update=lambda j: seen.append(
+            (j["status"], j.get("progress"), j.get("queue_position"))))
+    assert done["status"] == "succeeded" and seen[-1][0] == "succeeded"
+    assert all(a != b for a, b in zip(seen, seen[1:])), seen  # ~40 polls, one line per change
+
+
 def test_a_closed_output_pipe_ends_quietly(stack: ServiceStack) -> None:
     """`ipfvr ... | head` where head has already left: exit 141 (SIGPIPE's status), no traceback."""
     read_end, write_end = os.pipe()
