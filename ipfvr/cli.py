@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # OpenMP's default busy-wait makes torch ~10x slower when other processes share the cores;
     # it must be set before torch loads (the engines import it lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # diffusers/transformers/hub chatter (loading bars, dtype notes) is not for the user of a CLI.
+    for name in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -273,6 +273,7 @@ def run_weights_init_tiny(args: argparse.Namespace) -> int:
     path = write_tiny_checkpoint(args.dir, seed=args.seed, id_embedding_dim=args.id_embedding_dim,
                                  resolution=args.resolution)
     print(f"wrote a tiny random IP-FVR checkpoint to {path}")
+    print("warning: its weights are random: it tests the plumbing and restores nothing", file=sys.stderr)
     return 0
 
 
@@ -281,6 +282,8 @@ def run_weights_check(args: argparse.Namespace) -> int:
 
     engine = IPFVREngine.from_pretrained(args.dir, device="cpu")
     print(json.dumps(engine.versions(), indent=2))
+    for warning in engine.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -244,7 +244,7 @@ class Restorer:
         t = time.perf_counter()
         tracks = link_tracks(detections, distance_fn=self.analyzer.distance, max_gap=options.max_gap_frames)
         threshold = options.target_max_distance or _default_target_distance(self.analyzer)
-        warnings: list[str] = []
+        warnings: list[str] = list(self.engine.warnings)
         selected = self._select(tracks, refs, threshold, options, warnings)
         smoothed = {tr.id: _smooth(tr, options.smoothing_sigma) for tr in selected}
         t = timer.add("tracks", t)

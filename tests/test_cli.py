@@ -144,6 +144,14 @@ def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, ca
     r = ipfvr("weights", "init-tiny", weights)
     assert r.returncode == 0, r.stderr
     assert (weights / "ipfvr" / "config.json").is_file() and (weights / "unet").is_dir()
+    # no library chatter; one warning that the weights are random
+    assert r.stderr.strip().splitlines() == ["warning: its weights are random: it tests the plumbing and restores "
+                                             "nothing"], r.stderr
+    r = ipfvr("weights", "check", weights)
+    assert r.returncode == 0 and json.loads(r.stdout)["engine"] == "ipfvr"
+    assert r.stderr.strip().splitlines() == [
+        "warning: the weights in tiny are random test weights (ipfvr weights init-tiny): the output is noise "
+        "pasted on the faces, not a restoration"], r.stderr
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
     r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--engine", "ipfvr",
               "--weights", weights, "--report", report, "--seed", "1", "--quiet")
@@ -153,6 +161,7 @@ def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, ca
     assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps) + 1e-6
     data = json.loads(report.read_text())
     assert data["versions"]["engine"] == "ipfvr" and data["frames_restored"] >= 96
+    assert any("random test weights" in w for w in data["warnings"]), data["warnings"]
     assert "identity distance to reference" in r.stdout
 
 

@@ -412,6 +412,14 @@ def init_ipfvr_weights(
     save_ipfvr_weights(root, pipeline)
 
 
+RANDOM_WEIGHTS_MARKER = "RANDOM_TEST_WEIGHTS.txt"  # written into every checkpoint write_tiny_checkpoint makes
+
+
+def is_random_test_checkpoint(root: str | Path) -> bool:
+    """Whether ``root`` is a checkpoint of random test weights (``ipfvr weights init-tiny``)."""
+    return (Path(root) / RANDOM_WEIGHTS_MARKER).is_file()
+
+
 def write_tiny_checkpoint(
     weights_dir: str | Path,
     *,
@@ -462,6 +470,8 @@ def write_tiny_checkpoint(
     init_ipfvr_weights(root, config, seed=seed, lq_init=lq_init)
     if lora_names:
         _write_random_loras(root, config, parts, lora_names, seed=seed)
+    (root / RANDOM_WEIGHTS_MARKER).write_text(
+        "These weights are random (ipfvr weights init-tiny): a test checkpoint that restores nothing.\n")
     return root
 
 

@@ -93,6 +93,7 @@ class Engine(ABC):
     name: str  # CLI/API name, e.g. "baseline", "ipfvr"
     clip_length: int  # how many crops the pipeline should push at a time
     face_size: int  # side S of the aligned crops this engine wants
+    warnings: tuple[str, ...] = ()  # said in every report this engine makes (e.g. random test weights)
 
     @abstractmethod
     def open_session(self, identity: IdentityCondition, *, seed: int | None = None) -> EngineSession:

@@ -30,7 +30,7 @@ from ipfvr_core.diffusion.face2text import CelebAAttributeModel, Face2TextResult
 from ipfvr_core.diffusion.guidance import NegativeStream, active_streams
 from ipfvr_core.diffusion.lora import loaded_loras
 from ipfvr_core.diffusion.pipeline_ipfvr import EncodedIdentity, IPFVRPipeline
-from ipfvr_core.diffusion.weights import load_pipeline, lora_path, weights_fingerprint
+from ipfvr_core.diffusion.weights import is_random_test_checkpoint, load_pipeline, lora_path, weights_fingerprint
 from ipfvr_core.engines.base import CancelFn, Engine, EngineSession, IdentityCondition, ProgressFn, check_canceled
 from ipfvr_core.errors import ConfigError, InputError
 from ipfvr_core.faces.base import FaceAnalyzer
@@ -75,6 +75,9 @@ class IPFVREngine(Engine):
             weights_dir, device=device, dtype=dtype, overrides=overrides, face_analyzer=face_analyzer
         )
         engine = cls(pipeline, weights_dir=weights_dir)
+        if is_random_test_checkpoint(weights_dir):
+            engine.warnings = (f"the weights in {Path(weights_dir).name} are random test weights (ipfvr weights "
+                               "init-tiny): the output is noise pasted on the faces, not a restoration",)
         if lora is not None:
             engine.set_lora(lora)
         return engine
