@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 
@@ -59,6 +61,9 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tenant", default="dev", help="tenant of the printed API key (default dev)")
     p.add_argument("--redis-db", type=int, default=0, help="Redis database number (default 0)")
     p.add_argument("--key-prefix", default=DEV_PREFIX, help=f"Redis key prefix of this stack (default {DEV_PREFIX})")
+    p.add_argument("--fresh", action="store_true",
+                   help="start empty: forget the earlier runs' jobs, keys, queued webhooks and files (the stack "
+                        "otherwise keeps them between runs, in Redis under its prefix and in --data-dir)")
     p.set_defaults(func=run_dev)
 
 
@@ -194,6 +199,20 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- dev
+def _forget(client: Any, prefix: str) -> int:
+    """Delete every key under ``prefix:`` (the stack's jobs, keys, queues); returns how many."""
+    removed = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            removed += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        removed += client.unlink(*batch)
+    return removed
+
+
 class _DevLock:
     """One dev stack per data folder: an exclusive ``flock`` held while it runs (the OS drops it on exit)."""
 
@@ -245,8 +264,14 @@ def run_dev(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
+        if args.fresh:
+            for folder in ("s3", "work", "redis"):
+                shutil.rmtree(data / folder, ignore_errors=True)
         redis_server = RedisServer.reuse_or_start(data / "redis", db=args.redis_db)
         servers.append(redis_server)
+        if args.fresh:
+            forgotten = _forget(redis.Redis.from_url(redis_server.url), args.key_prefix)
+            print(f"fresh start: {forgotten} Redis keys under {args.key_prefix}: removed, and the stack's files")
         s3 = S3Server.start(data / "s3")
         servers.append(s3)
         overrides = {

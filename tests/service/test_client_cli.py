@@ -110,6 +110,19 @@ def test_keys_submit_status_wait_commands(stack: ServiceStack, tmp_path: Path, c
     assert bad.returncode == 1 and "invalid_tenant" in bad.stderr and bad.stdout == ""
 
 
+def test_dev_fresh_forgets_only_its_own_prefix(stack: ServiceStack, redis_prefix) -> None:  # noqa: ANN001
+    from ipfvr.service_cli import _forget
+
+    mine, other = redis_prefix(), redis_prefix()
+    for i in range(2500):  # more than one batch
+        stack.redis.set(f"{mine}:job:{i}", "x")
+    stack.redis.set(f"{mine}:celery:queue", "x")
+    stack.redis.set(f"{other}:job:1", "kept")
+    assert _forget(stack.redis, mine) == 2501
+    assert list(stack.redis.scan_iter(match=f"{mine}:*")) == []
+    assert stack.redis.get(f"{other}:job:1") in (b"kept", "kept")
+
+
 def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_prefix, tmp_path: Path) -> None:  # noqa: ANN001
     db = stack.redis.connection_pool.connection_kwargs["db"]  # the test database: its prefixes are cleaned up
     port = free_port()
