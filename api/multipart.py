@@ -16,6 +16,7 @@ Fields: ``video`` (one file), ``reference`` (one or more files), ``options`` (JS
 
 from __future__ import annotations
 
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class ReceivedFile:
     key: str  # object key in the bucket
     size: int
     media_type: str  # sniffed from the content
+    filename: str  # the client's file name, cleaned for display (never used in a key or a path); "" if none
 
 
 @dataclass
@@ -72,10 +74,11 @@ class _FileSink:
     """One file part: sniff and check its head, stream it into an S3 upload, check its tail."""
 
     def __init__(self, storage: Storage, key: str, field_name: str, kind: Kind, limit: int,
-                 limits: MediaLimits) -> None:
+                 limits: MediaLimits, filename: str = "") -> None:
         self.storage = storage
         self.key = key
         self.field = field_name
+        self.filename = filename
         self.kind = kind
         self.limit = limit
         self.limits = limits
@@ -119,7 +122,8 @@ class _FileSink:
             self.writer.feed(head)
         check_upload(self.kind, self.media_type, self.first, self.tail.value(), self.limits, self.field)
         await to_thread.run_sync(self.writer.complete)
-        return ReceivedFile(field=self.field, key=self.key, size=self.size, media_type=self.writer.content_type)
+        return ReceivedFile(field=self.field, key=self.key, size=self.size, media_type=self.writer.content_type,
+                            filename=self.filename)
 
     async def abort(self) -> None:
         if self.writer is not None:
@@ -238,24 +242,35 @@ async def receive_job_form(
     return form
 
 
+MAX_DISPLAY_NAME = 120  # characters of a client's file name kept for messages
+
+
+def display_name(raw: str) -> str:
+    """A client's file name for messages: its last path segment, without control characters, bounded."""
+    base = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    shown = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
+    return shown[:MAX_DISPLAY_NAME] if shown not in (".", "..") else ""
+
+
 def _open_sink(
     disposition: bytes, form: JobForm, storage: Storage, settings: Settings, limits: MediaLimits, tenant: str,
     job_id: str,
 ) -> _FileSink | _TextSink:
     _, params = parse_options_header(disposition)
     name = params.get(b"name", b"").decode("utf-8", errors="replace")
+    filename = display_name(params.get(b"filename", b"").decode("utf-8", errors="replace"))
     if name == "video":
         if form.video is not None:
             raise InvalidRequest("send one video", field="video", code="duplicate_field")
         return _FileSink(storage, input_key(tenant, job_id, "video"), "video", Kind.VIDEO, settings.max_video_bytes,
-                         limits)
+                         limits, filename)
     if name == "reference":
         index = len(form.references)
         if index >= settings.max_references:
             raise InvalidRequest(f"send at most {settings.max_references} references", field="reference",
                                  code="too_many_references")
         return _FileSink(storage, input_key(tenant, job_id, f"reference-{index}"), f"reference[{index}]",
-                         Kind.IMAGE, settings.max_reference_bytes, limits)
+                         Kind.IMAGE, settings.max_reference_bytes, limits, filename)
     if name == "options":
         if form.options is not None:
             raise InvalidRequest("send options once", field="options", code="duplicate_field")

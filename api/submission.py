@@ -144,7 +144,8 @@ class Submission:
             if not form.references:
                 raise InvalidRequest("at least one reference image is required", field="reference",
                                      code="missing_field")
-            inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references])
+            inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
+                               names=[form.video.filename, *(r.filename for r in form.references)])
             submitted = await to_thread.run_sync(
                 self._create, tenant, job_id, options, engine, inputs, idempotency_key, []
             )

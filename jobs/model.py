@@ -109,14 +109,20 @@ class JobInputs:
 
     video: str
     references: list[str]
+    names: list[str] = field(default_factory=list)  # the files' names as sent (display only), video first; [] if none
 
     def to_json(self) -> str:
-        return json.dumps({"video": self.video, "references": self.references})
+        return json.dumps({"video": self.video, "references": self.references, "names": self.names})
 
     @classmethod
     def from_json(cls, text: str) -> JobInputs:
         data = json.loads(text)
-        return cls(video=data["video"], references=list(data["references"]))
+        return cls(video=data["video"], references=list(data["references"]), names=list(data.get("names", [])))
+
+    def display_names(self) -> list[str]:
+        """What messages call each input, in :meth:`object_keys` order: the client's name, else the field."""
+        fields = ["video", *(f"reference[{i}]" for i in range(len(self.references)))]
+        return [name or fallback for name, fallback in zip([*self.names, *[""] * len(fields)], fields)]
 
     def object_keys(self) -> list[str]:
         return [self.video, *self.references]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import re
 import sys
 import tempfile
 import time
@@ -100,6 +102,37 @@ class _ServiceStage:
     current: int
     total: int
     fraction: float
+
+
+class _PublicNames:
+    """What the client sees instead of the worker's scratch files: its own file names, no server paths.
+
+    Inputs are downloaded to ``scratch/input-video`` and ``scratch/reference-<i>`` (names no client
+    controls); messages and the report name those files. Here they become the names the client
+    uploaded (or the form field, for presigned uploads), and the scratch folder disappears.
+    """
+
+    def __init__(self, scratch: Path, record: JobRecord) -> None:
+        self.folder = f"{scratch}{os.sep}"
+        inputs = record.inputs
+        scratch_names = [] if inputs is None else ["input-video", *(f"reference-{i}" for i in range(len(inputs.references)))]
+        self.names = dict(zip(scratch_names, inputs.display_names() if inputs is not None else [], strict=True))
+        # a scratch name on its own, not part of a longer word or file name
+        alternatives = "|".join(map(re.escape, self.names)) or r"(?!)"
+        self.pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])")
+
+    def text(self, text: str) -> str:
+        return self.pattern.sub(lambda m: self.names[m.group(1)], text.replace(self.folder, ""))
+
+    def report(self, value: Any) -> Any:
+        """The report with every string made public (structure and numbers unchanged)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.report(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.report(v) for v in value]
+        return value
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +231,8 @@ class JobRunner:
             reporter.stage("download", 0.0)
             request = self._download(record, scratch)
             stages["download"] = time.monotonic() - started
-            report = self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel)
+            report = _PublicNames(scratch, record).report(
+                self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel))
             if lease.lost:
                 return Outcome(status=None)
             started = time.monotonic()
@@ -219,7 +253,8 @@ class JobRunner:
                 return Outcome(status=None, hand_back=True)
             return Outcome(Status.CANCELED)
         except IPFVRError as exc:
-            return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=exc.message, field=exc.field))
+            message = _PublicNames(scratch, record).text(exc.message)
+            return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_time_limit_s
             return Outcome(Status.FAILED, error=ErrorInfo(code="time_limit_exceeded",

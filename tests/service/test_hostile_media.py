@@ -215,6 +215,11 @@ def test_the_worker_fails_them_with_stable_codes_and_keeps_serving(probing: Serv
             assert job["status"] == "failed", f"{label}: {job}"
             assert (job["error"]["code"], job["error"].get("field")) == (code, field), label
             assert job["attempts"] == 1, f"{label}: the worker process died and the job was redelivered"
+            # the message names the client's own file, never the worker's scratch file or folder
+            message = job["error"]["message"]
+            assert ("clip.mp4" if field == "video" else "face.png") in message, f"{label}: {message}"
+            assert "input-video" not in message and "reference-0" not in message, f"{label}: {message}"
+            assert str(probing.settings.work_dir) not in message, f"{label}: {message}"
         clean = post(client, corpus["clip.mp4"], corpus["face.png"]).json()
         done = probing.wait_job(client, clean["id"], {"succeeded", "failed"}, timeout_s=30)
         assert done["status"] == "succeeded", done

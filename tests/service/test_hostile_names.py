@@ -102,3 +102,18 @@ def test_hostile_upload_ids_and_tenant_names_are_refused(stack: ServiceStack, te
     for bad in ("../other", "a/b", "a\x00", "Ünï", ""):
         with pytest.raises(InvalidRequest):
             tenants.create_key(bad)
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("face.png", "face.png"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\me\\my face.jpg", "my face.jpg"),
+    ("bad\x00na\x1bme\u202e.png", "badname.png"),
+    ("..", ""),
+    ("/", ""),
+    ("é" * 500, "é" * 120),
+])
+def test_display_names_keep_the_last_segment_without_control_characters(raw: str, shown: str) -> None:
+    from api.multipart import display_name
+
+    assert display_name(raw) == shown

@@ -83,6 +83,10 @@ def test_real_restorer_end_to_end(make_stack, receiver: WebhookReceiver, tmp_pat
     assert report["identity"]["after"] is not None
     full = httpx.get(done["output"]["report_url"], timeout=60).json()
     assert len(full["frames"]) == FRAMES
+    # the public reports name the client's files, never the worker's scratch folder
+    assert full["input"]["path"] == "carphone.mp4" and full["references"][0]["name"] == "pristine.png"
+    for public in (json.dumps(report), json.dumps(full)):
+        assert str(stack.settings.work_dir) not in public and "input-video" not in public
     received = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
     assert all(r.verified for r in received)
     assert Counter(r.webhook_id.rsplit("_", 1)[-1] for r in received) == {"start": 1, "completed": 1}
