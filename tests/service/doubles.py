@@ -13,7 +13,9 @@ A job can override the step count and length, and ask to ignore cancels, through
 
 * ``crash=1``: the process kills itself (SIGKILL) at the second step, every time (a poison job);
 * ``ignore_soft_limit=1``: swallow Celery's soft time limit, like a run stuck in native code;
-* ``pad_bytes=N``: append N zero bytes to the output (a result large enough for a multipart upload).
+* ``pad_bytes=N``: append N zero bytes to the output (a result large enough for a multipart upload);
+* ``first_run=PATH``: the first run (no file at PATH yet) creates it and runs 100 times longer, so
+  that a test can kill it mid-run whatever the machine's speed; later runs take the normal time.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class CopyRestorerDouble:
             steps = int(spec.get("steps", steps))
             step_s = float(spec.get("step_s", step_s))
             ignore_cancel = spec.get("ignore_cancel", "0") == "1"
+            if (marker := spec.get("first_run")) is not None:
+                try:
+                    with open(marker, "x"):
+                        steps *= 100
+                except FileExistsError:
+                    pass
         for step in range(steps):
             if not ignore_cancel and should_cancel():
                 raise Canceled("canceled by caller")

