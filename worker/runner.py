@@ -115,8 +115,10 @@ class _PublicNames:
     def __init__(self, scratch: Path, record: JobRecord) -> None:
         self.folder = f"{scratch}{os.sep}"
         inputs = record.inputs
-        scratch_names = [] if inputs is None else ["input-video", *(f"reference-{i}" for i in range(len(inputs.references)))]
-        self.names = dict(zip(scratch_names, inputs.display_names() if inputs is not None else [], strict=True))
+        self.names: dict[str, str] = {}
+        if inputs is not None:
+            scratch_names = ["input-video", *(f"reference-{i}" for i in range(len(inputs.references)))]
+            self.names = dict(zip(scratch_names, inputs.display_names(), strict=True))
         # a scratch name on its own, not part of a longer word or file name
         alternatives = "|".join(map(re.escape, self.names)) or r"(?!)"
         self.pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])")
