@@ -28,30 +28,13 @@ from ipfvr_core.faces.centerface_backend import (
 )
 from ipfvr_core.faces.dlib_backend import DlibFaceAnalyzer
 from ipfvr_core.faces.tracks import bbox_iou
+from tests.test_face_backends import _assert_face_geometry, _read_rgb
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
 def _frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]  # each (144, 176, 3)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert bgr is not None, path
-    return np.ascontiguousarray(bgr[:, :, ::-1])  # (H, W, 3) RGB
-
-
-def _assert_face_geometry(face: Face) -> None:
-    """Keypoints inside the box, image-left before image-right, eyes above nose above mouth."""
-    assert face.bbox.shape == (4,) and face.bbox.dtype == np.float32
-    assert face.kps.shape == (5, 2) and face.kps.dtype == np.float32
-    x0, y0, x1, y1 = face.bbox
-    assert np.all((face.kps[:, 0] >= x0) & (face.kps[:, 0] <= x1)), (face.bbox, face.kps)
-    assert np.all((face.kps[:, 1] >= y0) & (face.kps[:, 1] <= y1)), (face.bbox, face.kps)
-    left_eye, right_eye, nose, left_mouth, right_mouth = face.kps
-    assert left_eye[0] < right_eye[0] and left_mouth[0] < right_mouth[0]
-    assert (left_eye[1] + right_eye[1]) / 2 < nose[1] < (left_mouth[1] + right_mouth[1]) / 2
 
 
 @pytest.fixture(scope="module")
