@@ -292,6 +292,7 @@ def x264_roundtrip(frames: np.ndarray, crf: int, *, preset: str = "medium", fps:
     order (checked); the frame rate matters because x264's rate control spends bits per second.
     x264 runs on one thread: its decisions depend on the thread count, and one thread makes a
     seeded degradation the same on every machine (at the small sizes used here it costs little).
+    RGB -> yuv420p is converted explicitly (swscale defaults, undone by the decoder's ``rgb24``).
     """
     _check_frames(frames)
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
@@ -311,6 +312,9 @@ def x264_roundtrip(frames: np.ndarray, crf: int, *, preset: str = "medium", fps:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            # Convert here, not inside encode(): PyAV's implicit per-stream conversion gave a different
+            # picture about once in 60 runs of the same input, which broke seeded reproducibility.
+            frame = frame.reformat(format="yuv420p")
             frame.pts = index
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
