@@ -1,8 +1,9 @@
 """Errors to HTTP, in one place: every error body is ``{"error": {"code", "message", "field"?}}``.
 
-Service errors (``jobs/errors.py``) carry their code; this module only picks the status. FastAPI's
-own validation errors and Starlette's HTTP errors (unknown route, wrong method) are rewritten to
-the same shape, and anything unexpected becomes a 500 ``internal_error`` (logged, not echoed).
+Service errors (``jobs/errors.py``) carry their code, and the code decides the status
+(``api/error_codes.py``). FastAPI's own validation errors and Starlette's HTTP errors (unknown
+route, wrong method) are rewritten to the same shape, and anything unexpected becomes a 500
+``internal_error`` (logged, not echoed).
 """
 
 from __future__ import annotations
@@ -13,43 +14,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.error_codes import CODES
 from jobs import errors as service
 from jobs.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 
-STATUS = {
-    service.Unauthorized: 401,
-    service.NotFound: 404,
-    service.Gone: 410,
-    service.Conflict: 409,
-    service.InvalidRequest: 422,
-    service.PayloadTooLarge: 413,
-    service.UnsupportedMedia: 415,
-    service.TooManyJobs: 429,
-    RateLimited: 429,
-    service.Unavailable: 503,
-}
+# Starlette's own HTTP errors (a route it does not know, a method the route lacks, a body it cannot parse).
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
     413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
 }
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    field: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """The body of every error response."""
-
-    error: ErrorDetail
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None,
@@ -60,13 +38,6 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
-def status_of(exc: service.ServiceError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
 def _field_of(loc: tuple[object, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -74,7 +45,10 @@ def _field_of(loc: tuple[object, ...]) -> str | None:
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, service.ServiceError)
-    status = status_of(exc)
+    if exc.code not in CODES:
+        log.error("error code %r is not in api/error_codes.CODES", exc.code, exc_info=exc)
+        return error_response(500, "internal_error", "internal error; the request was logged")
+    status = CODES[exc.code].status
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, RateLimited):
         headers = {"Retry-After": exc.retry_after_header}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
@@ -13,7 +14,7 @@ from api import errors, openapi
 from api.access_log import AccessLogMiddleware
 from api.body_limit import BodyLimitMiddleware
 from api.observability import HttpMetricsMiddleware, build_registry
-from api.routes import health, jobs, uploads, webhooks
+from api.routes import docs, health, jobs, uploads, webhooks
 from api.services import Services
 from jobs.logging import configure_logging
 from jobs.settings import Settings, get_settings
@@ -24,6 +25,16 @@ DESCRIPTION = """Reference-guided, identity-preserving face video restoration as
 Authenticate with `Authorization: Bearer <API key>`. Errors are always
 `{"error": {"code", "message", "field"?}}` with stable codes.
 """
+TITLE, VERSION = "IP-FVR job service", "1"
+ROUTERS = (jobs.router, uploads.router, webhooks.router, health.router)
+
+
+def api_document() -> dict[str, Any]:
+    """The OpenAPI document, without settings or connections (``python -m api.openapi``)."""
+    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION)
+    for router in ROUTERS:
+        app.include_router(router)
+    return openapi.build(app.routes, title=TITLE, version=VERSION, description=DESCRIPTION)
 
 
 def create_app(settings: Settings | None = None, *, resolver: Resolver = system_resolver,
@@ -43,12 +54,14 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         yield
         services.close()
 
-    app = FastAPI(title="IP-FVR job service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.services = services
     registry, http_metrics = build_registry(settings, services.redis)
     app.state.metrics_registry = registry
-    for router in (jobs.router, uploads.router, webhooks.router, health.router):
+    for router in ROUTERS:
         app.include_router(router)
+    docs.install(app)
     errors.install(app)
     openapi.install(app)
 

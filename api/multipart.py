@@ -16,6 +16,7 @@ Fields: ``video`` (one file), ``reference`` (one or more files), ``options`` (JS
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class ReceivedFile:
     size: int
     media_type: str  # sniffed from the content
     filename: str  # the client's file name, cleaned for display (never used in a key or a path); "" if none
+    sha256: str  # hex digest of the content (the request fingerprint of an Idempotency-Key)
 
 
 @dataclass
@@ -88,12 +90,14 @@ class _FileSink:
         self.tail = _Tail(TAIL_BYTES if kind is Kind.VIDEO else 64)
         self.writer: ObjectWriter | None = None
         self.size = 0
+        self.digest = hashlib.sha256()
 
     async def feed(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
             code = "video_too_large" if self.kind is Kind.VIDEO else "reference_too_large"
             raise PayloadTooLarge(f"{self.field} is larger than {self.limit} bytes", field=self.field, code=code)
+        self.digest.update(data)
         self.tail.add(data)
         if self.writer is None:
             self.head += data
@@ -123,7 +127,7 @@ class _FileSink:
         check_upload(self.kind, self.media_type, self.first, self.tail.value(), self.limits, self.field)
         await to_thread.run_sync(self.writer.complete)
         return ReceivedFile(field=self.field, key=self.key, size=self.size, media_type=self.writer.content_type,
-                            filename=self.filename)
+                            filename=self.filename, sha256=self.digest.hexdigest())
 
     async def abort(self) -> None:
         if self.writer is not None:

@@ -36,13 +36,14 @@ class UploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     purpose: Literal["video", "reference"] = Field(description="what the file will be used as")
-    size: int = Field(gt=0, description="file size in bytes (checked against the limits)")
+    size: int = Field(gt=0, description="file size in bytes: checked against the limits, and the upload must match it")
 
 
 class UploadPublic(BaseModel):
     id: str = Field(description="name it in JobCreate.inputs")
-    url: str = Field(description="presigned URL: PUT the file's bytes here")
+    url: str = Field(description="presigned URL: PUT the file's bytes here, exactly `size` of them")
     method: Literal["PUT"] = "PUT"
+    size: int = Field(description="the declared size; the URL accepts a body of this length only")
     expires_at: datetime
 
 

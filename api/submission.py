@@ -1,16 +1,25 @@
 """Job creation: options, inputs (streamed or presigned), one atomic create, then the queue message.
 
-Both forms of ``POST /v1/jobs`` end in :meth:`Submission._create`. An ``Idempotency-Key`` seen
-before returns the earlier job before a byte of the body is read; two concurrent first requests
-with the same key both upload, the create script lets one win, and the loser removes its objects
-and returns the winner's job.
+Both forms of ``POST /v1/jobs`` end in :meth:`Submission._create`.
+
+An ``Idempotency-Key`` is bound to the request that first used it, by a fingerprint of its content:
+the options as validated (so spacing, key order and defaults do not matter) and, for multipart,
+each file's SHA-256 and name in order; for JSON, the upload ids. A retry with the same fingerprint
+returns the earlier job (``Idempotent-Replayed: true``); the same key with another fingerprint is
+refused with 422 ``idempotency_key_reused``. The body is read either way: a multipart retry streams
+its files again (to hash them) and its copies are removed. Two concurrent first requests with the
+same key both upload; the create script lets one win, and the loser removes its objects and
+returns the winner's job, or refuses if its content differs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from anyio import to_thread
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,7 +28,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from api.multipart import receive_job_form
+from api.multipart import JobForm, receive_job_form
 from api.schemas import JobCreate
 from api.services import Services
 from jobs.errors import InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
@@ -41,6 +50,20 @@ class Submitted:
     replayed: bool  # an earlier request with the same Idempotency-Key created it
 
 
+def fingerprint(content: dict[str, Any]) -> str:
+    """SHA-256 of a request's content in canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def multipart_fingerprint(options: JobOptions, form: JobForm) -> str:
+    files = [form.video, *form.references] if form.video else form.references
+    return fingerprint({
+        "form": "multipart",
+        "options": options.model_dump(mode="json"),
+        "files": [[f.field, f.sha256, f.filename] for f in files],
+    })
+
+
 def invalid(exc: ValidationError, prefix: str) -> InvalidRequest:
     """The first pydantic error as an InvalidRequest naming the field."""
     first = exc.errors()[0]
@@ -55,10 +78,13 @@ class Submission:
         self.settings = services.settings
 
     # ------------------------------------------------------------------ shared steps
-    async def replay(self, tenant: str, idempotency_key: str | None) -> Submitted | None:
+    async def replay(self, tenant: str, idempotency_key: str | None, request_fingerprint: str) -> Submitted | None:
+        """The job an earlier identical request made; IdempotencyKeyReused if that request differed."""
         if not idempotency_key:
             return None
-        job_id = await to_thread.run_sync(self.services.store.find_idempotent, tenant, idempotency_key)
+        job_id = await to_thread.run_sync(
+            self.services.store.find_idempotent, tenant, idempotency_key, request_fingerprint
+        )
         if job_id is None:
             return None
         record = await to_thread.run_sync(self.services.store.get, job_id)
@@ -88,7 +114,7 @@ class Submission:
 
     def _create(
         self, tenant: str, job_id: str, options: JobOptions, engine: str, inputs: JobInputs,
-        idempotency_key: str | None, upload_ids: list[str],
+        idempotency_key: str | None, request_fingerprint: str, upload_ids: list[str],
     ) -> Submitted:
         now = time.time()
         public_options = options.model_dump(mode="json", exclude={"webhook_events_filter"}) | {"engine": engine}
@@ -103,6 +129,7 @@ class Submission:
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
             max_queued=self.settings.max_queued_per_tenant,
             upload_ids=upload_ids,
+            fingerprint=request_fingerprint,
         )
         if created.created:
             self._enqueue(job_id, engine)
@@ -127,9 +154,10 @@ class Submission:
 
     # ------------------------------------------------------------------ multipart
     async def from_multipart(self, request: Request, tenant: str, idempotency_key: str | None) -> Submitted:
-        if (replayed := await self.replay(tenant, idempotency_key)) is not None:
-            return replayed
-        await self.check_capacity(tenant)
+        store = self.services.store
+        known = idempotency_key and await to_thread.run_sync(store.find_idempotent, tenant, idempotency_key)
+        if not known:  # a retry of a created job must not be refused because the queue has filled since
+            await self.check_capacity(tenant)
         job_id = new_job_id()
         storage = self.services.storage
         form = await receive_job_form(request, storage=storage, settings=self.settings, tenant=tenant, job_id=job_id)
@@ -138,6 +166,10 @@ class Submission:
                 options = JobOptions.model_validate_json(form.options or "{}")
             except ValidationError as exc:
                 raise invalid(exc, "options") from exc
+            request_fingerprint = multipart_fingerprint(options, form)
+            if (replayed := await self.replay(tenant, idempotency_key, request_fingerprint)) is not None:
+                await to_thread.run_sync(storage.delete, form.object_keys())
+                return replayed
             engine = await to_thread.run_sync(self.check_options, options)
             if form.video is None:
                 raise InvalidRequest("a video file is required", field="video", code="missing_field")
@@ -147,7 +179,7 @@ class Submission:
             inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
                                names=[form.video.filename, *(r.filename for r in form.references)])
             submitted = await to_thread.run_sync(
-                self._create, tenant, job_id, options, engine, inputs, idempotency_key, []
+                self._create, tenant, job_id, options, engine, inputs, idempotency_key, request_fingerprint, []
             )
         except BaseException:
             await to_thread.run_sync(storage.delete, form.object_keys())
@@ -158,12 +190,14 @@ class Submission:
 
     # ------------------------------------------------------------------ JSON (presigned uploads)
     async def from_json(self, body: bytes, tenant: str, idempotency_key: str | None) -> Submitted:
-        if (replayed := await self.replay(tenant, idempotency_key)) is not None:
-            return replayed
         try:
             request = JobCreate.model_validate_json(body)
         except ValidationError as exc:
             raise invalid(exc, "") from exc
+        request_fingerprint = fingerprint({"form": "json", "request": request.model_dump(mode="json")})
+        # before the upload checks: a replay's uploads belong to its job, and may be gone with its files
+        if (replayed := await self.replay(tenant, idempotency_key, request_fingerprint)) is not None:
+            return replayed
         engine = await to_thread.run_sync(self.check_options, request)
         uploads = [request.inputs.video, *request.inputs.references]
         if len(request.inputs.references) > self.settings.max_references:
@@ -177,7 +211,8 @@ class Submission:
         inputs = JobInputs(video=keys[0], references=keys[1:])
         options = JobOptions.model_validate(request.model_dump(exclude={"inputs"}))
         return await to_thread.run_sync(
-            self._create, tenant, new_job_id(), options, engine, inputs, idempotency_key, uploads
+            self._create, tenant, new_job_id(), options, engine, inputs, idempotency_key, request_fingerprint,
+            uploads,
         )
 
     def _check_upload(self, tenant: str, upload_id: str, field: str, kind: Kind) -> None:

@@ -50,6 +50,12 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class IdempotencyKeyReused(ServiceError):
+    """An Idempotency-Key seen before came with a different request (other options or other files)."""
+
+    code = "idempotency_key_reused"
+
+
 class PayloadTooLarge(ServiceError):
     """A body, file or field is larger than the configured limit."""
 

@@ -14,7 +14,7 @@ P:q:{engine}:waiting                   zset    queued jobs of an engine (rank = 
 P:q:{engine}:active                    set     running jobs of an engine
 P:deadline:{queue|run|cancel}          zset    job ids scored by the time the sweeper acts
 P:retention                            zset    terminal jobs scored by completion time
-P:idem:{tenant}:{sha256(key)}          string  Idempotency-Key -> job id, with a TTL
+P:idem:{tenant}:{sha256(key)}          string  Idempotency-Key -> "{job id} {request fingerprint}", TTL
 P:uploads                              zset    "{tenant}/{upload id}" of unused uploads, by time
 P:wh:{delivery id}                     hash    one webhook delivery (stable webhook-id)
 P:wh:due                               zset    pending deliveries scored by next attempt time

@@ -84,13 +84,20 @@ end
 """
 
 # ARGV: P, id, tenant, engine, now, expires_at, idem_digest, idem_ttl_s, max_queued, upload_ids_csv,
-#       then the hash's field/value pairs.
+#       request_fingerprint, then the hash's field/value pairs.
+# The idempotency key holds "{job id} {fingerprint}"; a reused key whose fingerprint differs is refused.
 CREATE = PRELUDE + r"""
 local id, tenant, engine, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local idem, idem_ttl, max_queued, uploads = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local fingerprint = ARGV[11]
 if idem ~= '' then
   local existing = redis.call('GET', key('idem', tenant, idem))
-  if existing then return {'existing', existing} end
+  if existing then
+    local existing_id, existing_fingerprint = string.match(existing, '^(%S+) ?(%S*)$')
+    -- a key stored without a fingerprint (before fingerprints existed) cannot be compared: replay it
+    if existing_fingerprint ~= '' and existing_fingerprint ~= fingerprint then return {'key_reused', existing_id} end
+    return {'existing', existing_id}
+  end
 end
 if redis.call('ZCARD', key('t', tenant, 's', 'queued')) >= max_queued then return {'too_many', ''} end
 for u in string.gmatch(uploads, '[^,]+') do
@@ -98,13 +105,13 @@ for u in string.gmatch(uploads, '[^,]+') do
 end
 for u in string.gmatch(uploads, '[^,]+') do redis.call('ZREM', key('uploads'), tenant .. '/' .. u) end
 local jk = key('job', id)
-redis.call('HSET', jk, unpack(ARGV, 11))
+redis.call('HSET', jk, unpack(ARGV, 12))
 redis.call('ZADD', key('t', tenant, 'jobs'), 0, id)
 redis.call('ZADD', key('t', tenant, 's', 'queued'), 0, id)
 redis.call('ZADD', key('q', engine, 'waiting'), 0, id)
 redis.call('ZADD', key('deadline', 'queue'), expires_at, id)
 if idem ~= '' then
-  redis.call('SET', key('idem', tenant, idem), id, 'EX', idem_ttl)
+  redis.call('SET', key('idem', tenant, idem), id .. ' ' .. fingerprint, 'EX', idem_ttl)
   redis.call('HSET', jk, 'idem', idem)
 end
 redis.call('HINCRBY', key('m', 'c', 'jobs_created'), 'engine=' .. engine, 1)

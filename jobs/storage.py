@@ -310,9 +310,11 @@ class Storage:
         )
         return PresignedURL(url=url, expires_at=moment + expires_s)
 
-    def presign_put(self, key: str, expires_s: int, *, now: float | None = None) -> PresignedURL:
+    def presign_put(self, key: str, expires_s: int, *, size: int, now: float | None = None) -> PresignedURL:
+        """A PUT URL for exactly ``size`` bytes: Content-Length is a signed header (SigV4), so the
+        store refuses a body of any other length, or a chunked one, with 403 SignatureDoesNotMatch."""
         moment = time.time() if now is None else now
         url = self._presign.generate_presigned_url(
-            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            "put_object", Params={"Bucket": self.bucket, "Key": key, "ContentLength": size}, ExpiresIn=expires_s
         )
         return PresignedURL(url=url, expires_at=moment + expires_s)

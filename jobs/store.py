@@ -19,7 +19,7 @@ from typing import Literal
 import redis
 
 from jobs import lua
-from jobs.errors import Conflict, Gone, InvalidRequest, NotFound, TooManyJobs
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
 from jobs.ids import JOB_ID
 from jobs.keys import Keys
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
@@ -104,6 +104,13 @@ def idempotency_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _key_reused(job_id: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"this Idempotency-Key created job {job_id} from a different request (options or files); "
+        "send a new key for a new job", field="idempotency-key",
+    )
+
+
 def encode_cursor(job_id: str) -> str:
     return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
 
@@ -147,11 +154,14 @@ class JobStore:
         idempotency_ttl_s: int,
         max_queued: int,
         upload_ids: Sequence[str] = (),
+        fingerprint: str = "",
     ) -> Created:
         """Create ``job`` queued, or return the job an earlier request with the same key created.
 
-        Raises TooManyJobs when the tenant has ``max_queued`` queued jobs, and Conflict when a
-        presigned upload it names was never issued to this tenant or is used by another job.
+        ``fingerprint`` identifies the request's content (options and files); an earlier request
+        with the same key but another fingerprint raises IdempotencyKeyReused. Raises TooManyJobs
+        when the tenant has ``max_queued`` queued jobs, and Conflict when a presigned upload it
+        names was never issued to this tenant or is used by another job.
         """
         fields: dict[str, str] = {
             "id": job.id,
@@ -172,9 +182,11 @@ class JobStore:
         flat = [item for pair in fields.items() for item in pair]
         outcome, value = self._create(
             args=[self._prefix, job.id, job.tenant, job.engine, repr(job.created_at), repr(job.expires_at),
-                  digest, idempotency_ttl_s, max_queued, ",".join(upload_ids), *flat]
+                  digest, idempotency_ttl_s, max_queued, ",".join(upload_ids), fingerprint, *flat]
         )
         outcome, value = _decode(outcome), _decode(value)
+        if outcome == "key_reused":
+            raise _key_reused(value)
         if outcome == "too_many":
             raise TooManyJobs(f"the tenant already has {max_queued} queued jobs; wait for some to start")
         if outcome == "upload_unavailable":
@@ -182,9 +194,18 @@ class JobStore:
                            field="inputs", code="upload_unavailable")
         return Created(job_id=value, created=outcome == "created")
 
-    def find_idempotent(self, tenant: str, idempotency_key: str) -> str | None:
-        """The job an earlier request with this Idempotency-Key created, if any."""
-        return self.redis.get(self.keys.idempotency(tenant, idempotency_digest(idempotency_key)))
+    def find_idempotent(self, tenant: str, idempotency_key: str, fingerprint: str | None = None) -> str | None:
+        """The job an earlier request with this Idempotency-Key created, if any.
+
+        With a ``fingerprint``, an earlier request whose content differed raises IdempotencyKeyReused.
+        """
+        stored = self.redis.get(self.keys.idempotency(tenant, idempotency_digest(idempotency_key)))
+        if stored is None:
+            return None
+        job_id, _, stored_fingerprint = stored.partition(" ")
+        if fingerprint is not None and stored_fingerprint not in ("", fingerprint):  # "": stored before fingerprints
+            raise _key_reused(job_id)
+        return job_id
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job or its tombstone, whoever owns it (worker side)."""

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from api.deps import ServicesDep
-from api.errors import ErrorBody
+from api.error_codes import declare
 from api.schemas import Health, Readiness
 from jobs.errors import Unavailable
 
@@ -20,7 +20,7 @@ def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", responses={503: {"model": ErrorBody}})
+@router.get("/readyz", openapi_extra=declare("redis_unavailable", "storage_unavailable", "store_unavailable"))
 def readyz(services: ServicesDep) -> Readiness:
     """Redis and the bucket answer. Worker states are reported, but do not make the API unready."""
     try:

@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.deps import ServicesDep, TenantDep
-from api.errors import ErrorBody
+from api.error_codes import declare
 from api.openapi import CREATE_JOB_BODY
 from api.present import base_url, present
 from api.submission import Submission
@@ -18,10 +18,16 @@ from jobs.schemas import JobPublic, JobsPublic
 from jobs.storage import output_key, report_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 410, 413, 415, 422, 429, 503)}
+_CREATE_ERRORS = declare(
+    "invalid_request", "conflict", "upload_unavailable", "video_too_large", "reference_too_large",
+    "unsupported_content_type", "unsupported_media_type", "invalid_option", "invalid_options", "invalid_multipart",
+    "missing_field", "duplicate_field", "unknown_field", "too_many_references", "empty_file", "upload_not_found",
+    "invalid_reference", "no_video_stream", "video_too_small", "limit_exceeded", "webhook_url_forbidden",
+    "idempotency_key_reused", "too_many_queued_jobs", "service_unavailable", "storage_unavailable",
+)
 
 
-@router.post("", status_code=202, responses=_ERRORS, openapi_extra=CREATE_JOB_BODY)
+@router.post("", status_code=202, openapi_extra=CREATE_JOB_BODY | _CREATE_ERRORS)
 async def create_job(
     request: Request,
     response: Response,
@@ -29,7 +35,9 @@ async def create_job(
     tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobPublic:
-    """Create a job. A repeated `Idempotency-Key` returns the first job (header `Idempotent-Replayed: true`)."""
+    """Create a job. A retry with the same `Idempotency-Key` and the same content returns the first job
+    (header `Idempotent-Replayed: true`); the key with other options or files is refused
+    (`idempotency_key_reused`)."""
     content_type = request.headers.get("content-type", "")
     submission = Submission(services)
     if content_type.startswith("multipart/form-data"):
@@ -44,7 +52,7 @@ async def create_job(
     return await to_thread.run_sync(present, services, submitted.job, base_url(services, request))
 
 
-@router.get("", responses=_ERRORS)
+@router.get("", openapi_extra=declare("invalid_request", "invalid_cursor"))
 def list_jobs(
     request: Request,
     services: ServicesDep,
@@ -60,12 +68,12 @@ def list_jobs(
                       has_more=page.next_cursor is not None)
 
 
-@router.get("/{job_id}", responses=_ERRORS)
+@router.get("/{job_id}", openapi_extra=declare("not_found", "job_deleted"))
 def get_job(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> JobPublic:
     return present(services, services.store.get_for(tenant, job_id), base_url(services, request))
 
 
-@router.post("/{job_id}/cancel", responses=_ERRORS)
+@router.post("/{job_id}/cancel", openapi_extra=declare("not_found", "job_deleted"))
 def cancel_job(job_id: str, request: Request, services: ServicesDep, tenant: TenantDep) -> JobPublic:
     """Cancel: a queued job at once; a running one stops at its next step (terminated after a grace period)."""
     transition = services.store.cancel(tenant, job_id, cancel_grace_s=services.settings.cancel_grace_s)
@@ -73,7 +81,8 @@ def cancel_job(job_id: str, request: Request, services: ServicesDep, tenant: Ten
     return present(services, services.store.get_for(tenant, job_id), base_url(services, request))
 
 
-@router.delete("/{job_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{job_id}", status_code=204,
+               openapi_extra=declare("not_found", "job_deleted", "job_not_terminal", "storage_unavailable"))
 def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Remove a finished job's inputs and outputs; a tombstone answers 410 afterwards."""
     record = services.store.get_for(tenant, job_id)

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from api.deps import ServicesDep, TenantDep
-from api.errors import ErrorBody
 from api.schemas import WebhookSecretPublic
 from jobs.tenants import WebhookSecrets
 
@@ -22,13 +21,13 @@ def _public(secrets: WebhookSecrets) -> WebhookSecretPublic:
     )
 
 
-@router.get("/secret", responses={401: {"model": ErrorBody}})
+@router.get("/secret")
 def get_secret(services: ServicesDep, tenant: TenantDep) -> WebhookSecretPublic:
     """The `whsec_` secret that signs this tenant's webhooks (verify with the standardwebhooks package)."""
     return _public(services.tenants.webhook_secrets(tenant))
 
 
-@router.post("/secret/rotate", responses={401: {"model": ErrorBody}})
+@router.post("/secret/rotate")
 def rotate_secret(services: ServicesDep, tenant: TenantDep) -> WebhookSecretPublic:
     """Make a new secret; deliveries carry signatures from both until `previous_expires_at`."""
     grace = services.settings.webhook_secret_grace_s

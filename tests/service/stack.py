@@ -12,10 +12,12 @@ from typing import Any
 import httpx
 import redis
 
+from api.main import api_document
 from jobs.devstack import Child, Stack, wait_until
 from jobs.settings import Settings
 from jobs.tenants import Tenants
 from jobs.workers import WorkerRegistry, WorkerState
+from tests.service.contract import ErrorContract
 
 REPO = Path(__file__).resolve().parents[2]
 DOUBLE = "tests.service.doubles:load_copy_restorer"
@@ -66,6 +68,15 @@ def to_env(values: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+_CONTRACT: list[ErrorContract] = []
+
+
+def _contract() -> ErrorContract:
+    if not _CONTRACT:
+        _CONTRACT.append(ErrorContract(api_document()))
+    return _CONTRACT[0]
+
+
 @dataclass
 class ServiceStack:
     """A running service (API and workers) with handles to its Redis keys and bucket."""
@@ -90,8 +101,10 @@ class ServiceStack:
         return tenant, key
 
     def client(self, api_key: str | None = None) -> httpx.Client:
+        """An HTTP client of the API; every error it receives must be declared in the OpenAPI document."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30,
+                            event_hooks={"response": [_contract()]})
 
     def objects(self, prefix: str = "") -> list[str]:
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)

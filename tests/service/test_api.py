@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
+from api.main import api_document
 from tests.service.http_raw import read_http_response
 from tests.service.stack import ServiceStack
 
@@ -69,7 +73,8 @@ def test_another_tenants_job_is_404(stack: ServiceStack, tenant: Tenant, carphon
     assert_error(client.get("/v1/jobs/job_0000000000000000000000000z"), 404, "not_found")
 
 
-def test_idempotent_create(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path) -> None:
+def test_idempotent_create(stack: ServiceStack, tenant: Tenant, tmp_path: Path, carphone_distorted: Path,
+                           astronaut_png: Path) -> None:
     name, client = tenant
     first = submit(client, carphone_distorted, astronaut_png, headers={"idempotency-key": "order-42"})
     again = submit(client, carphone_distorted, astronaut_png, headers={"idempotency-key": "order-42"})
@@ -77,7 +82,25 @@ def test_idempotent_create(stack: ServiceStack, tenant: Tenant, carphone_distort
     assert again.json()["id"] == first.json()["id"]
     assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
     assert [j["id"] for j in client.get("/v1/jobs").json()["data"]] == [first.json()["id"]]
-    assert len(stack.objects(f"inputs/{name}/")) == 2  # the replay stored nothing
+    assert len(stack.objects(f"inputs/{name}/")) == 2  # the replay's copies are removed
+    # the same content with the defaults spelled out is the same request
+    spelled = submit(client, carphone_distorted, astronaut_png, {"faces": "target"}, headers={"idempotency-key": "order-42"})
+    assert spelled.status_code == 202 and spelled.json()["id"] == first.json()["id"]
+    # the same key with other options, another file or another file name is refused; nothing is left behind
+    key = {"idempotency-key": "order-42"}
+    other_options = submit(client, carphone_distorted, astronaut_png, {"faces": "all"}, headers=key)
+    mirrored = tmp_path / "face.png"
+    Image.fromarray(np.asarray(Image.open(astronaut_png))[:, ::-1]).save(mirrored)
+    other_file = submit(client, carphone_distorted, mirrored, headers=key)
+    renamed = client.post("/v1/jobs", headers=key, files=[
+        ("video", ("other-name.mp4", carphone_distorted.read_bytes())),
+        ("reference", ("face.png", astronaut_png.read_bytes())),
+    ])
+    for refused in (other_options, other_file, renamed):
+        assert_error(refused, 422, "idempotency_key_reused", "idempotency-key")
+        assert first.json()["id"] in refused.json()["error"]["message"]
+    assert [j["id"] for j in client.get("/v1/jobs").json()["data"]] == [first.json()["id"]]
+    assert len(stack.objects(f"inputs/{name}/")) == 2
     other = submit(client, carphone_distorted, astronaut_png, headers={"idempotency-key": "order-43"})
     assert other.json()["id"] != first.json()["id"]
 
@@ -229,15 +252,30 @@ def test_presigned_upload_then_json_job(stack: ServiceStack, tenant: Tenant, car
     _, client = tenant
     video = client.post("/v1/uploads", json={"purpose": "video", "size": carphone_distorted.stat().st_size}).json()
     reference = client.post("/v1/uploads", json={"purpose": "reference", "size": astronaut_png.stat().st_size}).json()
+    assert video["size"] == carphone_distorted.stat().st_size
+    # the store (real weed) refuses any other length than the declared one, and a body without a length
+    data = carphone_distorted.read_bytes()
+    for wrong in (data[:-1], data + b"\0", iter([data])):
+        refused = httpx.put(video["url"], content=wrong)
+        assert refused.status_code == 403 and b"SignatureDoesNotMatch" in refused.content, refused.text
+    assert not [k for k in stack.objects("uploads/") if k.endswith(video["id"])]  # nothing was stored
     assert httpx.put(video["url"], content=carphone_distorted.read_bytes()).status_code == 200
     assert httpx.put(reference["url"], content=astronaut_png.read_bytes()).status_code == 200
     body = {"inputs": {"video": video["id"], "references": [reference["id"]]}, "faces": "all"}
-    created = client.post("/v1/jobs", json=body)
+    created = client.post("/v1/jobs", json=body, headers={"idempotency-key": "presigned-1"})
     assert created.status_code == 202, created.text
     done = stack.wait_job(client, created.json()["id"], {"succeeded"})
     assert httpx.get(done["output"]["video_url"]).content == carphone_distorted.read_bytes()
+    # a retry (other spacing and key order) replays; other options under the same key are refused
+    retry = client.post("/v1/jobs", content=json.dumps(dict(reversed(body.items())), indent=2),
+                        headers={"idempotency-key": "presigned-1", "content-type": "application/json"})
+    assert retry.status_code == 202 and retry.json()["id"] == created.json()["id"], retry.text
+    assert retry.headers["idempotent-replayed"] == "true"
+    changed = client.post("/v1/jobs", json=body | {"faces": "target"}, headers={"idempotency-key": "presigned-1"})
+    assert body["faces"] == "all"
+    assert_error(changed, 422, "idempotency_key_reused", "idempotency-key")
     assert_error(client.post("/v1/jobs", json=body), 409, "upload_unavailable", "inputs")  # used once only
-    swapped = client.post("/v1/uploads", json={"purpose": "video", "size": 10}).json()
+    swapped = client.post("/v1/uploads", json={"purpose": "video", "size": astronaut_png.stat().st_size}).json()
     httpx.put(swapped["url"], content=astronaut_png.read_bytes())  # an image uploaded as the video
     wrong = client.post("/v1/jobs", json={"inputs": {"video": swapped["id"], "references": [reference["id"]]}})
     assert_error(wrong, 415, "unsupported_media_type", "inputs.video")
@@ -272,7 +310,23 @@ def test_health_readiness_metrics_and_openapi(stack: ServiceStack) -> None:
         body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
         assert set(body) == {"multipart/form-data", "application/json"}
         assert "JobCreate" in schema["components"]["schemas"]
+        assert schema == api_document()  # what docs/service.md's error table is generated from
         assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+
+
+def test_docs_pages_load_every_file_from_the_service(stack: ServiceStack) -> None:
+    with stack.client() as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page)
+            assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+            urls = re.findall(r"""(?:src|href|spec-url)=["']([^"']+)["']|url: ?["']([^"']+)["']""", html.text)
+            loaded = [u for pair in urls for u in pair if u]
+            assert loaded and all(u.startswith("/") for u in loaded), (page, loaded)  # nothing from a CDN
+            assert "/openapi.json" in loaded
+            for url in loaded:
+                assert client.get(url).status_code == 200, url
+        script = client.get("/docs/assets/swagger-ui-bundle.js")
+        assert "javascript" in script.headers["content-type"] and "SwaggerUIBundle" in script.text
 
 
 def test_json_bodies_have_their_own_small_limit(stack: ServiceStack, tenant: Tenant) -> None:

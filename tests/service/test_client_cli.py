@@ -24,7 +24,11 @@ def test_client_round_trip(stack: ServiceStack, tmp_path: Path, carphone_distort
     _, key = stack.new_tenant()
     with Client(stack.url, key) as client:
         job = client.submit(carphone_distorted, [astronaut_png], faces="target", idempotency_key="c-1")
-        assert client.submit(carphone_distorted, [astronaut_png], idempotency_key="c-1")["id"] == job["id"]
+        again = client.submit(carphone_distorted, [astronaut_png], idempotency_key="c-1")  # "target": the default
+        assert again["id"] == job["id"]
+        with pytest.raises(ApiError) as reused:
+            client.submit(carphone_distorted, [astronaut_png], faces="all", idempotency_key="c-1")
+        assert reused.value.status == 422 and reused.value.code == "idempotency_key_reused"
         updates: list[str] = []
         done = client.wait(job["id"], poll_s=0.1, timeout_s=30, on_update=lambda j: updates.append(j["status"]))
         assert done["status"] == "succeeded" and updates[-1] == "succeeded"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from jobs.errors import Conflict, Gone, InvalidRequest, NotFound, TooManyJobs
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
 from jobs.ids import new_job_id
 from jobs.model import ErrorInfo, JobInputs, Progress, Status, WebhookEvent
 from jobs.store import JobStore, NewJob
@@ -64,6 +64,20 @@ def test_idempotency_key_returns_the_first_job_per_tenant(store: JobStore) -> No
     assert first.created and not again.created and again.job_id == first.job_id
     assert elsewhere.created and elsewhere.job_id != first.job_id
     assert store.find_idempotent("acme", "k-1") == first.job_id
+    assert len(store.list("acme", status=None, cursor=None, limit=10).items) == 1
+
+
+def test_reused_idempotency_key_with_another_request_is_refused(store: JobStore) -> None:
+    first = store.create(new_job(), idempotency_key="k-2", idempotency_ttl_s=60, max_queued=10, fingerprint="f1")
+    again = store.create(new_job(), idempotency_key="k-2", idempotency_ttl_s=60, max_queued=10, fingerprint="f1")
+    assert first.created and again.job_id == first.job_id and not again.created
+    with pytest.raises(IdempotencyKeyReused, match=first.job_id) as refused:
+        store.create(new_job(), idempotency_key="k-2", idempotency_ttl_s=60, max_queued=10, fingerprint="f2")
+    assert refused.value.code == "idempotency_key_reused" and refused.value.field == "idempotency-key"
+    assert store.find_idempotent("acme", "k-2", "f1") == first.job_id
+    assert store.find_idempotent("acme", "k-2") == first.job_id  # no fingerprint: no comparison
+    with pytest.raises(IdempotencyKeyReused):
+        store.find_idempotent("acme", "k-2", "f2")
     assert len(store.list("acme", status=None, cursor=None, limit=10).items) == 1
 
 
