@@ -14,7 +14,10 @@ Why parameters are sampled once per video
     change its blur from frame to frame, and per-frame random blur would add a flicker that no real
     video has (and that a temporal model would learn to "fix"). So :func:`sample_params` draws every
     parameter once from ``numpy.random.default_rng(seed)``; only the noise *realisation* is drawn
-    per frame (from the same generator, so the whole video is a pure function of the seed).
+    per frame (from the same generator, so the whole video is a pure function of the seed, up to
+    x264: on one thread it was measured to encode the same input differently about once in 100-300
+    runs on a loaded machine, a few frames some 35 dB apart; everything before and after it is
+    bit-exact).
 
 Where the ranges come from (see shared/research/models-training-eval.md)
     * DicFace on KEEP's VFHQ data: x4; blur kernel 21, iso/aniso p 0.7/0.3, sigma in [0.1, 10];
@@ -313,7 +316,7 @@ def x264_roundtrip(frames: np.ndarray, crf: int, *, preset: str = "medium", fps:
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             # Convert here, not inside encode(): PyAV's implicit per-stream conversion gave a different
-            # picture about once in 60 runs of the same input, which broke seeded reproducibility.
+            # picture about once in 60 runs of the same input.
             frame = frame.reformat(format="yuv420p")
             frame.pts = index
             frame.time_base = 1 / rate
@@ -383,7 +386,8 @@ def degrade_video(
 ) -> tuple[np.ndarray, DegradationParams]:
     """Degrade a whole clip with one recipe drawn from ``seed``; returns (frames, the recipe).
 
-    Same frames, config and seed give bit-identical output. ``fps`` is the clip's frame rate,
+    Same frames, config and seed give the same output, up to x264's rare variance (module
+    docstring). ``fps`` is the clip's frame rate,
     passed to x264 (its rate control depends on it).
     """
     _check_frames(frames)

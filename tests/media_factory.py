@@ -224,3 +224,17 @@ def truncated_copy(source: Path, target: Path, keep_fraction: float) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * keep_fraction)])
     return target
+
+
+# x264 on one thread was measured to encode the same input differently about once in 100-300 runs
+# on a loaded machine (7 of 24 frames, worst frame 36.8 dB apart); a seeded degradation is the
+# same up to that. Bit-equality holds for everything before and after the codec.
+X264_VARIANCE_MIN_PSNR_DB = 30.0
+
+
+def assert_same_up_to_x264(a: np.ndarray, b: np.ndarray) -> None:
+    """``a`` and ``b`` ((T, H, W, 3) uint8) are one x264 round trip's output, up to x264's rare variance."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(axis=1)  # (T,)
+    worst = float("inf") if mse.max() == 0 else 10 * np.log10(255.0**2 / mse.max())
+    assert worst >= X264_VARIANCE_MIN_PSNR_DB, f"worst frame {worst:.1f} dB apart"

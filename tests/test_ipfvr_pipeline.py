@@ -241,10 +241,15 @@ def test_init_strength_runs_the_tail_of_the_schedule(pipe: IPFVRPipeline) -> Non
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_runs_with_sdedit_and_blending(pipe: IPFVRPipeline, sampler: str) -> None:
     sdedit = pipe.with_config(sampler=sampler, num_inference_steps=4, init_strength=0.5)
-    assert type(sdedit.make_scheduler()).__name__ != type(pipe.make_scheduler()).__name__ or sampler == "ddim"
+    expected = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+                "euler_ancestral": "EulerAncestralDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}[sampler]
+    scheduler = sdedit.make_scheduler()
+    assert type(scheduler).__name__ == expected
+    assert sampler != "dpmsolver++" or scheduler.config.algorithm_type == "dpmsolver++"
     previous = [torch.zeros(1, 4, 2, 8, 8)] * sdedit.planned_steps()
     out = _run(sdedit, previous_latents=previous, frames=4)
     assert out.shape == (4, 64, 64, 3) and np.isfinite(out).all()
+    assert not np.allclose(out, _run(sdedit, frames=4)), "the previous clip's latents were not blended in"
 
 
 def test_with_config_refuses_load_time_fields(pipe: IPFVRPipeline) -> None:

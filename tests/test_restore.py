@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine_doubles import CheckerboardEngineDouble
+from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
 from ipfvr_core.errors import Canceled, InputError
 from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
@@ -79,6 +79,50 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {e.stage for e in events} >= {"analyze", "restore"}
     assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
+
+
+def test_every_face_gets_its_own_frames_crop(analyzer, carphone_pristine, astronaut_rgb, astronaut_png, tmp_path):
+    # Every face restored side by side (the man, the astronaut, and a third face dlib finds in 7 of the
+    # astronaut frames) by sessions that hold back 4, 0 and 4 crops, in clips of 3: each pasted crop
+    # must be the one made from that face in that frame. The double adds to crop k of session s a
+    # noise stamp naming (s, k); each face of the output is warped back to the crop and named by
+    # correlation with every stamp.
+    from ipfvr_core.faces.align import estimate_affine, warp_face
+
+    frames = _two_people(carphone_pristine, astronaut_rgb)
+    src = _write(tmp_path / "two.mp4", frames)
+    out = tmp_path / "out.mp4"
+    engine = StampEngineDouble(face_size=128, clip_length=3, delays=(4, 0))
+    report = Restorer(analyzer, engine).restore(
+        src, [astronaut_png], out, RestoreOptions(faces="all", crf=0, smoothing_sigma=0)
+    )
+    tracks = [t for t in report["tracks"] if t["restored"]]
+    assert engine.sessions == len(tracks) == 3 and sorted(t["frames"] for t in tracks) == [7, 8, 8]
+    inner = (slice(24, 104), slice(24, 104))  # the middle of the crop, well inside the paste mask
+    stamps = {(s, k): stamp(s, k, 128)[inner].ravel().astype(np.float64) for s in range(3) for k in range(8)}
+    first_frame: dict[int, int] = {}  # session -> the frame its crop 0 belongs to
+    centres: dict[int, list[np.ndarray]] = {}  # session -> where its crops were found
+    for index, (image, restored) in enumerate(zip(_frames(src), _frames(out), strict=True)):
+        named = 0
+        for face in analyzer.detect(image):
+            affine = estimate_affine(face.kps, 128)
+            change = warp_face(restored, affine, 128).astype(np.float64) - warp_face(image, affine, 128)  # (S, S, 3)
+            change = change.mean(axis=2)[inner].ravel()
+            scores = {key: float(np.corrcoef(change, pattern)[0, 1]) for key, pattern in stamps.items()}
+            (session, position), best = max(scores.items(), key=lambda item: item[1])
+            if best < 0.3:
+                continue  # a face the pipeline left alone (its track is not restored in this frame)
+            runner_up = sorted(scores.values())[-2]
+            assert best - runner_up > 0.2, (index, session, position, best, runner_up)
+            start = first_frame.setdefault(session, index - position)
+            assert index - position == start, f"frame {index} shows crop {position} of a track from frame {start}"
+            centres.setdefault(session, []).append(face.kps.mean(axis=0))
+            named += 1
+        counts = report["frames"][index]
+        assert named == min(counts["restored"], counts["faces"]), index  # a bridged face is not detected here
+    assert sorted(first_frame) == [0, 1, 2]
+    for session, points in centres.items():  # each session's crops sit on one face (the faces drift < 20 px)
+        assert np.ptp(np.array(points), axis=0).max() < 40, (session, points)
 
 
 def test_two_people_only_the_reference_person_changes(analyzer, carphone_pristine, astronaut_rgb, astronaut_png,

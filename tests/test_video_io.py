@@ -331,17 +331,6 @@ def test_rotate_upright_turns_clockwise() -> None:
 # ---------------------------------------------------------------------------------------------- memory
 
 
-def _rss_bytes() -> int:
-    """Resident set size of this process right now (Linux /proc)."""
-    status = Path("/proc/self/status")
-    if not status.exists():
-        pytest.skip("needs /proc/self/status to read the resident memory")
-    for line in status.read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("VmRSS missing from /proc/self/status")
-
-
 def test_iteration_holds_one_frame_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "long.mp4"
     width, height, count = 480, 360, 200
@@ -349,7 +338,6 @@ def test_iteration_holds_one_frame_at_a_time(tmp_path: Path) -> None:
     with VideoWriter(path, width=width, height=height, fps=Fraction(30), preset="ultrafast") as writer:
         for i in range(count):
             writer.write(np.roll(base, 2 * i, axis=1))
-    frame_bytes = width * height * 3
     info = probe(path)
 
     # Nothing the iterator yielded stays referenced once the caller drops it.
@@ -364,12 +352,26 @@ def test_iteration_holds_one_frame_at_a_time(tmp_path: Path) -> None:
 
 
 def test_iter_frames_is_lazy(tmp_path: Path) -> None:
+    # A file cut short at frame 60 (its index, written first, still lists 100): an iterator that
+    # read ahead would fail before yielding; a lazy one yields the first frame, then fails at the cut.
     path = tmp_path / "clip.mp4"
-    mf.write_clip(path, frames=30)
-    frames = iter_frames(path)
+    base = mf.pattern_frame(0, 96, 64)
+    with VideoWriter(path, width=96, height=64, fps=Fraction(25), preset="ultrafast") as writer:
+        for i in range(100):
+            writer.write(np.roll(base, 3 * i, axis=1))
+    with av.open(str(path)) as container:
+        positions = [p.pos for p in container.demux(video=0) if p.size]
+    data = path.read_bytes()
+    path.write_bytes(data[: sorted(positions)[60]])
+    info = probe(path)
+    assert info.frame_count == 100  # the index is intact
+    frames = iter_frames(path, info)
     first = next(frames)
-    assert first.index == 0
-    frames.close()  # stopping early closes the file; nothing else was decoded into memory
+    assert first.index == 0 and np.array_equal(first.image.shape, (64, 96, 3))
+    with pytest.raises(InputError) as cut:
+        for _ in frames:
+            pass
+    assert cut.value.code == "invalid_video"
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs

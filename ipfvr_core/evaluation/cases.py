@@ -243,7 +243,7 @@ def _cache_key(quick: bool, carphone: list[_CarphoneRecipe], stills: list[_Still
 
 
 def builtin_suite(cache_dir: Path, *, quick: bool = False) -> list[EvalCase]:
-    """The builtin cases, built (deterministically) under ``cache_dir`` on first use and reused after.
+    """The builtin cases, built (seeded) under ``cache_dir`` on first use and reused after.
 
     ``quick`` gives a 4-case subset of 24-frame clips for tests and CI smoke runs. Raises
     OutputError(field="cache_dir") when the folder cannot be written, InputError(field="suite")

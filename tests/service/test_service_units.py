@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 import time
 
 import pytest
@@ -31,7 +33,12 @@ def test_production_refuses_to_start_without_a_secret() -> None:
 
 
 def test_development_has_a_fixed_secret_production_uses_its_own() -> None:
-    assert Settings().effective_secret_key != Settings(env="production", secret_key="y" * 32).effective_secret_key
+    development = Settings().effective_secret_key
+    # fixed: the same in another process (keys made by `ipfvr keys create` work in `ipfvr dev`)
+    child = subprocess.run([sys.executable, "-c", "from jobs.settings import Settings; "
+                            "print(Settings().effective_secret_key.hex())"], capture_output=True, text=True, check=True)
+    assert bytes.fromhex(child.stdout.strip()) == development and len(development) >= 32
+    assert Settings(env="production", secret_key="y" * 32).effective_secret_key == b"y" * 32
 
 
 def test_visibility_timeout_must_exceed_the_hard_time_limit() -> None:
@@ -153,7 +160,8 @@ def test_resolution_checks_every_address_and_pins_the_checked_one() -> None:
         TargetPolicy().resolve("http://localhost:9/hook")  # resolves to loopback
     target = TargetPolicy(allow_private=True).resolve("http://localhost:9/hook?x=1")
     assert target.address.is_loopback
-    assert target.url.startswith(f"http://{target.address}:9/hook") or target.url.startswith("http://[")
+    host = f"[{target.address}]" if target.address.version == 6 else str(target.address)
+    assert target.url == f"http://{host}:9/hook?x=1"  # the checked address, pinned; path and query kept
     assert target.host_header == "localhost:9" and target.server_name == "localhost"
 
 
