@@ -11,7 +11,6 @@ file, tests/test_centerface.py; the loader tests here cover it too.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import av
@@ -184,35 +183,6 @@ def test_dlib_detect_is_safe_from_several_threads(dlib_analyzer: DlibFaceAnalyze
         assert len(faces) >= 1
         np.testing.assert_array_equal(faces[0].bbox, expected.bbox)
         np.testing.assert_array_equal(faces[0].kps, expected.kps)
-
-
-def test_dlib_timings(
-    dlib_analyzer: DlibFaceAnalyzer, insightface_t1: Path, pristine_frames: dict[int, np.ndarray]
-) -> None:
-    small_frame = pristine_frames[0]  # (144, 176, 3)
-    hd = np.ascontiguousarray(_read_rgb(insightface_t1)[:720])  # (720, 1280, 3)
-    small_analyzer = DlibFaceAnalyzer(DlibConfig(upsample=1))
-    hd_analyzer = DlibFaceAnalyzer(DlibConfig(max_detect_side=640))
-
-    def best_of(fn: object, repeats: int = 3) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()  # type: ignore[operator]
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    small_faces = small_analyzer.detect(small_frame)
-    assert small_faces
-    t_small = best_of(lambda: small_analyzer.detect(small_frame))
-    t_hd = best_of(lambda: hd_analyzer.detect(hd))
-    t_embed = best_of(lambda: dlib_analyzer.embed(small_frame, small_faces[0]))
-    print(
-        f"\nMEASURED dlib HOG detect 176x144 upsample=1: {t_small * 1e3:.1f} ms; "
-        f"1280x720 max_detect_side=640: {t_hd * 1e3:.1f} ms ({len(hd_analyzer.detect(hd))} faces); "
-        f"embed: {t_embed * 1e3:.1f} ms"
-    )
-    assert t_small < 1.0 and t_hd < 2.0 and t_embed < 1.0
 
 
 def test_five_points_from_68_picks_eye_centres_nose_tip_and_mouth_corners() -> None:

@@ -62,7 +62,7 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                inbox = receiver.inboxes.get(self.path)
+                inbox = receiver.inboxes.get(self.path.split("?", 1)[0])  # a query (a token) may follow
                 if inbox is None:
                     self.send_response(404)
                     self.end_headers()

@@ -19,6 +19,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from jobs.devstack import wait_until
 from jobs.logging import Redactor
 from jobs.ratelimit import TokenBucket
 from jobs.storage import Storage, output_key
@@ -127,21 +128,46 @@ def test_tenants_are_isolated_on_every_endpoint(stack: ServiceStack, receiver: W
         job = submit(a, carphone_distorted, astronaut_png,
                      {"webhook": inbox.url, "webhook_events_filter": ["completed"]}).json()
         done = stack.wait_job(a, job["id"], {"succeeded"})
-        upload_a = a.post("/v1/uploads", json={"purpose": "video", "size": 100}).json()
+        slow = submit(a, carphone_distorted, astronaut_png, {"prompt": "double:steps=400,step_s=0.05"}).json()
         b_job = submit(b, carphone_distorted, astronaut_png).json()
 
-        # read, list (also with A's cursor), cancel, delete: another tenant's job does not exist
-        for response in (b.get(f"/v1/jobs/{job['id']}"), b.post(f"/v1/jobs/{job['id']}/cancel"),
-                         b.delete(f"/v1/jobs/{job['id']}")):
-            assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        def unchanged(record: dict) -> dict:
+            """A's job without what every read makes anew (presigned URLs) or moves by itself (its webhook's delivery)."""
+            return {k: v for k, v in record.items() if k not in ("output", "urls", "webhook")}
+
+        # read, list (also with A's cursor), cancel, delete: another tenant's job does not exist, whether
+        # finished or still queued/running; afterwards A reads both jobs as they were
+        for target in (job["id"], slow["id"]):
+            before = unchanged(a.get(f"/v1/jobs/{target}").json())
+            for response in (b.get(f"/v1/jobs/{target}"), b.post(f"/v1/jobs/{target}/cancel"),
+                             b.delete(f"/v1/jobs/{target}")):
+                assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+            after = unchanged(a.get(f"/v1/jobs/{target}").json())
+            if target == slow["id"]:  # it may have moved on by itself meanwhile, never towards a cancel
+                assert not after["cancel_requested"] and after["status"] in ("queued", "processing"), after
+                before = {k: v for k, v in before.items() if k not in ("status", "progress", "queue_position",
+                                                                     "started_at", "attempts", "metrics")}
+                after = {k: v for k, v in after.items() if k in before}
+            assert after == before
+        assert a.post(f"/v1/jobs/{slow['id']}/cancel").status_code == 200
         assert [j["id"] for j in b.get("/v1/jobs").json()["data"]] == [b_job["id"]]
         submit(a, carphone_distorted, astronaut_png)
         cursor = a.get("/v1/jobs", params={"limit": 1}).json()["next_cursor"]
         assert cursor is not None
         assert job["id"] not in [j["id"] for j in b.get("/v1/jobs", params={"cursor": cursor}).json()["data"]]
-        # uploads: B cannot name A's upload
-        named = b.post("/v1/jobs", json={"inputs": {"video": upload_a["id"], "references": [upload_a["id"]]}})
+        # uploads: A's real uploads cannot be named by B, and still work for A afterwards
+        video_bytes, photo_bytes = carphone_distorted.read_bytes(), astronaut_png.read_bytes()
+        upload_a = a.post("/v1/uploads", json={"purpose": "video", "size": len(video_bytes)}).json()
+        photo_a = a.post("/v1/uploads", json={"purpose": "reference", "size": len(photo_bytes)}).json()
+        assert httpx.put(upload_a["url"], content=video_bytes).status_code == 200
+        assert httpx.put(photo_a["url"], content=photo_bytes).status_code == 200
+        inputs = {"inputs": {"video": upload_a["id"], "references": [photo_a["id"]]}}
+        named = b.post("/v1/jobs", json=inputs)
         assert named.status_code == 422 and named.json()["error"]["code"] == "upload_not_found"
+        assert named.json()["error"]["field"] == "inputs.video"
+        from_uploads = a.post("/v1/jobs", json=inputs)
+        assert from_uploads.status_code == 202, from_uploads.text
+        stack.wait_job(a, from_uploads.json()["id"], {"succeeded"})
         # webhook secrets: B's rotation leaves A's secret alone; A's deliveries verify with A's secret only
         b.post("/v1/webhooks/secret/rotate")
         assert a.get("/v1/webhooks/secret").json() == {"secret": secret_a, "previous_expires_at": None}
@@ -176,8 +202,8 @@ def test_presigned_urls_expire(stack: ServiceStack) -> None:
     key = f"outputs/expiry-{secrets.token_hex(3)}/restored.mp4"
     storage.put_bytes(key, b"restored", "video/mp4")
     short = storage.presign_get(key, expires_s=1)
-    assert httpx.get(short.url).content == b"restored"
-    time.sleep(2.1)
+    assert httpx.get(storage.presign_get(key, expires_s=600).url).content == b"restored"  # the same URL, longer
+    time.sleep(2.1)  # past the short one's expiry (a loaded machine only sleeps longer)
     expired = httpx.get(short.url)
     assert expired.status_code == 403 and b"expired" in expired.content.lower()
     storage.delete([key])
@@ -202,7 +228,10 @@ def test_logs_are_json_and_carry_no_secret(make_stack: Callable[..., ServiceStac
         client.get("/v1/jobs", params={"api_key": key, "limit": 1})  # a client that leaks its key in the URL
     with stack.client("ipfvr_" + secrets.token_urlsafe(32)) as stranger:
         assert stranger.get("/v1/jobs").status_code == 401
-    time.sleep(1.5)  # the service worker delivers the completed webhook (and logs it)
+    inbox.wait_for(lambda received: len(received) >= 1, timeout_s=60)  # the completed webhook arrived ...
+    service_log = stack.tmp / "logs" / "service.log"
+    wait_until(lambda: "token=[REDACTED]" in service_log.read_text(), timeout_s=60,
+               what="the delivery's log line")  # ... and its delivery was logged
     signatures = [dict(parse_qsl(urlsplit(u).query))["X-Amz-Signature"]
                   for u in (done["output"]["video_url"], done["output"]["report_url"], upload["url"])]
     forbidden = [key, secret, rotated, token, *signatures,

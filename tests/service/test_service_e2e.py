@@ -57,7 +57,6 @@ def count_frames(path: Path) -> int:
 @pytest.mark.slow
 def test_real_restorer_end_to_end(make_stack, receiver: WebhookReceiver, tmp_path: Path,  # noqa: ANN001
                                   carphone_distorted: Path, carphone_pristine: Path) -> None:
-    pytest.importorskip("ipfvr_core.restore", reason="the restore library is not in this checkout yet")
     stack: ServiceStack = make_stack(restorer="worker.restorer:load_restorer", job_time_limit_s=540,
                                      job_kill_grace_s=30, visibility_timeout_s=600, ready_timeout_s=180)
     clip = first_frames(carphone_distorted, tmp_path / "carphone.mp4", FRAMES)
