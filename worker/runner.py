@@ -218,6 +218,8 @@ class JobRunner:
             return claim
         if claim.outcome == "leased":
             log.info("job %s: another live worker holds it; dropping this duplicate delivery", job_id)
+        else:
+            log.info("job %s: not run (%s); dropping this delivery", job_id, claim.outcome)
         self.ctx.dispatcher.webhook(claim.delivery)  # expired / canceled / poisoned end the job here
         return None
 

@@ -37,7 +37,7 @@ class WebhookDelivery:
         global _instance
         if _instance is None or _instance[0] != os.getpid() or _instance[1].ctx is not ctx:
             s = ctx.settings
-            policy = TargetPolicy(s.webhook_allow_private, tuple(s.webhook_allow_cidrs))
+            policy = TargetPolicy.from_settings(s)
             _instance = (os.getpid(), cls(ctx, WebhookSender(policy, timeout_s=s.webhook_timeout_s)))
         return _instance[1]
 

@@ -35,7 +35,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
@@ -43,6 +43,9 @@ import httpx
 
 from jobs.errors import InvalidRequest
 from jobs.logging import Redactor, RedactingFilter
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -153,7 +156,7 @@ def forbidden_kind(address: IPAddress) -> str | None:
             return "site-local"
     checks = (
         ("is_unspecified", "unspecified"), ("is_loopback", "loopback"), ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"), ("is_private", "private"), ("is_reserved", "reserved"),
+        ("is_multicast", "multicast"), ("is_reserved", "reserved"), ("is_private", "private"),
     )
     for attribute, kind in checks:
         if getattr(address, attribute):
@@ -207,6 +210,11 @@ class TargetPolicy:
     allow_private: bool = False  # development: loopback and private ranges allowed (never link-local)
     allow_cidrs: tuple[IPNetwork, ...] = ()  # operator allowlist of otherwise forbidden networks
     resolver: Resolver = field(default=system_resolver, compare=False)  # DNS; injectable
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resolver: Resolver = system_resolver) -> TargetPolicy:
+        """The policy of the API (checks at submission) and of the webhook workers (checks at delivery)."""
+        return cls(settings.webhook_allow_private, tuple(settings.webhook_allow_cidrs), resolver=resolver)
 
     def _allowlisted(self, address: IPAddress) -> bool:
         candidates: list[IPAddress] = [address]

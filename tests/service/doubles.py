@@ -15,7 +15,9 @@ A job can override the step count and length, and ask to ignore cancels, through
 * ``ignore_soft_limit=1``: swallow Celery's soft time limit, like a run stuck in native code;
 * ``pad_bytes=N``: append N zero bytes to the output (a result large enough for a multipart upload);
 * ``first_run=PATH``: the first run (no file at PATH yet) creates it and runs 100 times longer, so
-  that a test can kill it mid-run whatever the machine's speed; later runs take the normal time.
+  that a test can kill it mid-run whatever the machine's speed; later runs take the normal time;
+* ``runs=PATH``: every run appends ``start`` to PATH when it begins and ``done`` when it has written
+  its output, so a test can count the runs of a job (its output keys are the same every time).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class CopyRestorerDouble:
             steps = int(spec.get("steps", steps))
             step_s = float(spec.get("step_s", step_s))
             ignore_cancel = spec.get("ignore_cancel", "0") == "1"
+            if (runs := spec.get("runs")) is not None:
+                with open(runs, "a") as log:
+                    log.write("start\n")
             if (marker := spec.get("first_run")) is not None:
                 try:
                     with open(marker, "x"):
@@ -74,6 +79,9 @@ class CopyRestorerDouble:
             with request.output.open("ab") as f:
                 f.write(bytes(pad))
         progress(ProgressEventDouble("restore", steps, steps, 1.0))
+        if (runs := spec.get("runs")) is not None:
+            with open(runs, "a") as log:
+                log.write("done\n")
         return {
             "double": "copy",
             "references": len(request.references),

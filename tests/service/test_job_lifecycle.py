@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from jobs.devstack import wait_until
 from jobs.workers import WorkerRegistry, WorkerState
 from tests.service.receiver import Received, WebhookReceiver
 from tests.service.stack import ServiceStack
@@ -173,6 +174,7 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
     name, client = tenant
     settings = stack.settings
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
+    runs = tmp_path / "crash-runs"  # the double appends "start" and "done" per run of the crash job
     limits = {"crash": 3, "poison": 1}
     first = {engine: stack.start_restore_worker(f"{engine}-a", engine=engine, max_deliveries=limit)
              for engine, limit in limits.items()}
@@ -180,7 +182,8 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
         # the first run lasts until it is killed (however slow the machine); the redelivery is short
         "crash": submit(client, carphone_distorted, astronaut_png, engine="crash", webhook=inbox.url,
                         webhook_events_filter=["start", "completed"],
-                        prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'crash-first-run'}"),
+                        prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'crash-first-run'},"
+                               f"runs={runs}"),
         "poison": submit(client, carphone_distorted, astronaut_png, engine="poison",
                          prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'poison-first-run'}"),
     }
@@ -209,15 +212,24 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
         assert f"job {job_id} lost its worker; sending it again" in Path(service.log_path).read_text()
         done = stack.wait_job(client, job_id, {"succeeded", "failed"}, timeout_s=20)
         poisoned = stack.wait_job(client, jobs["poison"]["id"], {"succeeded", "failed"}, timeout_s=20)
+        assert done["status"] == "succeeded" and done["attempts"] == 2
+        outputs = stack.objects(f"outputs/{name}/{job_id}/")
+        assert outputs == [f"outputs/{name}/{job_id}/report.json", f"outputs/{name}/{job_id}/restored.mp4"]
+        etags = {key: stack.s3.head_object(Bucket=stack.bucket, Key=key)["ETag"] for key in outputs}
+        received = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
+        # The killed worker never acknowledged the job's first message: once its visibility timeout
+        # passes, the broker hands it to the replacement worker, which must not run the job again.
+        replacement = Path(second[0].log_path)
+        wait_until(lambda: f"job {job_id}: not run (terminal)" in replacement.read_text(),
+                   timeout_s=settings.visibility_timeout_s * 6, what="the broker's redelivery of the first message")
     finally:
         for worker in second:
             worker.stop()
-    assert done["status"] == "succeeded" and done["attempts"] == 2
-    assert stack.objects(f"outputs/{name}/{job_id}/") == [f"outputs/{name}/{job_id}/report.json",
-                                                           f"outputs/{name}/{job_id}/restored.mp4"]
-    assert stack.objects(f"outputs/{name}/{jobs['poison']['id']}/") == []
-    received = inbox.wait_for(lambda items: any(r.webhook_id.endswith("_completed") for r in items))
-    time.sleep(1.0)
+    assert runs.read_text() == "start\nstart\ndone\n"  # the killed run and the one that finished: no third
+    again = client.get(f"/v1/jobs/{job_id}").json()
+    assert (again["status"], again["attempts"]) == ("succeeded", 2)
+    assert {key: stack.s3.head_object(Bucket=stack.bucket, Key=key)["ETag"] for key in outputs} == etags
     assert Counter(events(inbox.snapshot())) == {"start": 1, "completed": 1}
     assert all(r.verified for r in received)
+    assert stack.objects(f"outputs/{name}/{jobs['poison']['id']}/") == []
     assert poisoned["status"] == "failed" and poisoned["error"]["code"] == "worker_lost"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ import httpcore
 import httpx
 import pytest
 
+from jobs.settings import Settings
 from jobs.webhooks.sender import WebhookSender
 from jobs.webhooks.ssrf import (
     MAX_RESPONSE_BYTES,
@@ -342,3 +344,56 @@ def test_the_api_refuses_forbidden_webhooks(stack: ServiceStack, tenant: tuple[s
     assert response.json()["error"] == {**response.json()["error"], "code": "webhook_url_forbidden",
                                         "field": "options.webhook"}
     assert stack.objects(f"inputs/{name}/") == []  # the uploads of a refused job are removed
+
+
+# ---------------------------------------------------------------------------------------------- production settings
+PRODUCTION = {"env": "production", "secret_key": "p" * 40, "webhook_allow_private": False}
+# (URL, the reason the refusal must give)
+REFUSED_IN_PRODUCTION = [
+    ("http://127.0.0.1:9/hook", "127.0.0.1 is loopback"), ("http://localhost:9/hook", "is loopback"),
+    ("http://[::1]/", "::1 is loopback"), ("http://10.0.0.5/", "10.0.0.5 is private"),
+    ("http://192.168.1.1/", "is private"), ("http://172.16.0.1/", "is private"), ("http://[fd00::1]/", "is private"),
+    ("http://100.64.0.1/", "100.64.0.1 is shared"), ("http://0.0.0.0/", "is unspecified"),
+    ("http://240.0.0.1/", "240.0.0.1 is reserved"), ("http://224.0.0.1/", "is multicast"),
+    ("http://0xa9.0xfe.0xa9.0xfe/latest/meta-data/", "169.254.169.254 is link-local"),
+    ("http://2852039166/", "169.254.169.254 is link-local"), ("http://[::ffff:169.254.169.254]/", "is link-local"),
+    ("http://[fe80::1]/", "is link-local"), ("http://user:pw@hooks.example.com/", "must not carry credentials"),
+]
+
+
+def test_production_settings_build_a_policy_that_opens_nothing_private() -> None:
+    """The policy the API and the webhook workers both build (TargetPolicy.from_settings)."""
+    production = TargetPolicy.from_settings(Settings(**PRODUCTION))
+    for url, reason in REFUSED_IN_PRODUCTION:
+        with pytest.raises(ForbiddenTarget, match=re.escape(reason)):
+            production.resolve(url)
+    allowlisted = TargetPolicy.from_settings(Settings(**PRODUCTION, webhook_allow_cidrs=["10.1.0.0/16"]))
+    assert str(allowlisted.resolve("http://10.1.2.3:8080/hook").address) == "10.1.2.3"
+    with pytest.raises(ForbiddenTarget, match="10.2.0.1 is private"):
+        allowlisted.resolve("http://10.2.0.1/")
+    development = TargetPolicy.from_settings(Settings(webhook_allow_private=True))
+    assert str(development.resolve("http://10.0.0.5/").address) == "10.0.0.5"
+
+
+@pytest.fixture(scope="module")
+def production_api(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
+    """An API with production settings (no workers: the refusals happen at submission)."""
+    return make_stack(restore_worker=False, service_worker=False, **PRODUCTION)
+
+
+@pytest.mark.parametrize(("url", "reason"), REFUSED_IN_PRODUCTION)
+def test_the_api_with_production_settings_refuses_private_webhooks_and_says_why(
+    production_api: ServiceStack, carphone_distorted: Path, astronaut_png: Path, url: str, reason: str,
+) -> None:
+    name, key = production_api.new_tenant()
+    with production_api.client(key) as client:
+        response = client.post("/v1/jobs", files=[
+            ("options", (None, json.dumps({"webhook": url}), "application/json")),
+            ("video", ("clip.mp4", carphone_distorted.read_bytes())),
+            ("reference", ("face.png", astronaut_png.read_bytes())),
+        ])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("webhook_url_forbidden", "options.webhook")
+    assert reason in error["message"], error["message"]
+    assert production_api.objects(f"inputs/{name}/") == []
