@@ -114,3 +114,28 @@ def load_copy_restorer(config: RestorerConfig) -> CopyRestorerDouble:
 def load_broken_restorer(config: RestorerConfig) -> CopyRestorerDouble:
     """A factory whose model never loads (missing weights), for the worker's ``failed`` state."""
     raise ConfigError(f"no weights for engine {config.engine}", field="weights", code="weights_invalid")
+
+
+AUDIT_EVENTS = ("open", "os.rename", "os.replace", "os.mkdir", "os.remove", "os.rmdir", "shutil.rmtree")
+
+
+def load_auditing_restorer(config: RestorerConfig) -> CopyRestorerDouble:
+    """The copy double, in a process that logs every path under its work folder that it opens, renames,
+    creates or removes (a ``sys.addaudithook`` hook), one per line, to ``IPFVR_TEST_AUDIT_LOG``."""
+    import sys
+
+    work_dir = os.path.realpath(os.environ["IPFVR_WORK_DIR"])
+    log_path = os.environ["IPFVR_TEST_AUDIT_LOG"]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event not in AUDIT_EVENTS:
+            return
+        for arg in args[:2]:
+            if isinstance(arg, (str, bytes, os.PathLike)):
+                path = os.fsdecode(arg)
+                if os.path.realpath(path).startswith(work_dir + os.sep) and path != log_path:
+                    with open(log_path, "a") as log:  # an open outside the work folder: not logged again
+                        log.write(f"{event}\t{os.path.relpath(os.path.realpath(path), work_dir)}\n")
+
+    sys.addaudithook(hook)
+    return load_copy_restorer(config)

@@ -95,8 +95,8 @@ def test_s3_down_during_the_result_upload_is_retried_with_backoff_until_it_retur
     name, c = client
     job = submit(c, carphone_distorted, astronaut_png, prompt=f"double:steps=8,step_s=0.1,pad_bytes={PAD}")
     trip_during_upload(deps, c, job["id"], proxy)
-    # S3 stays down until an attempt has been refused (a condition, not a duration)
-    wait_for(lambda: proxy.refused >= 1, timeout_s=60, what="an upload attempt refused while S3 is down")
+    # S3 stays down until the worker has backed off twice (a condition, not a duration)
+    wait_for(lambda: len(retry_delays(deps, job["id"])) >= 2, timeout_s=60, what="two retries while S3 is down")
     refused = proxy.refused
     assert len(pending_uploads(deps, f"outputs/{name}/")) == 1  # the upload S3 died in (seen around the proxy)
     proxy.come_up()

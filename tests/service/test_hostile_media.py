@@ -13,6 +13,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,6 +117,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "truncated.mp4": clip[: len(clip) // 2],
         "zero-frames.mkv": (tmp / "zero.mkv").read_bytes(),
         "garbage-frames.mp4": garbage,
+        "mp4+zip": fast + zipped.getvalue(),  # a polyglot whose head and tail both pass the API's checks
         "truncated.jpg": jpeg[: len(jpeg) * 3 // 5],
         "far-sof-bomb.jpg": far_sof_jpeg_bomb(60_000, 60_000),
         "empty": b"",
@@ -227,6 +229,43 @@ def test_the_worker_fails_them_with_stable_codes_and_keeps_serving(probing: Serv
     workers_after = {w.id for w in registry.list()}
     assert workers_before and workers_before == workers_after  # same pool process, never restarted
 
+
+
+@pytest.fixture(scope="module")
+def real(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
+    """A stack whose worker runs the production restorer (the library, the default face backend)."""
+    return make_stack(restorer="worker.restorer:load_restorer", ready_timeout_s=180)
+
+
+@pytest.mark.slow
+def test_the_real_restorer_fails_them_with_stable_codes_and_keeps_serving(
+    real: ServiceStack, corpus: dict[str, bytes], astronaut_png: Path,
+) -> None:
+    face = astronaut_png.read_bytes()  # a real face: the reference is accepted, so the video is what fails
+    registry = WorkerRegistry(real.redis, real.settings.key_prefix)
+    workers_before = {w.id for w in registry.list() if w.state is not WorkerState.FAILED}
+    # None: it succeeds. The polyglot is read as its MP4 (the zip behind it is never looked at): six
+    # pattern frames with nobody in them, copied unchanged with a warning.
+    cases = {"truncated.mp4": "invalid_video", "zero-frames.mkv": "empty_video", "garbage-frames.mp4": "invalid_video",
+             "mp4+zip": None}
+    _, key = real.new_tenant()
+    with real.client(key) as client:
+        submitted = {}
+        for video in cases:
+            response = post(client, corpus[video], face)
+            assert response.status_code == 202, f"{video}: {response.text}"
+            submitted[video] = response.json()["id"]
+        for video, code in cases.items():
+            job = real.wait_job(client, submitted[video], {"succeeded", "failed", "canceled"}, timeout_s=120)
+            assert job["attempts"] == 1, f"{video}: the worker process died and the job was redelivered"
+            if code is None:
+                report = job["output"]["report"]
+                assert job["status"] == "succeeded" and report["output"]["frames"] == 6, f"{video}: {job}"
+                assert report["warnings"] == ["no face was found in the video; frames were copied unchanged"]
+                continue
+            assert job["status"] == "failed" and job["error"]["code"] == code, f"{video}: {job}"
+            assert job["error"]["field"] == "video" and "clip.mp4" in job["error"]["message"], job["error"]
+    assert workers_before and workers_before == {w.id for w in registry.list()}  # never restarted
 
 
 # ---------------------------------------------------------------------------------------------- the parsers

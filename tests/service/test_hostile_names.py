@@ -1,14 +1,15 @@
 """Hostile names and metadata (path traversal, NUL bytes, unicode) never reach an S3 key or a file path.
 
 Checked on what the real stack writes: the keys in the real ``weed`` bucket and their metadata,
-and the files in the worker's scratch folder while a job runs.
+and every path under its work folder that the worker process opened, renamed, created or removed
+(recorded by an audit hook, :func:`tests.service.doubles.load_auditing_restorer`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -40,10 +41,22 @@ def multipart(boundary: str, parts: list[tuple[bytes, bytes]]) -> bytes:
     return body + f"--{boundary}--\r\n".encode()
 
 
+@pytest.fixture(scope="module")
+def audited(make_stack: Callable[..., ServiceStack],
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[ServiceStack, Path]:
+    """A stack whose restore worker logs every path it touches under its work folder, and that log."""
+    log = tmp_path_factory.mktemp("audit") / "paths.log"
+    stack = make_stack(restorer="tests.service.doubles:load_auditing_restorer",
+                       worker_env={"IPFVR_TEST_AUDIT_LOG": str(log)})
+    return stack, log
+
+
 def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
-    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+    audited: tuple[ServiceStack, Path], carphone_distorted: Path, astronaut_png: Path
 ) -> None:
-    name, client = tenant
+    stack, audit_log = audited
+    name, key = stack.new_tenant()
+    client = stack.client(key)
     video, reference = carphone_distorted.read_bytes(), astronaut_png.read_bytes()
     created = []
     for hostile in HOSTILE_NAMES:
@@ -61,18 +74,13 @@ def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
         assert response.status_code == 202, (hostile, response.text)
         created.append(response.json()["id"])
 
-    scratch_seen: set[str] = set()
-    work_dir = stack.settings.work_dir
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        scratch_seen |= {str(p.relative_to(work_dir)) for p in work_dir.rglob("*")}
-        statuses = {j["status"] for j in client.get("/v1/jobs", params={"limit": 100}).json()["data"]}
-        if statuses <= {"succeeded", "failed", "canceled"}:
-            break
-        time.sleep(0.1)  # one request per poll, well under the key's rate limit
-    assert statuses == {"succeeded"}
-    assert any(s.endswith("/input-video") for s in scratch_seen), "the scratch folder was never observed"
-    assert not [s for s in scratch_seen if not SCRATCH.match(s)], sorted(scratch_seen)
+    for job_id in created:
+        assert stack.wait_job(client, job_id, {"succeeded", "failed", "canceled"})["status"] == "succeeded"
+    touched = {line.split("\t", 1)[1] for line in audit_log.read_text().splitlines()}
+    for job_id in created:  # every job's inputs were written and its output read, all under fixed names
+        assert {re.sub(r"^job_\w+?-[A-Za-z0-9_]+/", "", s) for s in touched if s.startswith(job_id)} >= {
+            "input-video", "reference-0", "restored.mp4"}, job_id
+    assert not [s for s in touched if not SCRATCH.match(s)], sorted(touched)
 
     keys = stack.objects(f"inputs/{name}/") + stack.objects(f"outputs/{name}/")
     assert len(keys) == 4 * len(created)
@@ -81,6 +89,7 @@ def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
     assert head["Metadata"] == {} and head["ContentType"] == "video/mp4" and "ContentDisposition" not in head
     job = client.get(f"/v1/jobs/{created[3]}").json()
     assert job["options"]["negative_prompt"] == HOSTILE_NAMES[3]  # kept as text, used as nothing else
+    client.close()
 
 
 @pytest.mark.parametrize(("method", "path"), [
