@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ipfvr_core.errors import Canceled, IPFVRError
 
 # Service commands live outside the library; they are added when that package is present.
-_COMMAND_MODULES = ("ipfvr_core.cli", "ipfvr.service_cli")
+_COMMAND_MODULES = ("ipfvr_core.cli", "ipfvr_core.training.cli", "ipfvr.service_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

