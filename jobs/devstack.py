@@ -83,11 +83,15 @@ class Child:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (a warm shutdown for Celery), then SIGKILL after ``timeout_s``."""
+        self.signal_group(signal.SIGTERM)
+        self.reap(time.monotonic() + timeout_s)
+
+    def reap(self, deadline: float) -> None:
+        """Wait for the child until ``deadline`` (time.monotonic()), then SIGKILL its group."""
         if not self.alive():
             return
-        self.signal_group(signal.SIGTERM)
         try:
-            self.popen.wait(timeout=timeout_s)
+            self.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.signal_group(signal.SIGKILL)
             self.popen.wait(timeout=5)
@@ -231,7 +235,11 @@ class Stack:
         self.children.append(child)
         return child
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every child at once: SIGTERM to all, then SIGKILL to those still running after ``timeout_s``."""
+        for child in self.children:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
         for child in reversed(self.children):
-            child.stop()
+            child.reap(deadline)
         self.children.clear()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,8 +170,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         ports = [port, int(next(line for line in lines if line.strip().startswith("S3")).rsplit(":", 1)[1])]
         children = psutil.Process(dev.pid).children(recursive=True)
         assert len(children) >= 5  # weed, api, two celery workers and their pool processes
+        # keep reading its output, so that a full pipe can never hold the shutdown up
+        threading.Thread(target=lambda: lines.extend(dev.stdout), daemon=True).start()
         dev.send_signal(signal.SIGINT)
-        assert dev.wait(timeout=60) == 0
+        # the stack stops its children at once (10 s, then SIGKILL), then weed (the same): 30 s at worst
+        assert dev.wait(timeout=120) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
     finally:
