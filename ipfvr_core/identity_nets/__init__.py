@@ -1,0 +1,1 @@
+"""Differentiable face identity networks (torch), for training against identity."""
