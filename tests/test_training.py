@@ -23,9 +23,9 @@ import yaml
 
 from ipfvr_core.diffusion.weights import load_pipeline, write_tiny_checkpoint
 from ipfvr_core.evaluation.synth import camera_path, render_path
-from ipfvr_core.training.config import RestoreTrainConfig, load_train_config
-from ipfvr_core.training.restore_stage import LOG_FILE, train_restore
-from ipfvr_core.training.shards import iter_tar_members, read_index, read_sample
+from ipfvr_core.training.config import TrainConfig, load_train_config
+from ipfvr_core.training.trainer import LOG_FILE, train
+from ipfvr_core.training.shards import ShardWriter, iter_tar_members, read_index, read_sample
 from ipfvr_core.video_io import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,12 +62,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
-def config(prepared: Path, tiny: Path, out: Path, **changes: object) -> RestoreTrainConfig:
+def config(prepared: Path, tiny: Path, out: Path, **changes: object) -> TrainConfig:
     values: dict[str, object] = {
         "data": str(prepared), "weights": str(tiny), "output_dir": str(out), "clip_frames": 4, "log_every": 1,
         "eval_every": 1000, "checkpoint_every": 1000, "learning_rate": 1e-3, "ema_decay": 0.99,
     }
-    return RestoreTrainConfig(**(values | changes))
+    return TrainConfig(**(values | changes))
 
 
 def read_log(out: Path) -> list[dict[str, str]]:
@@ -114,7 +114,7 @@ def test_restore_stage_overfits_and_its_output_restores_carphone(
     prepared: Path, tiny: Path, tmp_path: Path, carphone_distorted: Path, carphone_reference: Path,
 ) -> None:
     out = tmp_path / "run"
-    weights = train_restore(config(prepared, tiny, out, max_steps=80, eval_every=40, train_unet=True))
+    weights = train(config(prepared, tiny, out, max_steps=80, eval_every=40, train_unet=True))
     evals = [(int(r["step"]), float(r["eval_loss"])) for r in read_log(out) if r["eval_loss"]]
     print(f"\neval loss by step: {evals}")
     assert [s for s, _ in evals] == [0, 40, 80]
@@ -140,13 +140,39 @@ def test_restore_stage_overfits_and_its_output_restores_carphone(
     assert json.loads(report.read_text())["frames_restored"] >= 8
 
 
+@pytest.mark.slow
+def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, tmp_path: Path) -> None:
+    # ReFL on the tiny model and one clip: 4 sampler steps, the gradient step drawn from the last
+    # two, rewarded by a tiny seeded identity network (a double of FaceNet); the reward alone drives it.
+    one_clip = tmp_path / "one-clip"
+    ref = read_index(prepared, "clips")[0]
+    writer = ShardWriter(one_clip, "clips")
+    writer.write(ref.key, *read_sample(ref))
+    writer.close()
+    out = tmp_path / "feedback"
+    feedback = {"stage": "feedback", "feedback_steps": 4, "feedback_window": (2, 3), "diffusion_loss_weight": 0.0,
+                "train_unet": True, "ema_decay": None}
+    train(config(one_clip, tiny, out, max_steps=50, eval_every=25, eval_samples=1,
+                 identity_network="training_doubles:tiny_identity_network_double", **feedback))
+    rows = read_log(out)
+    evals = [(int(r["step"]), float(r["eval_reward"])) for r in rows if r["eval_reward"]]
+    print(f"\nevaluation reward by step: {evals}")
+    assert [s for s, _ in evals] == [0, 25, 50]
+    assert evals[-1][1] >= evals[0][1] + 0.03, evals
+    # the production network, FaceNet, drives the same stage (two steps: it runs and rewards in [-1, 1])
+    facenet_run = tmp_path / "facenet"
+    train(config(one_clip, tiny, facenet_run, max_steps=2, **feedback))
+    rewards = [float(r["reward"]) for r in read_log(facenet_run) if r["reward"]]
+    assert len(rewards) == 2 and all(-1 <= r <= 1 for r in rewards)
+
+
 def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: Path, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    train_restore(config(prepared, tiny, straight, max_steps=6))
+    train(config(prepared, tiny, straight, max_steps=6))
     interrupted = tmp_path / "interrupted"
-    train_restore(config(prepared, tiny, interrupted, max_steps=3, checkpoint_every=3))
+    train(config(prepared, tiny, interrupted, max_steps=3, checkpoint_every=3))
     assert (interrupted / "checkpoints" / "step-00000003").is_dir()
-    weights = train_restore(config(prepared, tiny, interrupted, max_steps=6, checkpoint_every=3, resume="latest"))
+    weights = train(config(prepared, tiny, interrupted, max_steps=6, checkpoint_every=3, resume="latest"))
     losses = {r["step"]: r["loss"] for r in read_log(straight) if r["loss"]}
     resumed = {r["step"]: r["loss"] for r in read_log(interrupted) if r["loss"]}
     assert list(resumed) == ["1", "2", "3", "4", "5", "6"] and resumed == losses  # bit for bit, as logged

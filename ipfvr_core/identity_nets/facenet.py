@@ -115,6 +115,8 @@ class _Mixed7a(nn.Module):
 class FaceNet(nn.Module):
     """InceptionResnetV1 (FaceNet, 512-d); build it with :func:`load_facenet`."""
 
+    input_size = INPUT_SIZE  # images are resized to this side before they are embedded
+
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.ModuleDict({

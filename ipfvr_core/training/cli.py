@@ -48,8 +48,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from ipfvr_core.training.config import load_train_config
-    from ipfvr_core.training.restore_stage import train_restore
+    from ipfvr_core.training.trainer import train
 
-    weights = train_restore(load_train_config(args.config))
+    weights = train(load_train_config(args.config))
     print(f"weights: {weights}")
     return 0

@@ -10,17 +10,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ipfvr_core.errors import ConfigError
 
 
-class RestoreTrainConfig(BaseModel):
-    """Stage ``restore``: the diffusion loss on degraded/clean clip pairs with a reference identity.
+class TrainConfig(BaseModel):
+    """A training run of one stage.
+
+    ``restore``: the diffusion loss on degraded/clean clip pairs with a reference identity.
+    ``feedback``: identity feedback learning (ReFL): roll the sampler out without gradients to a
+    random late step, take one step with gradients to x0, decode it, and reward each frame's
+    identity against the reference with a differentiable network, aggregated by suffix weighting;
+    the loss is ``identity_loss_weight * (1 - R) + diffusion_loss_weight * L_diffusion``.
 
     Defaults follow the peers where they publish (``shared/research/models-training-eval.md``):
-    AdamW at 1e-4 with a constant schedule (Upscale-A-Video, SVFR), EMA 0.9999, 24-frame clips
-    (IP-FVR), condition dropout 5% each for classifier-free guidance (IP-Adapter).
+    AdamW at 1e-4 with a constant schedule (IP-Adapter, AnimateDiff), EMA 0.9999, 24-frame clips
+    (IP-FVR), condition dropout 5% each for classifier-free guidance (IP-Adapter); ReFL's late-step
+    window ([30, 39] of 40 steps: the last quarter).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["restore"] = "restore"  # which stage this file configures
+    stage: Literal["restore", "feedback"] = "restore"  # which stage this run trains
     data: str  # folder written by `ipfvr data prepare` (clips-*.tar)
     weights: str  # weights folder to start from (`ipfvr weights init-tiny`, an SD-1.5 layout, a previous run)
     output_dir: str  # checkpoints/, logs/, train_log.csv and the trained weights/ go here
@@ -53,14 +60,22 @@ class RestoreTrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)  # DataLoader worker processes
     resume: str | None = None  # "latest" or a checkpoint folder to continue from (exactly)
     verify_replicas_every: int = Field(0, ge=0)  # steps between checks that every process holds the same weights
+    # --- stage feedback only ---
+    identity_network: str = "facenet"  # trained against: "facenet" (the port), or "package.module:factory" of a torch module
 
-    def checked(self) -> RestoreTrainConfig:
+    feedback_steps: int = Field(40, ge=2)  # sampler steps of the rollout (ReFL: 40)
+    feedback_window: tuple[int, int] = (30, 39)  # the step taken with gradients is drawn from here (ReFL)
+    identity_loss_weight: float = Field(1.0, ge=0)  # lambda_id of (1 - R)
+    diffusion_loss_weight: float = Field(1.0, ge=0)  # weight of the restore loss kept alongside (0 = reward only)
+
+    def checked(self) -> TrainConfig:
         if self.p_drop_identity + self.p_drop_text + self.p_drop_both > 1:
             raise ConfigError("the three drop probabilities sum above 1", field="p_drop_both")
+        low, high = self.feedback_window
+        if not 0 <= low <= high < self.feedback_steps:
+            raise ConfigError(f"must satisfy 0 <= low <= high < feedback_steps ({self.feedback_steps})",
+                              field="feedback_window")
         return self
-
-
-TrainConfig = RestoreTrainConfig  # the stages so far
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
@@ -76,7 +91,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of fields", field="config")
     try:
-        return RestoreTrainConfig.model_validate(raw).checked()
+        return TrainConfig.model_validate(raw).checked()
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or "config"

@@ -25,6 +25,7 @@ class ClipSample:
     hq: torch.Tensor  # (F, 3, H, W) float32 in [0, 1]
     lq: torch.Tensor  # (F, 3, H, W) float32 in [0, 1], degraded from hq
     id_embedding: torch.Tensor  # (D,) float32: the reference frame's embedding
+    reference: torch.Tensor  # (3, H, W) float32 in [0, 1]: the reference frame itself (aligned crop)
 
 
 def collate(samples: list[ClipSample]) -> dict[str, torch.Tensor]:
@@ -32,6 +33,7 @@ def collate(samples: list[ClipSample]) -> dict[str, torch.Tensor]:
         "hq": torch.stack([s.hq for s in samples]),  # (B, F, 3, H, W)
         "lq": torch.stack([s.lq for s in samples]),  # (B, F, 3, H, W)
         "id_embedding": torch.stack([s.id_embedding for s in samples]),  # (B, D)
+        "reference": torch.stack([s.reference for s in samples]),  # (B, 3, H, W)
     }
 
 
@@ -63,8 +65,10 @@ class ClipDataset(Dataset[ClipSample]):
         clip = np.stack([self._resize(f) for f in frames[start : start + self.frames]])  # (F, H, W, 3) uint8
         degraded, _ = degrade_video(clip, self.degradation, seed, fps=float(metadata.get("fps", 25.0)))
         embeddings = np.asarray(metadata["embeddings"], np.float32)  # (T, D)
-        reference = embeddings[int(rng.integers(0, len(embeddings)))]  # (D,)
-        return ClipSample(hq=_to_tensor(clip), lq=_to_tensor(degraded), id_embedding=torch.from_numpy(reference))
+        chosen = int(rng.integers(0, len(embeddings)))
+        reference = _to_tensor(self._resize(frames[chosen])[None])[0]  # (3, H, W)
+        return ClipSample(hq=_to_tensor(clip), lq=_to_tensor(degraded), id_embedding=torch.from_numpy(embeddings[chosen]),
+                          reference=reference)
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[0] == self.resolution:

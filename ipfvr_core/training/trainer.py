@@ -46,11 +46,11 @@ from ipfvr_core.diffusion.weights import (
     save_ipfvr_weights,
 )
 from ipfvr_core.errors import ConfigError
-from ipfvr_core.training.config import RestoreTrainConfig
+from ipfvr_core.training.config import TrainConfig
 from ipfvr_core.training.dataset import ClipDataset, collate
 
 LOG_FILE = "train_log.csv"
-LOG_FIELDS = ("step", "epoch", "loss", "lr", "eval_loss", "replicas_equal")
+LOG_FIELDS = ("step", "epoch", "loss", "reward", "lr", "eval_loss", "eval_reward", "replicas_equal")
 CHECKPOINTS = "checkpoints"
 
 
@@ -123,6 +123,35 @@ def _latents(pipe: IPFVRPipeline, frames: torch.Tensor, generator: torch.Generat
     return z.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
 
 
+def _decode(pipe: IPFVRPipeline, latents: torch.Tensor) -> torch.Tensor:
+    """Frames (B*F, 3, H, W) in [0, 1] from latents (B, C, F, h, w), with gradients (the VAE stays frozen)."""
+    shift = pipe.vae.config.shift_factor or 0.0
+    z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / pipe.vae.config.scaling_factor + shift  # (B*F, C, h, w)
+    return (pipe.vae.decode(z.to(pipe.vae.dtype)).sample.float() / 2.0 + 0.5).clamp(0.0, 1.0)
+
+
+def _identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The frozen, differentiable identity network the feedback stage is rewarded by: the FaceNet port,
+    or a factory ``package.module:function`` returning a module that maps (N, 3, S, S) RGB in [0, 1]
+    to (N, E) unit vectors and has ``input_size`` (S)."""
+    import importlib
+
+    from ipfvr_core.identity_nets.facenet import load_facenet
+
+    if config.identity_network == "facenet":
+        network = load_facenet()
+    else:
+        module_name, _, function = config.identity_network.partition(":")
+        try:
+            network = getattr(importlib.import_module(module_name), function)()
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"cannot load {config.identity_network!r}: {exc}", field="identity_network") from exc
+        if not isinstance(network, nn.Module) or not isinstance(getattr(network, "input_size", None), int):
+            raise ConfigError(f"{config.identity_network!r} did not return a torch module with an input_size",
+                              field="identity_network")
+    return network.to(device).requires_grad_(False)
+
+
 def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion: bool,
                          whole_unet: bool = False) -> list[nn.Parameter]:
     """Freeze all but what the stage trains; returns those parameters (requires_grad set)."""
@@ -137,7 +166,7 @@ def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion
     return chosen + list(identity_encoder.parameters())
 
 
-def train_restore(config: RestoreTrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
+def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """Run (or resume) the stage; returns the trained weights folder (``output_dir/weights``)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -221,18 +250,65 @@ def train_restore(config: RestoreTrainConfig, *, on_log: Callable[[dict[str, Any
         target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
         return F.mse_loss(predicted.float(), target.float())
 
-    def evaluate() -> float:
+    judge = _identity_network(config, accelerator.device) if config.stage == "feedback" else None
+
+    def feedback_of(batch: dict[str, torch.Tensor], generator: torch.Generator,
+                    step_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, reward R) of identity feedback learning on ``batch`` (module docstring of config)."""
+        from diffusers import DDIMScheduler
+
+        from ipfvr_core.diffusion.feedback import suffix_weighted_reward
+
+        assert judge is not None
+        batch_size = batch["hq"].shape[0]
+        with torch.no_grad():
+            lq_latents = _latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
+            reference = judge(F.interpolate(batch["reference"].to(lq_latents.device), size=judge.input_size,
+                                            mode="bilinear", align_corners=False))  # (B, E)
+        sampler = DDIMScheduler.from_config(pipe.scheduler.config)
+        sampler.set_timesteps(config.feedback_steps)
+        latents = torch.randn(lq_latents.shape, generator=generator).to(lq_latents) * sampler.init_noise_sigma
+        low, high = config.feedback_window
+        k = step_index if step_index is not None else int(torch.randint(low, high + 1, (1,), generator=generator))
+        text = prompt_text.expand(batch_size, -1, -1).to(lq_latents.device)  # (B, L, D)
+        embedding = batch["id_embedding"].to(lq_latents.device)
+        keep = torch.ones(batch_size, device=lq_latents.device)
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            model_input = torch.cat([sampler.scale_model_input(x, t), lq_latents], dim=1)  # (B, 2C, F, h, w)
+            return model(model_input, t.expand(batch_size).to(x.device), text, embedding, keep)
+
+        with torch.no_grad():  # 1. roll out to step k without gradients
+            for t in sampler.timesteps[:k]:
+                latents = sampler.step(predict(latents, t), t, latents).prev_sample
+        t = sampler.timesteps[k]  # 2. one step with gradients, to x0
+        x0 = sampler.step(predict(latents, t), t, latents).pred_original_sample  # (B, C, F, h, w)
+        frames = _decode(pipe, x0)  # (B*F, 3, H, W) in [0, 1], differentiable
+        faces = F.interpolate(frames, size=judge.input_size, mode="bilinear", align_corners=False)
+        embeddings = judge(faces.float()).unflatten(0, (batch_size, x0.shape[2]))  # (B, F, E)
+        similarity = (embeddings * reference[:, None]).sum(dim=-1)  # (B, F) cosines (unit vectors)
+        reward = torch.stack([suffix_weighted_reward(s) for s in similarity]).mean()  # 3. suffix-weighted
+        loss = config.identity_loss_weight * (1.0 - reward)
+        if config.diffusion_loss_weight:
+            loss = loss + config.diffusion_loss_weight * loss_of(batch, generator, drop=True)
+        return loss, reward
+
+    def evaluate() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            loss = loss_of(eval_batch, _generator(config.seed, "eval"), drop=False)
+            result = {"eval_loss": float(loss_of(eval_batch, _generator(config.seed, "eval"), drop=False))}
+            if judge is not None:
+                step_index = sum(config.feedback_window) // 2
+                _, reward = feedback_of(eval_batch, _generator(config.seed, "eval-feedback"), step_index)
+                result["eval_reward"] = float(reward)
         model.train()
-        return float(loss)
+        return result
 
     # 3. Loop: micro-batches, optimizer steps, logs, evaluations, checkpoints
     batches_per_epoch = len(loader)
     if progress.step == 0:  # where the curve starts
-        start = {"step": 0, "epoch": 0, "eval_loss": evaluate()}
-        accelerator.log({"eval_loss": start["eval_loss"]}, step=0)
+        start: dict[str, Any] = {"step": 0, "epoch": 0, **evaluate()}
+        accelerator.log({k: v for k, v in start.items() if k.startswith("eval")}, step=0)
         if log is not None:
             log.write(start)
         if on_log is not None and accelerator.is_main_process:
@@ -245,8 +321,12 @@ def train_restore(config: RestoreTrainConfig, *, on_log: Callable[[dict[str, Any
         skip = progress.batches % batches_per_epoch
         for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
             generator = _generator(config.seed, accelerator.process_index, progress.batches)
+            reward = None
             with accelerator.accumulate(model):
-                loss = loss_of(batch, generator, drop=True)
+                if config.stage == "feedback":
+                    loss, reward = feedback_of(batch, generator)
+                else:
+                    loss = loss_of(batch, generator, drop=True)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -262,12 +342,14 @@ def train_restore(config: RestoreTrainConfig, *, on_log: Callable[[dict[str, Any
             row: dict[str, Any] = {"step": progress.step, "epoch": epoch,
                                    "loss": float(accelerator.reduce(loss.detach(), reduction="mean")),
                                    "lr": lr_schedule.get_last_lr()[0]}
+            if reward is not None:
+                row["reward"] = float(accelerator.reduce(reward.detach(), reduction="mean"))
             if config.verify_replicas_every and progress.step % config.verify_replicas_every == 0:
                 sums = torch.stack([p.detach().double().sum() for p in params])[None]  # (1, P)
                 gathered = accelerator.gather(sums.to(accelerator.device))  # (processes, P)
                 row["replicas_equal"] = int(bool((gathered == gathered[0]).all()))
             if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
-                row["eval_loss"] = evaluate()
+                row.update(evaluate())
             if progress.step % config.log_every == 0 or "eval_loss" in row or "replicas_equal" in row:
                 accelerator.log({k: v for k, v in row.items() if k != "step"}, step=progress.step)
                 if log is not None:
@@ -293,7 +375,7 @@ def train_restore(config: RestoreTrainConfig, *, on_log: Callable[[dict[str, Any
     return weights
 
 
-def _save_weights(pipe: IPFVRPipeline, config: RestoreTrainConfig, weights: Path) -> None:
+def _save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> None:
     """``ipfvr/`` from the trained modules; stock components stay where they are (absolute folders)."""
     source = Path(config.weights).resolve()
     folders = {name: str(component_path(source, getattr(pipe.ipfvr_config, name)).resolve())
