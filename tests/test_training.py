@@ -108,6 +108,19 @@ def test_prepare_writes_indexed_webdataset_shards_and_a_manifest(prepared: Path,
     assert json.loads(r.stdout) == {"clips": 0, "images": 0, "rejected": {"face_size": astronaut_clips}}
 
 
+def test_prepare_turns_photos_into_identity_images(tmp_path: Path, astronaut_png: Path, insightface_t1: Path) -> None:
+    out = tmp_path / "photos"
+    r = ipfvr("data", "prepare", astronaut_png, insightface_t1, out, *PREPARE)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sources"]["astronaut.png"] == {"kind": "image", "faces": 1, "images": 1}
+    assert manifest["sources"]["t1.jpg"]["images"] == manifest["sources"]["t1.jpg"]["faces"] >= 4
+    refs = read_index(out, "images")
+    assert len(refs) == manifest["images"] and manifest["clips"] == 0
+    metadata, frames = read_sample(refs[0])
+    assert metadata["kind"] == "image" and len(frames) == 1 and frames[0].shape == (64, 64, 3)
+
+
 # ---------------------------------------------------------------------------------------------- the restore stage
 @pytest.mark.slow
 def test_restore_stage_overfits_and_its_output_restores_carphone(

@@ -12,7 +12,8 @@ Filters (each recorded in the manifest with what it removed):
 * sharpness: the mean variance of the Laplacian of the aligned grey crops, per 512 px of side, at
   least ``min_sharpness``;
 * identity consistency: every frame's embedding within ``max_identity_spread`` (the analyzer's
-  own distance) of the track's mean embedding, so a clip never mixes two people.
+  own distance) of the track's mean embedding, so a clip never mixes two people;
+* photos: only confident detections (the analyzer's ``confident_score``).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def prepare_dataset(
         images.close()
     manifest.clips, manifest.images = clips.samples, images.samples
     manifest.clip_shards, manifest.image_shards = clips.shards, images.shards
-    manifest.rejected = dict(sorted(rejected.items()))
+    manifest.rejected = {name: count for name, count in sorted(rejected.items()) if count}
     manifest.write(out_dir)
     return manifest
 
@@ -228,7 +229,9 @@ def _clip_starts(track: Track, config: PrepareConfig) -> list[int]:
 def _prepare_image(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, writer: ShardWriter,
                    rejected: Counter[str]) -> dict[str, Any]:
     image = read_image(path)
-    faces = analyzer.detect(image)
+    detected = analyzer.detect(image)
+    faces = [f for f in detected if f.score >= analyzer.confident_score]  # a photo's false positives stay out
+    rejected["low_score"] += len(detected) - len(faces)
     if not faces:
         rejected["no_face"] += 1
         return {"kind": "image", "faces": 0, "images": 0}
