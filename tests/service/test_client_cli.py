@@ -133,10 +133,13 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
     port = free_port()
     prefix = redis_prefix()
     env = {**stack.stack.env, "IPFVR_RESTORER": DOUBLE}
+    # As from a terminal: Ctrl-C's signal at its default. A suite started in the background by a shell
+    # without job control inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
     dev = subprocess.Popen(
         [sys.executable, "-m", "ipfvr", "dev", "--port", str(port), "--data-dir", str(tmp_path / "dev"),
          "--key-prefix", prefix, "--redis-db", str(db), "--engine", "baseline"],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines: list[str] = []
