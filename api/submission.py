@@ -167,26 +167,31 @@ class Submission:
             except ValidationError as exc:
                 raise invalid(exc, "options") from exc
             request_fingerprint = multipart_fingerprint(options, form)
-            if (replayed := await self.replay(tenant, idempotency_key, request_fingerprint)) is not None:
-                await to_thread.run_sync(storage.delete, form.object_keys())
-                return replayed
-            engine = await to_thread.run_sync(self.check_options, options)
-            if form.video is None:
-                raise InvalidRequest("a video file is required", field="video", code="missing_field")
-            if not form.references:
-                raise InvalidRequest("at least one reference image is required", field="reference",
-                                     code="missing_field")
-            inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
-                               names=[form.video.filename, *(r.filename for r in form.references)])
-            submitted = await to_thread.run_sync(
-                self._create, tenant, job_id, options, engine, inputs, idempotency_key, request_fingerprint, []
-            )
+            replayed = await self.replay(tenant, idempotency_key, request_fingerprint)
+            if replayed is not None:
+                submitted = replayed
+            else:
+                submitted = await self._create_from_form(tenant, job_id, options, form, idempotency_key,
+                                                         request_fingerprint)
         except BaseException:
             await to_thread.run_sync(storage.delete, form.object_keys())
             raise
-        if submitted.replayed:  # a concurrent request with the same key won: drop our copy
+        if submitted.replayed:  # an earlier or concurrent request with the same key made the job: drop our copy
             await to_thread.run_sync(storage.delete, form.object_keys())
         return submitted
+
+    async def _create_from_form(self, tenant: str, job_id: str, options: JobOptions, form: JobForm,
+                                idempotency_key: str | None, request_fingerprint: str) -> Submitted:
+        engine = await to_thread.run_sync(self.check_options, options)
+        if form.video is None:
+            raise InvalidRequest("a video file is required", field="video", code="missing_field")
+        if not form.references:
+            raise InvalidRequest("at least one reference image is required", field="reference", code="missing_field")
+        inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
+                           names=[form.video.filename, *(r.filename for r in form.references)])
+        return await to_thread.run_sync(
+            self._create, tenant, job_id, options, engine, inputs, idempotency_key, request_fingerprint, []
+        )
 
     # ------------------------------------------------------------------ JSON (presigned uploads)
     async def from_json(self, body: bytes, tenant: str, idempotency_key: str | None) -> Submitted:

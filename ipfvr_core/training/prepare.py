@@ -240,14 +240,15 @@ def _prepare_image(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, wr
         analyzer.embed(image, face)
         affine = estimate_affine(face.kps, config.resolution)
         crop = warp_face(image, affine, config.resolution)
-        if config.min_face_px and native_size(affine, config.resolution) < config.min_face_px:
+        face_px = native_size(affine, config.resolution)
+        if config.min_face_px and face_px < config.min_face_px:
             rejected["face_size"] += 1
             continue
         if sharpness(crop) < config.min_sharpness:
             rejected["sharpness"] += 1
             continue
         metadata = {"kind": "image", "source": path.name, "face": number,
-                    "native_face_px": [native_size(affine, config.resolution)],
+                    "native_face_px": [face_px],
                     "embeddings": [np.asarray(face.embedding, np.float32).round(6).tolist()]}
         writer.write(f"{_slug(path)}_face{number:02d}", metadata, [crop])
         written += 1

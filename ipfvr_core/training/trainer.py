@@ -240,9 +240,10 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         noisy = noise_scheduler.add_noise(latents, noise, timesteps.to(latents.device))
         draws = torch.rand(batch_size, generator=generator) if drop else torch.ones(batch_size)  # (B,)
         p_id, p_text, p_both = config.p_drop_identity, config.p_drop_text, config.p_drop_both
-        drop_identity = (draws < p_id) | ((draws >= p_id + p_text) & (draws < p_id + p_text + p_both))
-        drop_text = draws >= p_id
-        drop_text &= draws < p_id + p_text + p_both
+        # draws in [0, p_id): identity only; [p_id, p_id+p_text): text only; then p_both: both
+        drop_both = (draws >= p_id + p_text) & (draws < p_id + p_text + p_both)
+        drop_identity = (draws < p_id) | drop_both
+        drop_text = ((draws >= p_id) & (draws < p_id + p_text)) | drop_both
         text = torch.where(drop_text[:, None, None], empty_text, prompt_text)  # (B, L, D)
         model_input = torch.cat([noisy, lq_latents], dim=1)  # (B, 2C, F, h, w)
         predicted = model(model_input, timesteps.to(latents.device), text.to(latents.device),
@@ -304,15 +305,17 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         model.train()
         return result
 
+    def emit(row: dict[str, Any]) -> None:
+        accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+        if log is not None:
+            log.write(row)
+        if on_log is not None and accelerator.is_main_process:
+            on_log(row)
+
     # 3. Loop: micro-batches, optimizer steps, logs, evaluations, checkpoints
     batches_per_epoch = len(loader)
     if progress.step == 0:  # where the curve starts
-        start: dict[str, Any] = {"step": 0, "epoch": 0, **evaluate()}
-        accelerator.log({k: v for k, v in start.items() if k.startswith("eval")}, step=0)
-        if log is not None:
-            log.write(start)
-        if on_log is not None and accelerator.is_main_process:
-            on_log(start)
+        emit({"step": 0, "epoch": 0, **evaluate()})
     model.train()
     while progress.step < config.max_steps:
         epoch = progress.batches // batches_per_epoch
@@ -351,11 +354,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
                 row.update(evaluate())
             if progress.step % config.log_every == 0 or "eval_loss" in row or "replicas_equal" in row:
-                accelerator.log({k: v for k, v in row.items() if k != "step"}, step=progress.step)
-                if log is not None:
-                    log.write(row)
-                if on_log is not None and accelerator.is_main_process:
-                    on_log(row)
+                emit(row)
             if progress.step % config.checkpoint_every == 0:
                 _checkpoint(accelerator, output, progress.step, config.keep_checkpoints)
             if progress.step >= config.max_steps:
