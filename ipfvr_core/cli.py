@@ -57,6 +57,9 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
                    help="ignore face tracks whose best detection scores below this (centerface: 0-1, clean faces "
                         "0.8+; dlib HOG: 0 is its decision boundary; the default keeps weak detections, which "
                         "degraded video needs)")
+    p.add_argument("--identity", metavar="NAME",
+                   help="the person's trained identity module (ipfvr engine: the LoRA <weights>/loras/NAME, "
+                        "from ipfvr identities train)")
     p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
     p.add_argument("--negative-prompt", help="extra negative stream (ipfvr engine)")
     p.add_argument("--guidance", type=float,
@@ -160,6 +163,7 @@ def _options(args: argparse.Namespace, compare: Path | None):
         min_track_score=getattr(args, "min_face_score", None),
         upscale=getattr(args, "upscale", 1),
         background=getattr(args, "background", "realesrgan"),
+        identity=getattr(args, "identity", None),
     )
     options.validate()  # a bad option is refused before any model loads
     return options

@@ -73,6 +73,7 @@ class RestoreOptions:
     seed: int | None = None  # makes stochastic engines reproducible
     upscale: int = 1  # output size factor for the whole frame: 1, 2 or 4 (faces are pasted at that scale)
     background: str = "realesrgan"  # how the frame around the faces is upscaled: "realesrgan" (tiled) or "bicubic"
+    identity: str | None = None  # per-identity module to condition on (ipfvr: LoRA psi_id <lora_folder>/<name>)
 
     def validate(self) -> None:
         if self.faces not in ("target", "all"):
@@ -210,6 +211,7 @@ class Restorer:
         """
         options = options or RestoreOptions()
         options.validate()
+        self.engine.use_identity(options.identity)  # every job sets it: none stays from the previous job
         timer = _Timer()
         t_start = time.perf_counter()
         output_path = check_output_path(output_path, field="output")

@@ -43,6 +43,13 @@ def insightface_t1() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tom_hanks() -> Path:
+    spec = importlib.util.find_spec("insightface")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png"
+
+
+@pytest.fixture(scope="session")
 def astronaut_rgb() -> np.ndarray:
     from skimage import data
 

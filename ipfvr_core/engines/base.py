@@ -12,10 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ipfvr_core.errors import Canceled, InputError
+from ipfvr_core.errors import Canceled, ConfigError, InputError
 
 # progress(done_units, total_units) within the current push; units are engine-defined (steps or frames).
 ProgressFn = Callable[[int, int], None]
@@ -102,3 +103,20 @@ class Engine(ABC):
     def versions(self) -> dict[str, str]:
         """Engine name, weights identity and library versions, for the report."""
         return {"engine": self.name}
+
+    # Per-identity modules (IP-FVR's LoRA psi_id): engines that have none refuse a name.
+    identity_modules: bool = False  # whether use_identity/load_identity accept a name
+
+    def use_identity(self, name: str | None) -> None:
+        """Condition the next sessions on per-identity module ``name`` (None: none)."""
+        if name is not None:
+            raise ConfigError(f"the {self.name} engine has no per-identity modules (those are trained for "
+                              "the ipfvr engine)", field="identity")
+
+    def load_identity(self, name: str, path: str | Path) -> None:
+        """Load the per-identity module file ``path`` under ``name`` (the active one does not change)."""
+        raise ConfigError(f"the {self.name} engine has no per-identity modules", field="identity")
+
+    def unload_identity(self, name: str) -> None:
+        """Forget per-identity module ``name``."""
+        raise ConfigError(f"the {self.name} engine has no per-identity modules", field="identity")

@@ -90,6 +90,20 @@ class IPFVREngine(Engine):
             self.pipeline.load_lora(name, str(lora_path(self.weights_dir, self.config, name)))
         self.pipeline.set_lora(name)
 
+    identity_modules = True  # an identity is a LoRA psi_id
+
+    def use_identity(self, name: str | None) -> None:
+        try:
+            self.set_lora(name)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, field="identity", code=exc.code) from exc
+
+    def load_identity(self, name: str, path: str | Path) -> None:
+        self.pipeline.load_lora(name, str(path))
+
+    def unload_identity(self, name: str) -> None:
+        self.pipeline.unload_lora(name)
+
     def conditions_for(self, identity: IdentityCondition) -> SessionConditions:
         """The Face2Text sentence and the active negative streams for ``identity``."""
         celeba = None

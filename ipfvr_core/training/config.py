@@ -18,6 +18,8 @@ class TrainConfig(BaseModel):
     random late step, take one step with gradients to x0, decode it, and reward each frame's
     identity against the reference with a differentiable network, aggregated by suffix weighting;
     the loss is ``identity_loss_weight * (1 - R) + diffusion_loss_weight * L_diffusion``.
+    ``identity``: the per-identity LoRA psi_id alone, with the restore loss on one person's identity
+    images (``images-*.tar``, as still clips) and clips; written to ``output_dir/loras/<name>.safetensors``.
 
     Defaults follow the peers where they publish (``shared/research/models-training-eval.md``):
     AdamW at 1e-4 with a constant schedule (IP-Adapter, AnimateDiff), EMA 0.9999, 24-frame clips
@@ -27,7 +29,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["restore", "feedback"] = "restore"  # which stage this run trains
+    stage: Literal["restore", "feedback", "identity"] = "restore"  # which stage this run trains
     data: str  # folder written by `ipfvr data prepare` (clips-*.tar)
     weights: str  # weights folder to start from (`ipfvr weights init-tiny`, an SD-1.5 layout, a previous run)
     output_dir: str  # checkpoints/, logs/, train_log.csv and the trained weights/ go here
@@ -67,8 +69,21 @@ class TrainConfig(BaseModel):
     feedback_window: tuple[int, int] = (30, 39)  # the step taken with gradients is drawn from here (ReFL)
     identity_loss_weight: float = Field(1.0, ge=0)  # lambda_id of (1 - R)
     diffusion_loss_weight: float = Field(1.0, ge=0)  # weight of the restore loss kept alongside (0 = reward only)
+    # --- stage identity only ---
+    identity_name: str | None = None  # name of the LoRA psi_id trained (a file stem: letters, digits, '_', '.', '-')
 
     def checked(self) -> TrainConfig:
+        if self.stage == "identity":
+            from ipfvr_core.diffusion.lora import check_lora_name
+
+            if self.identity_name is None:
+                raise ConfigError("stage identity needs the LoRA's name", field="identity_name")
+            try:
+                check_lora_name(self.identity_name)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, field="identity_name") from exc
+            if self.train_unet or self.train_motion_modules:
+                raise ConfigError("stage identity trains the LoRA alone", field="train_unet")
         if self.p_drop_identity + self.p_drop_text + self.p_drop_both > 1:
             raise ConfigError("the three drop probabilities sum above 1", field="p_drop_both")
         low, high = self.feedback_window

@@ -2,7 +2,8 @@
 
 The degradation is drawn per sample and epoch from a seed (``ipfvr_core.degrade``, the same code
 as the evaluation suite), so a run is reproducible and a resumed run sees the same data. The
-reference is another frame of the same track (its embedding), chosen by the same seed.
+reference is another frame of the same track (its embedding), chosen by the same seed. An
+identity image (``images-*.tar``, one frame) becomes a still clip of the wanted length.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ class ClipDataset(Dataset[ClipSample]):
     """The clip samples of a prepared folder, cut or resized to ``frames`` x ``resolution``."""
 
     def __init__(self, folder: str, *, frames: int, resolution: int, degradation: DegradationConfig | str = "moderate",
-                 seed: int = 0) -> None:
-        self.refs: list[SampleRef] = read_index(folder, "clips")
+                 seed: int = 0, kinds: tuple[str, ...] = ("clips",)) -> None:
+        self.refs: list[SampleRef] = [ref for kind in kinds for ref in read_index(folder, kind)]
         if not self.refs:
-            raise InputError(f"no clip shards in {folder} (run ipfvr data prepare)", field="data", code="invalid_option")
+            raise InputError(f"no {' or '.join(kinds)} shards in {folder} (run ipfvr data prepare)", field="data",
+                             code="invalid_option")
         self.frames = frames
         self.resolution = resolution
         self.degradation = SEVERITIES[degradation] if isinstance(degradation, str) else degradation
@@ -56,6 +58,8 @@ class ClipDataset(Dataset[ClipSample]):
 
     def __getitem__(self, index: int) -> ClipSample:
         metadata, frames = read_sample(self.refs[index])
+        if metadata.get("kind") == "image":
+            frames = frames * self.frames  # a still clip
         if len(frames) < self.frames:
             raise InputError(f"{self.refs[index].key} has {len(frames)} frames, fewer than {self.frames}",
                              field="frames", code="invalid_option")

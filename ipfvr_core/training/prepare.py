@@ -255,5 +255,56 @@ def _prepare_image(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, wr
     return {"kind": "image", "faces": len(faces), "images": written}
 
 
+def prepare_identity(photos: Sequence[Path], out_dir: Path, analyzer: FaceAnalyzer, config: PrepareConfig,
+                     *, backend_name: str = "") -> Manifest:
+    """One person's photos into identity images (``images-*.tar``) for stage ``identity``.
+
+    Each photo gives its largest confident face. A photo is refused, by name, when it has no such
+    face, when that face is smaller than ``min_face_px``, or when it is of somebody else: farther
+    than the analyzer's match threshold from the mean of the other photos' faces.
+    """
+    config = config.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = []  # (path, image, face)
+    for index, path in enumerate(map(Path, photos)):
+        image = read_image(path)
+        faces = [f for f in analyzer.detect(image) if f.score >= analyzer.confident_score]
+        if not faces:
+            raise InputError(f"photo {index} ({path.name}) shows no face clearly enough", field="photos",
+                             code="no_face_in_reference")
+        face = max(faces, key=lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
+        analyzer.embed(image, face)
+        chosen.append((path, image, face))
+    embeddings = np.stack([np.asarray(face.embedding, np.float32) for _, _, face in chosen])  # (P, D)
+    if len(chosen) > 1:
+        for index, (path, _, _) in enumerate(chosen):
+            others = np.delete(embeddings, index, axis=0).mean(axis=0)  # (D,)
+            distance = analyzer.distance(embeddings[index], others)
+            if distance > analyzer.match_threshold:
+                raise InputError(f"photo {index} ({path.name}) shows another person than the others (distance "
+                                 f"{distance:.3f} > {analyzer.match_threshold})", field="photos",
+                                 code="invalid_reference")
+    manifest = Manifest(config=asdict(config), face_backend=backend_name, embedding_dim=analyzer.embedding_dim,
+                        metric=analyzer.metric)
+    images = ShardWriter(out_dir, "images", max_samples=config.shard_samples)
+    try:
+        for index, (path, image, face) in enumerate(chosen):
+            affine = estimate_affine(face.kps, config.resolution)
+            face_px = native_size(affine, config.resolution)
+            if config.min_face_px and face_px < config.min_face_px:
+                raise InputError(f"photo {index} ({path.name}): the face is {face_px} px, under {config.min_face_px:g}",
+                                 field="photos", code="invalid_reference")
+            metadata = {"kind": "image", "source": path.name, "face": 0, "native_face_px": [face_px],
+                        "embeddings": [embeddings[index].round(6).tolist()]}
+            images.write(f"photo{index:03d}_{_slug(path)}", metadata, [warp_face(image, affine, config.resolution)])
+            manifest.sources[path.name] = {"kind": "image", "faces": 1, "images": 1}
+    finally:
+        images.close()
+    manifest.images, manifest.image_shards = images.samples, images.shards
+    manifest.write(out_dir)
+    return manifest
+
+
 def _slug(path: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in path.stem)[:64] or "source"

@@ -1,10 +1,14 @@
-"""Stage ``restore``: the diffusion loss on (degraded, clean) clip pairs with the reference identity.
+"""The training stages: ``restore``, ``feedback`` (identity feedback learning) and ``identity`` (psi_id).
+
+Stage ``restore``: the diffusion loss on (degraded, clean) clip pairs with the reference identity.
 
 Runs under HF ``accelerate``: one process (CPU or GPU) as ``ipfvr train --config``, or DDP/FSDP on
 many GPUs and nodes as ``accelerate launch -m ipfvr_core.training --config``. Trained: the LQ input
 weights of ``conv_in`` (the stock input channels get no gradient), the identity encoder, every
 identity K/V (``to_k_id``/``to_v_id``) and optionally the motion modules. The VAE, the text encoder
-and the rest of the U-Net are frozen.
+and the rest of the U-Net are frozen. Stage ``feedback`` trains the same parameters with the ReFL
+loss (``feedback_of``). Stage ``identity`` trains one new LoRA psi_id and nothing else, with the
+restore loss on one person's identity images and clips.
 
 One step:
  1. VAE latents of the clean clip (sampled) and of the degraded clip (mode): (B, C, F, h, w).
@@ -38,6 +42,7 @@ from ipfvr_core.diffusion.attention_processor import configure_identity
 from ipfvr_core.diffusion.config import COMPONENT_FOLDER_FIELDS
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
+from ipfvr_core.diffusion.lora import LORA_SUFFIX, activate_identity_lora, add_identity_lora, save_identity_lora
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.weights import (
     RANDOM_WEIGHTS_MARKER,
@@ -45,6 +50,7 @@ from ipfvr_core.diffusion.weights import (
     load_pipeline,
     save_ipfvr_weights,
 )
+from ipfvr_core.engines.base import check_canceled
 from ipfvr_core.errors import ConfigError
 from ipfvr_core.training.config import TrainConfig
 from ipfvr_core.training.dataset import ClipDataset, collate
@@ -153,9 +159,17 @@ def _identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
 
 
 def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion: bool,
-                         whole_unet: bool = False) -> list[nn.Parameter]:
-    """Freeze all but what the stage trains; returns those parameters (requires_grad set)."""
+                         whole_unet: bool = False, lora: str | None = None) -> list[nn.Parameter]:
+    """Freeze all but what the stage trains; returns those parameters (requires_grad set).
+
+    ``lora``: the LoRA adapter of that name alone (stage identity)."""
     unet.requires_grad_(False)
+    if lora is not None:
+        identity_encoder.requires_grad_(False)
+        chosen = [p for n, p in unet.named_parameters() if "lora_" in n and f".{lora}." in n]
+        if not chosen:
+            raise ConfigError(f"LoRA {lora!r} has no parameters in this U-Net", field="identity_name")
+        return [p.requires_grad_(True) for p in chosen]
     identity_encoder.requires_grad_(True)
     chosen = []
     for name, parameter in unet.named_parameters():
@@ -166,8 +180,11 @@ def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion
     return chosen + list(identity_encoder.parameters())
 
 
-def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Run (or resume) the stage; returns the trained weights folder (``output_dir/weights``)."""
+def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None,
+          should_cancel: Callable[[], bool] | None = None) -> Path:
+    """Run (or resume) the stage; returns the trained weights folder (``output_dir/weights``), or for
+    stage identity the LoRA file (``output_dir/loras/<name>.safetensors``). ``should_cancel`` is asked
+    after every optimizer step (raises :class:`~ipfvr_core.errors.Canceled`)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     from diffusers import DDPMScheduler
@@ -188,11 +205,16 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     resolution = config.resolution or pipe.ipfvr_config.resolution
     unet, identity_encoder = pipe.unet, pipe.identity_encoder
     configure_identity(unet, num_tokens=identity_encoder.token_count(1), scale=config.identity_scale)
+    if config.stage == "identity":
+        assert config.identity_name is not None  # checked()
+        add_identity_lora(unet, config.identity_name, pipe.ipfvr_config)
+        activate_identity_lora(unet, config.identity_name)
     params = trainable_parameters(unet, identity_encoder, motion=config.train_motion_modules,
-                                  whole_unet=config.train_unet)
-    stock = torch.ones_like(unet.conv_in.weight)
-    stock[:, : pipe.latent_channels] = 0  # (C0, 2C, k, k): the stock input channels stay as released
-    unet.conv_in.weight.register_hook(lambda grad: grad * stock.to(grad))
+                                  whole_unet=config.train_unet, lora=config.identity_name)
+    if unet.conv_in.weight.requires_grad:
+        stock = torch.ones_like(unet.conv_in.weight)
+        stock[:, : pipe.latent_channels] = 0  # (C0, 2C, k, k): the stock input channels stay as released
+        unet.conv_in.weight.register_hook(lambda grad: grad * stock.to(grad))
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
@@ -205,8 +227,9 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     model = RestoreModel(unet, identity_encoder)
 
     # 2. Data, optimizer, schedule, EMA
+    kinds = ("images", "clips") if config.stage == "identity" else ("clips",)
     dataset = ClipDataset(config.data, frames=config.clip_frames, resolution=resolution,
-                          degradation=config.degradation, seed=config.seed)
+                          degradation=config.degradation, seed=config.seed, kinds=kinds)
     sampler = EpochShuffle(len(dataset), config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.num_workers, drop_last=True)
@@ -224,7 +247,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     if config.resume:
         accelerator.load_state(str(_resume_folder(output, config.resume)))
     if trackers:
-        accelerator.init_trackers("ipfvr-restore", config={k: v for k, v in config.model_dump().items()
+        accelerator.init_trackers(f"ipfvr-{config.stage}", config={k: v for k, v in config.model_dump().items()
                                                            if isinstance(v, (int, float, str, bool))})
     log = _CsvLog(output / LOG_FILE, append=bool(config.resume)) if accelerator.is_main_process else None
     eval_batch = collate([dataset[i] for i in range(min(config.eval_samples, len(dataset)))])
@@ -359,15 +382,22 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
                 _checkpoint(accelerator, output, progress.step, config.keep_checkpoints)
             if progress.step >= config.max_steps:
                 break
+            check_canceled(should_cancel)
 
     # 4. The trained weights (EMA weights when EMA is on), in the layout the engine reads
     accelerator.wait_for_everyone()
-    weights = output / "weights"
+    if config.stage == "identity":
+        weights = output / "loras" / f"{config.identity_name}{LORA_SUFFIX}"
+    else:
+        weights = output / "weights"
     if accelerator.is_main_process:
         if ema is not None:
             ema.store(params)
             ema.copy_to(params)
-        _save_weights(pipe, config, weights)
+        if config.stage == "identity":
+            save_identity_lora(accelerator.unwrap_model(model).unet, config.identity_name, weights)
+        else:
+            _save_weights(pipe, config, weights)
         if ema is not None:
             ema.restore(params)
     accelerator.end_training()
