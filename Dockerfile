@@ -52,7 +52,7 @@ RUN pip install . \
 USER 10001
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 CMD python -m worker.health
 # One process per GPU: prefork with one child, which loads the model once (worker_process_init).
-CMD ["sh", "-c", "exec celery -A worker.restore_worker worker -Q restore.${IPFVR_WORKER_ENGINE} --pool prefork --concurrency 1 --hostname restore@%h --without-gossip --without-mingle --loglevel INFO"]
+CMD ["sh", "-c", "exec celery -A worker.restore_worker worker -Q restore.${IPFVR_WORKER_ENGINE},train.${IPFVR_WORKER_ENGINE} --pool prefork --concurrency 1 --hostname restore@%h --without-gossip --without-mingle --loglevel INFO"]
 
 # ------------------------------------------------------------------------------------------------ worker (CPU)
 FROM ${PYTHON_IMAGE} AS worker-cpu
@@ -73,4 +73,4 @@ RUN pip install . \
  && useradd --uid 10001 --create-home ipfvr && mkdir -p /tmp/ipfvr-work && chown 10001 /tmp/ipfvr-work
 USER 10001
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 CMD python -m worker.health
-CMD ["sh", "-c", "exec celery -A worker.restore_worker worker -Q restore.${IPFVR_WORKER_ENGINE} --pool prefork --concurrency 1 --hostname restore@%h --without-gossip --without-mingle --loglevel INFO"]
+CMD ["sh", "-c", "exec celery -A worker.restore_worker worker -Q restore.${IPFVR_WORKER_ENGINE},train.${IPFVR_WORKER_ENGINE} --pool prefork --concurrency 1 --hostname restore@%h --without-gossip --without-mingle --loglevel INFO"]

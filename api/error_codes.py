@@ -26,11 +26,13 @@ CODES: dict[str, ErrorCode] = {
     "bad_request": ErrorCode(400, "the body cannot be parsed"),
     "unauthorized": ErrorCode(401, "no API key, or an unknown one"),
     "not_found": ErrorCode(404, "no such job for this API key (another tenant's job is not found either)"),
+    "identity_not_found": ErrorCode(404, "no such identity for this API key (another tenant's is not found either)"),
     "method_not_allowed": ErrorCode(405, "the path exists, the method does not"),
     # 409-410: the resource's state
     "conflict": ErrorCode(409, "the job changed while the request was handled; retry"),
     "job_not_terminal": ErrorCode(409, "the job is still queued or running; cancel it and wait until it ends"),
     "upload_unavailable": ErrorCode(409, "the upload was not issued to this API key, or another job uses it"),
+    "identity_not_ready": ErrorCode(409, "the identity named in the job has not finished training, or failed"),
     "job_deleted": ErrorCode(410, "the job was deleted; only its tombstone is left"),
     # 413: sizes
     "payload_too_large": ErrorCode(413, "the request body, or its options field, is larger than the limit"),
@@ -60,6 +62,7 @@ CODES: dict[str, ErrorCode] = {
     # 429: quotas
     "rate_limited": ErrorCode(429, "the API key spent its request budget; wait Retry-After seconds"),
     "too_many_queued_jobs": ErrorCode(429, "the API key already has the most queued jobs allowed"),
+    "too_many_identities": ErrorCode(429, "the API key already keeps the most identities allowed; delete one"),
     # 500, 503: the service
     "internal_error": ErrorCode(500, "a bug; the request was logged"),
     "service_unavailable": ErrorCode(503, "the broker refused the job; submit it again"),

@@ -14,7 +14,7 @@ from api import errors, openapi
 from api.access_log import AccessLogMiddleware
 from api.body_limit import BodyLimitMiddleware
 from api.observability import HttpMetricsMiddleware, build_registry
-from api.routes import docs, health, jobs, uploads, webhooks
+from api.routes import docs, health, identities, jobs, uploads, webhooks
 from api.services import Services
 from jobs.logging import configure_logging
 from jobs.settings import Settings, get_settings
@@ -26,7 +26,7 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are always
 `{"error": {"code", "message", "field"?}}` with stable codes.
 """
 TITLE, VERSION = "IP-FVR job service", "1"
-ROUTERS = (jobs.router, uploads.router, webhooks.router, health.router)
+ROUTERS = (jobs.router, identities.router, uploads.router, webhooks.router, health.router)
 
 
 def api_document() -> dict[str, Any]:
@@ -67,10 +67,13 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
 
     def limit_for(scope: Scope) -> int:
         """Only a multipart job request may be large; every other body is JSON."""
-        is_create = scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs"
+        path = scope["path"].rstrip("/")
         content_type = Headers(scope=scope).get("content-type", "")
-        if is_create and content_type.startswith("multipart/form-data"):
-            return settings.max_request_bytes
+        if scope["method"] == "POST" and content_type.startswith("multipart/form-data"):
+            if path == "/v1/jobs":
+                return settings.max_request_bytes
+            if path == "/v1/identities":
+                return settings.max_identity_request_bytes
         return settings.max_json_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)

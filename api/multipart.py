@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from anyio import to_thread
@@ -198,9 +199,11 @@ def boundary_of(content_type: str) -> bytes:
 
 
 async def receive_job_form(
-    request: Request, *, storage: Storage, settings: Settings, tenant: str, job_id: str
+    request: Request, *, storage: Storage, settings: Settings, tenant: str, job_id: str,
+    key_of: Callable[[str], str] | None = None, max_references: int | None = None,
 ) -> JobForm:
-    """Parse the request body, streaming files into ``inputs/{tenant}/{job_id}/``."""
+    """Parse the request body, streaming files into ``inputs/{tenant}/{job_id}/`` (or ``key_of(name)``,
+    name = ``video`` or ``reference-<i>``)."""
     events = _Events()
     parser = MultipartParser(boundary_of(request.headers.get("content-type", "")), events.callbacks())
     form = JobForm()
@@ -219,7 +222,9 @@ async def receive_job_form(
             items, events.items = events.items, []
             for kind, data in items:
                 if kind == "headers":
-                    sink = _open_sink(data, form, storage, settings, limits, tenant, job_id)
+                    sink = _open_sink(data, form, storage, settings, limits,
+                                      key_of or (lambda name: input_key(tenant, job_id, name)),
+                                      max_references or settings.max_references)
                 elif kind == "data" and sink is not None:
                     await sink.feed(data)
                 elif kind == "end" and sink is not None:
@@ -257,8 +262,8 @@ def display_name(raw: str) -> str:
 
 
 def _open_sink(
-    disposition: bytes, form: JobForm, storage: Storage, settings: Settings, limits: MediaLimits, tenant: str,
-    job_id: str,
+    disposition: bytes, form: JobForm, storage: Storage, settings: Settings, limits: MediaLimits,
+    key_of: Callable[[str], str], max_references: int,
 ) -> _FileSink | _TextSink:
     _, params = parse_options_header(disposition)
     name = params.get(b"name", b"").decode("utf-8", errors="replace")
@@ -266,14 +271,14 @@ def _open_sink(
     if name == "video":
         if form.video is not None:
             raise InvalidRequest("send one video", field="video", code="duplicate_field")
-        return _FileSink(storage, input_key(tenant, job_id, "video"), "video", Kind.VIDEO, settings.max_video_bytes,
+        return _FileSink(storage, key_of("video"), "video", Kind.VIDEO, settings.max_video_bytes,
                          limits, filename)
     if name == "reference":
         index = len(form.references)
-        if index >= settings.max_references:
-            raise InvalidRequest(f"send at most {settings.max_references} references", field="reference",
+        if index >= max_references:
+            raise InvalidRequest(f"send at most {max_references} references", field="reference",
                                  code="too_many_references")
-        return _FileSink(storage, input_key(tenant, job_id, f"reference-{index}"), f"reference[{index}]",
+        return _FileSink(storage, key_of(f"reference-{index}"), f"reference[{index}]",
                          Kind.IMAGE, settings.max_reference_bytes, limits, filename)
     if name == "options":
         if form.options is not None:

@@ -24,7 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute
 
 from api.error_codes import AUTHENTICATED, CODES, DECLARED, WITH_BODY
-from api.schemas import JobCreate
+from api.schemas import IdentityCreate, JobCreate
 from jobs.schemas import JobOptions
 
 CREATE_JOB_BODY: dict[str, Any] = {
@@ -34,12 +34,13 @@ CREATE_JOB_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["video", "reference"],
+                    "required": ["video"],
                     "properties": {
                         "video": {"type": "string", "format": "binary",
                                   "description": "the video to restore: MP4, MOV, MKV or WebM"},
                         "reference": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                      "description": "one or more photos of the person: PNG, JPEG or WebP"},
+                                      "description": "one or more photos of the person: PNG, JPEG or WebP "
+                                                     "(optional when options name an `identity`)"},
                         "options": {"type": "string", "contentMediaType": "application/json",
                                     "contentSchema": {"$ref": "#/components/schemas/JobOptions"},
                                     "description": "JobOptions as JSON text"},
@@ -48,6 +49,29 @@ CREATE_JOB_BODY: dict[str, Any] = {
                 "encoding": {"options": {"contentType": "application/json"}},
             },
             "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
+        },
+    }
+}
+
+CREATE_IDENTITY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["reference", "options"],
+                    "properties": {
+                        "reference": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                      "description": "photos of one person: PNG, JPEG or WebP (the largest face "
+                                                     "of each)"},
+                        "options": {"type": "string", "contentMediaType": "application/json",
+                                    "contentSchema": {"$ref": "#/components/schemas/IdentityCreate"},
+                                    "description": "IdentityCreate as JSON text"},
+                    },
+                },
+                "encoding": {"options": {"contentType": "application/json"}},
+            },
         },
     }
 }
@@ -112,7 +136,7 @@ def declare_errors(schema: dict[str, Any]) -> None:
 def build(routes: list[BaseRoute], *, title: str, version: str, description: str) -> dict[str, Any]:
     schema = get_openapi(title=title, version=version, description=description, routes=routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (JobCreate, JobOptions):
+    for model in (JobCreate, JobOptions, IdentityCreate):
         extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, definition in extra.pop("$defs", {}).items():
             components.setdefault(name, definition)

@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.schemas import JobOptions, JobPublic, JobsPublic
+from jobs.schemas import ErrorPublic, JobOptions, JobPublic, JobsPublic
 
 __all__ = [
-    "Health", "JobCreate", "JobInputsCreate", "JobOptions", "JobPublic", "JobsPublic", "Readiness", "UploadCreate",
-    "UploadPublic", "WebhookSecretPublic",
+    "Health", "IdentitiesPublic", "IdentityCreate", "IdentityPublic", "JobCreate", "JobInputsCreate", "JobOptions",
+    "JobPublic", "JobsPublic", "Readiness", "UploadCreate", "UploadPublic", "WebhookSecretPublic",
 ]
 
 
@@ -23,7 +23,8 @@ class JobInputsCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     video: str = Field(description="upload id of the video (from POST /v1/uploads)", pattern=r"^upl_")
-    references: list[str] = Field(min_length=1, description="upload ids of the reference images")
+    references: list[str] = Field(default_factory=list,
+                                  description="upload ids of the reference images (at least one unless `identity`)")
 
 
 class JobCreate(JobOptions):
@@ -62,3 +63,39 @@ class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     checks: dict[str, str]
     workers: dict[str, int] = Field(description="worker processes by state (informational)")
+
+
+class IdentityCreate(BaseModel):
+    """The ``options`` field (JSON) of ``POST /v1/identities``; the photos come as ``reference`` files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120, description="your label for the person (not unique)")
+    engine: str | None = Field(None, description="engine whose per-identity module is trained; default: the "
+                                                  "service's default engine")
+
+
+class IdentityUrls(BaseModel):
+    get: str
+
+
+class IdentityPublic(BaseModel):
+    """An identity as clients see it."""
+
+    id: str
+    object: Literal["identity"] = "identity"
+    name: str
+    engine: str
+    status: Literal["queued", "training", "ready", "failed"] = Field(description="ready: jobs may name it")
+    photos: int = Field(description="photos uploaded")
+    photo_names: list[str] = Field(description="the photos' file names as uploaded")
+    module: bool = Field(description="whether the engine has a per-identity module for it (ipfvr: a LoRA)")
+    summary: dict[str, object] = Field(default_factory=dict, description="what training reported")
+    created_at: datetime
+    completed_at: datetime | None = None
+    error: ErrorPublic | None = None
+    urls: IdentityUrls
+
+
+class IdentitiesPublic(BaseModel):
+    data: list[IdentityPublic]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.broker import Dispatcher, create_celery
+from jobs.identities import IdentityStore
 from jobs.media_checks import MediaLimits
 from jobs.ratelimit import TokenBucket
 from jobs.settings import Settings
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     redis: redis.Redis
     store: JobStore
+    identities: IdentityStore
     storage: Storage
     tenants: Tenants
     workers: WorkerRegistry
@@ -41,6 +43,7 @@ class Services:
             settings=settings,
             redis=client,
             store=JobStore(client, settings.key_prefix),
+            identities=IdentityStore(client, settings.key_prefix),
             storage=storage,
             tenants=Tenants(client, settings.key_prefix, settings.effective_secret_key),
             workers=WorkerRegistry(client, settings.key_prefix),

@@ -31,7 +31,8 @@ from starlette.requests import Request
 from api.multipart import JobForm, receive_job_form
 from api.schemas import JobCreate
 from api.services import Services
-from jobs.errors import InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
+from jobs.errors import Conflict, InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
+from jobs.identities import IdentityStatus
 from jobs.ids import UPLOAD_ID, new_job_id
 from jobs.media_checks import check_upload
 from jobs.media_header import HEAD_BYTES, TAIL_BYTES
@@ -97,8 +98,8 @@ class Submission:
         if queued >= self.settings.max_queued_per_tenant:
             raise TooManyJobs(f"the tenant already has {queued} queued jobs; wait for some to start")
 
-    def check_options(self, options: JobOptions) -> str:
-        """Validate what pydantic cannot (engine, webhook target); returns the engine.
+    def check_options(self, options: JobOptions, tenant: str) -> str:
+        """Validate what pydantic cannot (engine, webhook target, identity); returns the engine.
 
         The webhook's host is resolved and every address checked now (blocking DNS: call it in a
         thread); the worker checks again at each delivery, so a name that later resolves elsewhere
@@ -110,6 +111,14 @@ class Submission:
                                  field="options.engine", code="invalid_option")
         if options.webhook is not None:
             self.services.webhook_policy.resolve(str(options.webhook), field="options.webhook")
+        if options.identity is not None:
+            identity = self.services.identities.get(options.identity)
+            if identity is None or identity.tenant != tenant:
+                raise InvalidRequest(f"no identity {options.identity!r}", field="options.identity",
+                                     code="identity_not_found")
+            if identity.status is not IdentityStatus.READY:
+                raise Conflict(f"identity {options.identity} is {identity.status}, not ready",
+                               field="options.identity", code="identity_not_ready")
         return engine
 
     def _create(
@@ -182,10 +191,10 @@ class Submission:
 
     async def _create_from_form(self, tenant: str, job_id: str, options: JobOptions, form: JobForm,
                                 idempotency_key: str | None, request_fingerprint: str) -> Submitted:
-        engine = await to_thread.run_sync(self.check_options, options)
+        engine = await to_thread.run_sync(self.check_options, options, tenant)
         if form.video is None:
             raise InvalidRequest("a video file is required", field="video", code="missing_field")
-        if not form.references:
+        if not form.references and options.identity is None:
             raise InvalidRequest("at least one reference image is required", field="reference", code="missing_field")
         inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
                            names=[form.video.filename, *(r.filename for r in form.references)])
@@ -203,7 +212,10 @@ class Submission:
         # before the upload checks: a replay's uploads belong to its job, and may be gone with its files
         if (replayed := await self.replay(tenant, idempotency_key, request_fingerprint)) is not None:
             return replayed
-        engine = await to_thread.run_sync(self.check_options, request)
+        engine = await to_thread.run_sync(self.check_options, request, tenant)
+        if not request.inputs.references and request.identity is None:
+            raise InvalidRequest("at least one reference upload is required (or an identity)",
+                                 field="inputs.references", code="missing_field")
         uploads = [request.inputs.video, *request.inputs.references]
         if len(request.inputs.references) > self.settings.max_references:
             raise InvalidRequest(f"send at most {self.settings.max_references} references",

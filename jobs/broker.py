@@ -20,6 +20,7 @@ from jobs.settings import Settings
 log = logging.getLogger(__name__)
 
 RESTORE_TASK = "ipfvr.restore"
+TRAIN_IDENTITY_TASK = "ipfvr.train_identity"
 DELIVER_WEBHOOK_TASK = "ipfvr.deliver_webhook"
 DISPATCH_WEBHOOKS_TASK = "ipfvr.dispatch_webhooks"
 SWEEP_TASK = "ipfvr.sweep"
@@ -77,6 +78,11 @@ class Dispatcher:
     def restore(self, job_id: str, engine: str) -> None:
         """Queue a job on its engine's queue; the task id is the job id (revoke targets it)."""
         self.app.send_task(RESTORE_TASK, args=[job_id], task_id=job_id, queue=self.settings.queue_for(engine))
+
+    def train_identity(self, identity_id: str, engine: str) -> None:
+        """Queue an identity's training on its engine's train queue; the task id is the identity id."""
+        self.app.send_task(TRAIN_IDENTITY_TASK, args=[identity_id], task_id=identity_id,
+                           queue=self.settings.train_queue_for(engine))
 
     def webhook(self, delivery_id: str | None) -> None:
         """Queue the first attempt of a webhook delivery recorded by a transition (None: nothing).

@@ -216,7 +216,7 @@ class Stack:
 
     def start_restore_worker(self, name: str, *, engine: str = "reference", extra_env: dict[str, str] | None = None
                              ) -> Child:
-        argv = [sys.executable, "-m", "celery", "-A", "worker.restore_worker", "worker", "-Q", f"restore.{engine}",
+        argv = [sys.executable, "-m", "celery", "-A", "worker.restore_worker", "worker", "-Q", f"restore.{engine},train.{engine}",
                 "--pool", "prefork", "--concurrency", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle"]
         return self._start(name, argv, extra_env)

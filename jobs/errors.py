@@ -74,6 +74,12 @@ class TooManyJobs(ServiceError):
     code = "too_many_queued_jobs"
 
 
+class TooManyIdentities(ServiceError):
+    """The tenant already keeps the maximum number of identities."""
+
+    code = "too_many_identities"
+
+
 class Unavailable(ServiceError):
     """A dependency (Redis, S3, the broker) cannot be reached."""
 

@@ -18,6 +18,8 @@ P:idem:{tenant}:{sha256(key)}          string  Idempotency-Key -> "{job id} {req
 P:uploads                              zset    "{tenant}/{upload id}" of unused uploads, by time
 P:wh:{delivery id}                     hash    one webhook delivery (stable webhook-id)
 P:wh:due                               zset    pending deliveries scored by next attempt time
+P:idt:{id}                             hash    an identity (jobs/identities.py)
+P:t:{tenant}:idts                      zset    the tenant's identities, all score 0 (lex = time order)
 P:tenant:{tenant}                      hash    tenant: webhook secrets
 P:apikey:{hmac}                        hash    API key (hashed) -> tenant
 P:rl:{key id}                          hash    API key's rate-limit token bucket (tokens, time)
@@ -50,6 +52,12 @@ class Keys:
 
     def tenant_jobs(self, tenant: str) -> str:
         return self._k("t", tenant, "jobs")
+
+    def identity(self, identity_id: str) -> str:
+        return self._k("idt", identity_id)
+
+    def tenant_identities(self, tenant: str) -> str:
+        return self._k("t", tenant, "idts")
 
     def tenant_status(self, tenant: str, status: str) -> str:
         return self._k("t", tenant, "s", status)

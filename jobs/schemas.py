@@ -29,6 +29,11 @@ class JobOptions(BaseModel):
         None, ge=0, le=30, description="total weight of the negative guidance streams, their ratios kept (ipfvr engine)"
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="makes stochastic engines reproducible")
+    identity: str | None = Field(
+        None, pattern=r"^idt_[0-9a-hjkmnp-tv-z]{26}$",
+        description="a ready identity (POST /v1/identities): its photos join the references, and its "
+                    "per-identity module (ipfvr: the LoRA) conditions the engine; references become optional",
+    )
     upscale: StrictInt = Field(
         1, description="output size factor for the whole frame, 1, 2 or 4; faces are pasted at that scale",
         json_schema_extra={"enum": [1, 2, 4]},

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     max_reference_pixels: int = Field(40_000_000, ge=256)  # width * height of one reference (worker)
     min_side: int = Field(16, ge=1)  # narrowest accepted video frame side, pixels (API, from the header)
     max_queued_per_tenant: int = Field(100, ge=1)  # queued jobs one tenant may have at a time
+    max_identities_per_tenant: int = Field(100, ge=1)  # identities one tenant may keep
+    max_identity_photos: int = Field(16, ge=1, le=64)  # photos of one identity
 
     # --- job lifecycle --------------------------------------------------------------------------
     engines: list[Name] = ["reference", "baseline", "ipfvr"]  # engines clients may ask for; one queue each
@@ -114,7 +116,7 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------------------
     restorer: str = Field("worker.restorer:load_restorer", pattern=r"^[\w.]+:\w+$")  # factory, module:callable
-    worker_engine: Name = "reference"  # engine this worker loads; it consumes queue restore.<engine>
+    worker_engine: Name = "reference"  # engine this worker loads; it consumes restore.<engine> and train.<engine>
     weights_dir: Path | None = None  # weights folder of the ipfvr engine
     face_backend: Literal["auto", "centerface", "dlib", "insightface"] = "auto"  # face analysis backend
     insightface_dir: Path | None = None  # local insightface model pack
@@ -122,6 +124,9 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "float16", "bfloat16"] | None = None  # engine dtype; None = engine default
     model_load_timeout_s: float = Field(900.0, gt=0)  # worker_proc_alive_timeout: model load budget
     work_dir: Path = Path(tempfile.gettempdir()) / "ipfvr-work"  # per-job scratch space on the worker
+    max_loaded_identities: int = Field(8, ge=1)  # per-identity modules a worker keeps loaded (LRU)
+    identity_steps: int = Field(300, ge=1)  # optimizer steps of an identity's training (ipfvr: the LoRA)
+    identity_learning_rate: float = Field(1e-4, gt=0)  # its AdamW learning rate
 
     @model_validator(mode="after")
     def _check_relations(self) -> Settings:
@@ -168,6 +173,11 @@ class Settings(BaseSettings):
         return self.broker_url or self.redis_url
 
     @property
+    def max_identity_request_bytes(self) -> int:
+        """Largest multipart identity request: every photo, and room for the options."""
+        return self.max_identity_photos * self.max_reference_bytes + self.max_json_bytes
+
+    @property
     def max_request_bytes(self) -> int:
         """Largest multipart job request: one video, every reference, and room for the options."""
         return self.max_video_bytes + self.max_references * self.max_reference_bytes + self.max_json_bytes
@@ -175,6 +185,10 @@ class Settings(BaseSettings):
     def queue_for(self, engine: str) -> str:
         """Celery queue of the restore jobs of ``engine``; workers of that engine consume it."""
         return f"restore.{engine}"
+
+    def train_queue_for(self, engine: str) -> str:
+        """Celery queue of the identity trainings of ``engine``: its restore workers, or dedicated ones."""
+        return f"train.{engine}"
 
 
 @lru_cache(maxsize=1)

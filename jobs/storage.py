@@ -55,6 +55,16 @@ def report_key(tenant: str, job_id: str) -> str:
     return f"outputs/{tenant}/{job_id}/report.json"
 
 
+def identity_photo_key(tenant: str, identity_id: str, index: int) -> str:
+    """A photo of an identity (kept as long as the identity)."""
+    return f"identities/{tenant}/{identity_id}/photo-{index}"
+
+
+def identity_module_key(tenant: str, identity_id: str) -> str:
+    """The identity's per-identity module (the ipfvr engine's LoRA psi_id)."""
+    return f"identities/{tenant}/{identity_id}/module.safetensors"
+
+
 class UploadJournal(Protocol):
     """Where a writer records its multipart upload, so that an upload it cannot abort is aborted later."""
 

@@ -13,6 +13,7 @@ import redis
 from celery import Celery
 
 from jobs.broker import Dispatcher
+from jobs.identities import IdentityStore
 from jobs.metrics import MetricsRecorder
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -27,6 +28,7 @@ class WorkerContext:
     settings: Settings
     redis: redis.Redis
     store: JobStore
+    identities: IdentityStore
     storage: Storage
     tenants: Tenants
     outbox: Outbox
@@ -42,6 +44,7 @@ class WorkerContext:
             settings=settings,
             redis=client,
             store=JobStore(client, prefix),
+            identities=IdentityStore(client, prefix),
             storage=Storage.from_settings(settings),
             tenants=Tenants(client, prefix, settings.effective_secret_key),
             outbox=Outbox(client, prefix),

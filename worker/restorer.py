@@ -9,6 +9,7 @@ remote backend). The library is imported lazily, inside the worker's child proce
 from __future__ import annotations
 
 import importlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +32,38 @@ CancelFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
+class IdentityUse:
+    """The identity a job names, as far as the engine is concerned."""
+
+    id: str  # the identity's id: its module's name inside the engine
+    fetch_module: Callable[[Path], None] | None  # writes its module file to a path; None: no module for this engine
+
+
+@dataclass(frozen=True)
 class RestoreRequest:
     video: Path  # downloaded input video
-    references: list[Path]  # downloaded reference images
+    references: list[Path]  # downloaded reference images (the identity's photos included)
     output: Path  # where the restored .mp4 goes
     options: dict[str, Any]  # the job's public options (faces, prompt, negative_prompt, guidance, seed, upscale, ...)
+    identity: IdentityUse | None = None  # the job's identity, if it names one
+
+
+@dataclass(frozen=True)
+class TrainedModule:
+    """What training an identity gave: the module file (None for engines without one) and a summary."""
+
+    file: Path | None
+    summary: dict[str, Any]
 
 
 class ResidentRestorer(Protocol):
     def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         """Restore one video; raise ipfvr_core errors (InputError, Canceled, ...) on failure."""
+        ...
+
+    def train_identity(self, photos: list[Path], *, name: str, work_dir: Path,
+                       should_cancel: CancelFn) -> TrainedModule:
+        """Check one person's photos and train the engine's per-identity module from them (if it has one)."""
         ...
 
 
@@ -58,6 +81,10 @@ class RestorerConfig:
     max_pixels: int  # video frame area limit
     max_duration_s: float  # video duration limit
     max_reference_pixels: int  # reference image area limit
+    max_loaded_identities: int = 8  # per-identity modules kept loaded in the engine (LRU)
+    identity_steps: int = 300  # optimizer steps of an identity's module
+    identity_learning_rate: float = 1e-4  # and its learning rate
+    max_identity_photos: int = 16  # photos of one identity
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestorerConfig:
@@ -65,7 +92,9 @@ class RestorerConfig:
             engine=settings.worker_engine, weights=settings.weights_dir, face_backend=settings.face_backend,
             insightface_dir=settings.insightface_dir, device=settings.device, dtype=settings.dtype,
             max_side=settings.max_side, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s,
-            max_reference_pixels=settings.max_reference_pixels,
+            max_reference_pixels=settings.max_reference_pixels, max_loaded_identities=settings.max_loaded_identities,
+            identity_steps=settings.identity_steps, identity_learning_rate=settings.identity_learning_rate,
+            max_identity_photos=settings.max_identity_photos,
         )
 
 
@@ -87,6 +116,7 @@ class LibraryRestorer:
     def __init__(self, restorer: Any, config: RestorerConfig) -> None:
         self._restorer = restorer
         self._config = config
+        self._modules = LoadedModules(restorer.engine, capacity=config.max_loaded_identities)
 
     def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         from ipfvr_core.restore import RestoreOptions
@@ -105,10 +135,61 @@ class LibraryRestorer:
         kwargs["guidance"] = request.options.get("guidance")
         kwargs["upscale"] = request.options.get("upscale", 1)
         kwargs["background"] = request.options.get("background", "realesrgan")
+        kwargs["identity"] = None
+        if request.identity is not None and request.identity.fetch_module is not None:
+            kwargs["identity"] = self._modules.use(request.identity, scratch=request.output.parent)
         return self._restorer.restore(
             request.video, request.references, request.output, options=RestoreOptions(**kwargs),
             progress=progress, should_cancel=should_cancel,
         )
+
+
+    def train_identity(self, photos: list[Path], *, name: str, work_dir: Path,
+                       should_cancel: CancelFn) -> TrainedModule:
+        from ipfvr_core.training.identities import IdentitySettings, train_identity
+        from ipfvr_core.training.prepare import PrepareConfig, prepare_identity
+
+        c = self._config
+        engine, analyzer = self._restorer.engine, self._restorer.analyzer
+        settings = IdentitySettings(steps=c.identity_steps, learning_rate=c.identity_learning_rate,
+                                    max_photos=c.max_identity_photos)
+        if not engine.identity_modules:  # the photos serve as references: check they show one person
+            prepared = prepare_identity(photos, work_dir / "data", analyzer,
+                                        PrepareConfig(resolution=engine.face_size, min_face_px=settings.min_face_px))
+            return TrainedModule(file=None, summary={"photos": prepared.images})
+        assert c.weights is not None  # the ipfvr engine loaded from it
+        trained = train_identity(photos, name=name, weights=c.weights, analyzer=analyzer, work_dir=work_dir,
+                                 resolution=engine.face_size, settings=settings, should_cancel=should_cancel)
+        return TrainedModule(file=trained.lora, summary=trained.summary)
+
+
+class LoadedModules:
+    """The per-identity modules loaded into the resident engine: the ``capacity`` most recently used.
+
+    A hit costs nothing; a miss downloads the module and loads it beside the others (the backbone
+    stays as it is); the least recently used one is unloaded beyond ``capacity``.
+    """
+
+    def __init__(self, engine: Any, *, capacity: int) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self.loaded: OrderedDict[str, None] = OrderedDict()
+
+    def use(self, identity: IdentityUse, *, scratch: Path) -> str:
+        """Load ``identity``'s module if needed; returns its name in the engine."""
+        if identity.id in self.loaded:
+            self.loaded.move_to_end(identity.id)
+            return identity.id
+        assert identity.fetch_module is not None
+        path = scratch / f"{identity.id}.safetensors"
+        identity.fetch_module(path)
+        self.engine.load_identity(identity.id, path)
+        path.unlink()
+        self.loaded[identity.id] = None
+        while len(self.loaded) > self.capacity:
+            oldest, _ = self.loaded.popitem(last=False)
+            self.engine.unload_identity(oldest)
+        return identity.id
 
 
 def load_restorer(config: RestorerConfig) -> LibraryRestorer:

@@ -31,13 +31,14 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
-from ipfvr_core.errors import Canceled, IPFVRError
+from ipfvr_core.errors import Canceled, InputError, IPFVRError
+from jobs.identities import IdentityStatus
 from jobs.model import ErrorInfo, JobRecord, Progress, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
 from jobs.store import Claim, Transition
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper, redelivery_grace_s
-from worker.restorer import ProgressLike, ResidentRestorer, RestoreRequest
+from worker.restorer import IdentityUse, ProgressLike, ResidentRestorer, RestoreRequest
 from worker.retry import Backoff, retry
 from worker.upload_journal import UploadJournal
 
@@ -112,13 +113,13 @@ class _PublicNames:
     uploaded (or the form field, for presigned uploads), and the scratch folder disappears.
     """
 
-    def __init__(self, scratch: Path, record: JobRecord) -> None:
+    def __init__(self, scratch: Path, record: JobRecord, extra: dict[str, str] | None = None) -> None:
         self.folder = f"{scratch}{os.sep}"
         inputs = record.inputs
-        self.names: dict[str, str] = {}
+        self.names: dict[str, str] = dict(extra or {})
         if inputs is not None:
             scratch_names = ["input-video", *(f"reference-{i}" for i in range(len(inputs.references)))]
-            self.names = dict(zip(scratch_names, inputs.display_names(), strict=True))
+            self.names |= dict(zip(scratch_names, inputs.display_names(), strict=True))
         # a scratch name on its own, not part of a longer word or file name
         alternatives = "|".join(map(re.escape, self.names)) or r"(?!)"
         self.pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])")
@@ -225,6 +226,7 @@ class JobRunner:
 
     def _execute(self, record: JobRecord, owner: str, lease: LeaseKeeper, scratch: Path) -> Outcome:
         ctx = self.ctx
+        self._identity_names: dict[str, str] = {}  # scratch name -> public name of the identity's photos
         reporter = ProgressReporter(ctx, record.id, owner, lease)
         stages: dict[str, float] = {}
         cuda = _cuda()
@@ -235,7 +237,7 @@ class JobRunner:
             reporter.stage("download", 0.0)
             request = self._download(record, scratch)
             stages["download"] = time.monotonic() - started
-            report = _PublicNames(scratch, record).report(
+            report = _PublicNames(scratch, record, self._identity_names).report(
                 self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel))
             if lease.lost:
                 return Outcome(status=None)
@@ -257,7 +259,7 @@ class JobRunner:
                 return Outcome(status=None, hand_back=True)
             return Outcome(Status.CANCELED)
         except IPFVRError as exc:
-            message = _PublicNames(scratch, record).text(exc.message)
+            message = _PublicNames(scratch, record, self._identity_names).text(exc.message)
             return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_time_limit_s
@@ -281,8 +283,27 @@ class JobRunner:
             path = scratch / f"reference-{i}"
             self.ctx.storage.download_file(key, path)
             references.append(path)
+        identity = self._identity(record, scratch, references)
         return RestoreRequest(video=video, references=references, output=scratch / "restored.mp4",
-                              options=dict(record.options))
+                              options=dict(record.options), identity=identity)
+
+    def _identity(self, record: JobRecord, scratch: Path, references: list[Path]) -> IdentityUse | None:
+        """The job's identity: its photos join ``references``; its module is fetched only if the engine lacks it."""
+        identity_id = record.options.get("identity")
+        if not identity_id:
+            return None
+        identity = self.ctx.identities.get(str(identity_id))
+        if identity is None or identity.tenant != record.tenant or identity.status is not IdentityStatus.READY:
+            raise InputError(f"identity {identity_id} was deleted after the job was created", field="identity",
+                             code="identity_not_found")
+        for i, key in enumerate(identity.photos):
+            path = scratch / f"identity-photo-{i}"
+            self.ctx.storage.download_file(key, path)
+            references.append(path)
+            self._identity_names[path.name] = f"{identity.name} photo {i + 1}"
+        module_key = identity.module_key if identity.engine == record.engine else None
+        fetch = None if module_key is None else (lambda path: self.ctx.storage.download_file(module_key, path))
+        return IdentityUse(id=identity.id, fetch_module=fetch)
 
     def _store_outputs(self, record: JobRecord, video: Path, report: dict[str, Any], lease: LeaseKeeper) -> None:
         """Upload the video and the report, retrying with backoff while S3 is unreachable.

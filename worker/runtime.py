@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from jobs.workers import WorkerInfo, WorkerState
 from worker.context import WorkerContext
 from worker.restorer import ResidentRestorer, RestorerConfig, load_factory
+from worker.identity_trainer import IdentityTrainer
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,15 @@ class WorkerRuntime:
         self._publish(state=WorkerState.BUSY, job=job_id)
         try:
             JobRunner(self.ctx, self.restorer, self.info.id, node=self.info.hostname).run(job_id)
+        finally:
+            self._publish(state=WorkerState.READY, job=None)
+
+    def train(self, identity_id: str) -> None:
+        if self.restorer is None or self.info.state is WorkerState.FAILED:
+            raise NotReady(f"worker {self.info.id} has no model loaded ({self.info.state})")
+        self._publish(state=WorkerState.BUSY, job=identity_id)
+        try:
+            IdentityTrainer(self.ctx, self.restorer).run(identity_id)
         finally:
             self._publish(state=WorkerState.READY, job=None)
 

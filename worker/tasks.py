@@ -2,6 +2,7 @@
 
 * ``restore``: late ack and requeue if the process dies (redelivery is capped by the job store),
   soft/hard time limits, no Celery retries (a failed job is a result, not a transient error).
+* ``train_identity``: the same policy, for an identity (on ``train.<engine>``, beside ``restore``).
 * ``deliver_webhook``: one attempt; retries are scheduled in the outbox, not with ETA messages.
 * ``dispatch_webhooks`` and ``sweep``: periodic (beat), idempotent, expire if not run in time.
 """
@@ -12,7 +13,7 @@ import time
 
 from celery.exceptions import Reject
 
-from jobs.broker import DELIVER_WEBHOOK_TASK, DISPATCH_WEBHOOKS_TASK, RESTORE_TASK, SWEEP_TASK
+from jobs.broker import DELIVER_WEBHOOK_TASK, DISPATCH_WEBHOOKS_TASK, RESTORE_TASK, SWEEP_TASK, TRAIN_IDENTITY_TASK
 from worker import runtime
 from worker.celery_app import app, settings
 from worker.context import context
@@ -34,6 +35,21 @@ def restore(job_id: str) -> None:
         # Not a restore worker, or its model failed to load: give the job back for another worker.
         raise Reject(f"no restorer loaded in this process for job {job_id}", requeue=True)
     worker.run(job_id)
+
+
+@app.task(
+    name=TRAIN_IDENTITY_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.job_time_limit_s,
+    time_limit=settings.hard_time_limit_s,
+    max_retries=0,
+)
+def train_identity(identity_id: str) -> None:
+    worker = runtime.current()
+    if worker is None or worker.restorer is None:
+        raise Reject(f"no restorer loaded in this process for identity {identity_id}", requeue=True)
+    worker.train(identity_id)
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True,

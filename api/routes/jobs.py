@@ -24,6 +24,7 @@ _CREATE_ERRORS = declare(
     "missing_field", "duplicate_field", "unknown_field", "too_many_references", "empty_file", "upload_not_found",
     "invalid_reference", "no_video_stream", "video_too_small", "limit_exceeded", "webhook_url_forbidden",
     "idempotency_key_reused", "too_many_queued_jobs", "service_unavailable", "storage_unavailable",
+    "identity_not_found", "identity_not_ready",
 )
 
 
