@@ -88,7 +88,7 @@ class Client:
         """Upload ``video`` and ``references`` (streamed from disk) and create a job.
 
         ``options`` are the API's job options: engine, faces, prompt, negative_prompt, guidance,
-        seed, upscale, background, webhook, webhook_events_filter.
+        seed, upscale, background, webhook, webhook_events_filter, identity.
         """
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         with ExitStack() as files:
@@ -100,6 +100,21 @@ class Client:
             for ref in references:
                 parts.append(("reference", (Path(ref).name, files.enter_context(Path(ref).open("rb")))))
             return self._json(self._http.post("/v1/jobs", files=parts, headers=headers))
+
+    def create_identity(self, photos: Sequence[str | Path], *, name: str, engine: str | None = None) -> Job:
+        """Register a person from ``photos`` (streamed from disk); poll :meth:`get_identity` until ``ready``."""
+        options = {"name": name} | ({"engine": engine} if engine else {})
+        with ExitStack() as files:
+            parts: list[tuple[str, Any]] = [("options", (None, json.dumps(options), "application/json"))]
+            for photo in photos:
+                parts.append(("reference", (Path(photo).name, files.enter_context(Path(photo).open("rb")))))
+            return self._json(self._http.post("/v1/identities", files=parts))
+
+    def get_identity(self, identity_id: str) -> Job:
+        return self._json(self._http.get(f"/v1/identities/{identity_id}"))
+
+    def delete_identity(self, identity_id: str) -> None:
+        self._json(self._http.delete(f"/v1/identities/{identity_id}"))
 
     def get(self, job_id: str) -> Job:
         return self._json(self._http.get(f"/v1/jobs/{job_id}"))

@@ -70,8 +70,9 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
 def _add_submit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="submit a video and reference photos to the job service")
     p.add_argument("video", type=Path, help="video to restore")
-    p.add_argument("-r", "--reference", dest="references", type=Path, action="append", required=True,
-                   help="photo of the person (repeat for several)")
+    p.add_argument("-r", "--reference", dest="references", type=Path, action="append", default=[],
+                   help="photo of the person (repeat for several; optional with --identity)")
+    p.add_argument("--identity", help="a ready identity of POST /v1/identities (idt_...): its photos and module")
     p.add_argument("--engine", help="engine (default: the service's)")
     p.add_argument("--faces", choices=("target", "all"), help="restore the reference's person only, or every face")
     p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
@@ -149,7 +150,7 @@ def run_submit(args: argparse.Namespace) -> int:
                 args.video, args.references, idempotency_key=args.idempotency_key, engine=args.engine,
                 faces=args.faces, prompt=args.prompt, negative_prompt=args.negative_prompt,
                 guidance=args.guidance, seed=args.seed, upscale=args.upscale, background=args.background,
-                webhook=args.webhook,
+                webhook=args.webhook, identity=args.identity,
             )
             if not args.wait:
                 print(json.dumps(job, indent=2))

@@ -20,6 +20,7 @@ import skimage.data
 from PIL import Image
 
 from ipfvr_core.diffusion.weights import write_tiny_checkpoint
+from ipfvr.client import ApiError, Client
 from ipfvr_core.evaluation.synth import reference_variant
 from tests.service.stack import ServiceStack
 from tests.service.test_service_e2e import first_frames
@@ -105,11 +106,16 @@ def test_identities_train_serve_a_job_stay_private_and_delete(make_stack, tmp_pa
         assert report["versions"]["engine_lora"] == identity_id
         assert [r["name"] for r in report["references"]] == [f"astronaut photo {i}" for i in (1, 2, 3)]
 
-        # photos of two people: the identity fails and names the odd photo
-        mixed = create_identity(client, [*photos[:2], tom_hanks], name="mixed", engine="ipfvr")
-        failed = wait_identity(client, mixed.json()["id"], timeout_s=120)
-        assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_reference", failed
-        assert "Tom_Hanks_54745.png" in failed["error"]["message"] and failed["module"] is False
+        # photos of two people (through the Python client): the identity fails and names the odd photo
+        with Client(stack.url, key) as python_client:
+            mixed = python_client.create_identity([*photos[:2], tom_hanks], name="mixed", engine="ipfvr")
+            failed = wait_identity(client, mixed["id"], timeout_s=120)
+            assert failed["status"] == "failed" and failed["error"]["code"] == "invalid_reference", failed
+            assert "Tom_Hanks_54745.png" in failed["error"]["message"] and failed["module"] is False
+            python_client.delete_identity(mixed["id"])
+            with pytest.raises(ApiError) as gone:
+                python_client.get_identity(mixed["id"])
+            assert gone.value.code == "identity_not_found"
 
         # delete: the record and every object go; jobs can no longer name it
         assert client.delete(f"/v1/identities/{identity_id}").status_code == 204
