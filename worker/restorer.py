@@ -116,7 +116,7 @@ class LibraryRestorer:
     def __init__(self, restorer: Any, config: RestorerConfig) -> None:
         self._restorer = restorer
         self._config = config
-        self._modules = LoadedModules(restorer.engine, capacity=config.max_loaded_identities)
+        self._modules: LoadedModules | None = None  # made on the first job that names an identity
 
     def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
         from ipfvr_core.restore import RestoreOptions
@@ -137,6 +137,8 @@ class LibraryRestorer:
         kwargs["background"] = request.options.get("background", "realesrgan")
         kwargs["identity"] = None
         if request.identity is not None and request.identity.fetch_module is not None:
+            if self._modules is None:
+                self._modules = LoadedModules(self._restorer.engine, capacity=c.max_loaded_identities)
             kwargs["identity"] = self._modules.use(request.identity, scratch=request.output.parent)
         return self._restorer.restore(
             request.video, request.references, request.output, options=RestoreOptions(**kwargs),

@@ -73,7 +73,9 @@ def api_key(fuzz_settings: Settings) -> str:
 
 OPERATIONS = [
     ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("DELETE", "/v1/jobs/{job_id}"),
-    ("POST", "/v1/jobs/{job_id}/cancel"), ("POST", "/v1/uploads"), ("GET", "/v1/webhooks/secret"),
+    ("POST", "/v1/jobs/{job_id}/cancel"), ("POST", "/v1/identities"), ("GET", "/v1/identities"),
+    ("GET", "/v1/identities/{identity_id}"), ("DELETE", "/v1/identities/{identity_id}"),
+    ("POST", "/v1/uploads"), ("GET", "/v1/webhooks/secret"),
     ("POST", "/v1/webhooks/secret/rotate"), ("GET", "/healthz"), ("GET", "/readyz"),
 ]
 
