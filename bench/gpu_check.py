@@ -115,6 +115,72 @@ def run_once(
     }
 
 
+def train_step_probe(
+    pipe: IPFVRPipeline, stage: str, frames: int, device: torch.device, dtype: torch.dtype, steps: int = 3
+) -> dict[str, Any]:
+    """Seconds per optimizer step and peak memory of one training stage on random data, fp32 weights
+    under ``dtype`` autocast with gradient checkpointing (what ``ipfvr train`` runs at this shape).
+
+    ``restore``: the diffusion loss, trained adapters (LQ conv_in, identity K/V and projection);
+    ``identity``: the same loss, a LoRA psi_id alone; ``feedback``: one U-Net step with gradients
+    to x0, a differentiable VAE decode of every frame and FaceNet on them (the rollout without
+    gradients before that step is inference, timed above).
+    """
+    from torch.nn import functional as F
+
+    from ipfvr_core.diffusion.lora import add_identity_lora, delete_identity_lora
+    from ipfvr_core.training.trainer import RestoreModel, _decode, trainable_parameters
+
+    unet, encoder = pipe.unet, pipe.identity_encoder
+    if stage == "identity":
+        add_identity_lora(unet, "probe", pipe.ipfvr_config)
+        unet.set_adapters(["probe"])
+    params = trainable_parameters(unet, encoder, motion=False, lora="probe" if stage == "identity" else None)
+    unet.enable_gradient_checkpointing()
+    model = RestoreModel(unet, encoder).train()
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    judge = None
+    if stage == "feedback":
+        from ipfvr_core.identity_nets.facenet import load_facenet
+
+        judge = load_facenet().to(device).requires_grad_(False)
+    gen = torch.Generator().manual_seed(7)
+    size = pipe.ipfvr_config.resolution // pipe.vae_scale_factor
+    model_input = torch.randn(1, 2 * pipe.latent_channels, frames, size, size, generator=gen).to(device)
+    target = torch.randn(1, pipe.latent_channels, frames, size, size, generator=gen).to(device)
+    text = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(device)
+    embedding = torch.randn(1, pipe.ipfvr_config.id_embedding_dim, generator=gen).to(device)
+    timesteps, keep = torch.tensor([500], device=device), torch.ones(1, device=device)
+    times = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(steps + 1):  # the first step warms up
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            predicted = model(model_input, timesteps, text, embedding, keep)  # (1, C, F, h, w)
+            if judge is None:
+                loss = F.mse_loss(predicted.float(), target)
+            else:
+                faces = F.interpolate(_decode(pipe, predicted), size=judge.input_size, mode="bilinear")
+                loss = 1.0 - judge(faces.float()).mean(dim=0).norm()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    unet.disable_gradient_checkpointing()
+    unet.requires_grad_(False)
+    encoder.requires_grad_(False)
+    if stage == "identity":
+        delete_identity_lora(unet, "probe")
+    return {
+        "s_per_step": float(np.median(times[1:])),
+        "trained_params_m": sum(p.numel() for p in params) / 1e6,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
 @torch.no_grad()
 def unet_probe(
     pipe: IPFVRPipeline, frames: int, streams: int, device: torch.device, dtype: torch.dtype
@@ -146,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-tolerance", type=float, default=2e-2, help="max mean |frame difference| in [0, 1]")
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--train", action="store_true",
+                        help="also time one optimizer step of each training stage (restore, identity, feedback)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -255,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  {args.half} vs float32: U-Net rel L2 {unet_rel:.2e} (tol {args.unet_tolerance:.0e}), "
         f"frames mean |diff| {frames_diff:.2e} (tol {args.frame_tolerance:.0e}), finite={finite}"
     )
+    if args.train:
+        pipe.to(torch.float32)
+        report["training"] = {stage: train_step_probe(pipe, stage, args.frames, device, half)
+                              for stage in ("restore", "identity", "feedback")}
+        for stage, entry in report["training"].items():
+            peak = "n/a" if entry["peak_gib"] is None else f"{entry['peak_gib']:.2f} GiB"
+            print(f"  train {stage:8s} {entry['s_per_step']:.3f} s/step ({args.half} autocast, gradient "
+                  f"checkpointing, {entry['trained_params_m']:.3g}M trained), peak {peak}")
     print("  OK" if ok else "  FAIL: half precision disagrees with float32")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

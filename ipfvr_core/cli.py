@@ -313,7 +313,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ipfvr_core.errors import OutputError
-    from ipfvr_core.evaluation.report import summary_table
+    from ipfvr_core.evaluation.report import summary_table, trained_against_note
     from ipfvr_core.evaluation.runner import check_case, check_engines
     from ipfvr_core.evaluation.runner import run_eval as evaluate
 
@@ -352,6 +352,8 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate(cases, engines, args.out, device=args.device, weights=args.weights,
                       progress=None if args.quiet else say)
     print(summary_table(result.rows))
+    if note := trained_against_note(result):
+        print(note)
     print(f"report: {result.report_html}")
     return 0
 

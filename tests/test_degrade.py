@@ -156,7 +156,9 @@ def test_x264_roundtrip_keeps_frames_and_loses_more_at_higher_crf():
 def test_x264_roundtrip_is_reproducible_over_many_runs():
     # PyAV's implicit conversion inside encode() changed the picture about once in 60 runs of this
     # very input (a natural photo on a camera path), by any amount; with the conversion made
-    # explicit, only x264's own rare variance is left (media_factory.assert_same_up_to_x264).
+    # explicit, only x264's own variance is left (media_factory.assert_same_up_to_x264). How often
+    # x264 varies depends on the machine's load (1 in 100-300 runs when idle, 34 in 120 once under a
+    # full suite), so only the size of the difference is asserted, never how many runs differ.
     import cv2
     import skimage.data
 
@@ -167,7 +169,6 @@ def test_x264_roundtrip_is_reproducible_over_many_runs():
     outputs = [x264_roundtrip(clip, 28, preset="medium") for _ in range(120)]
     counts = Counter(o.tobytes() for o in outputs)
     usual = np.frombuffer(counts.most_common(1)[0][0], np.uint8).reshape(clip.shape)
-    assert counts.most_common(1)[0][1] >= 100, sorted(counts.values())  # measured: 1 in 100-300 differs
     for output in outputs:
         mf.assert_same_up_to_x264(output, usual)
 

@@ -172,6 +172,16 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
     print(f"\nevaluation reward by step: {evals}")
     assert [s for s, _ in evals] == [0, 25, 50]
     assert evals[-1][1] >= evals[0][1] + 0.03, evals
+    # the weights say which network they were trained against, and an evaluation says so too
+    from ipfvr_core.engines.ipfvr import IPFVREngine
+    from ipfvr_core.evaluation.report import trained_against_note
+    from ipfvr_core.evaluation.runner import EvalResult
+
+    network = "training_doubles:tiny_identity_network_double"
+    assert IPFVREngine.from_pretrained(out / "weights").versions()["trained_against"] == network
+    note = trained_against_note(EvalResult(out_dir=tmp_path, engines=["ipfvr"], cases=[], rows=[],
+                                           config={"trained_against": {"ipfvr": network}}))
+    assert note.startswith(f"ipfvr was trained against {network} (identity feedback)"), note
     # the production network, FaceNet, drives the same stage (two steps: it runs and rewards in [-1, 1])
     facenet_run = tmp_path / "facenet"
     train(config(one_clip, tiny, facenet_run, max_steps=2, **feedback))
@@ -197,19 +207,25 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: P
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch_keep_identical_weights(prepared: Path, tiny: Path,
                                                                        tmp_path: Path) -> None:
+    # stage feedback with both losses: the reward step and the diffusion loss share one U-Net call
+    # (DDP allows one forward per backward), so this covers the restore loss too
     out = tmp_path / "ddp"
     path = tmp_path / "train.yaml"
+    feedback = {"stage": "feedback", "feedback_steps": 4, "feedback_window": (2, 3), "diffusion_loss_weight": 1.0,
+                "identity_network": "training_doubles:tiny_identity_network_double"}
     path.write_text(yaml.safe_dump(config(prepared, tiny, out, max_steps=3, verify_replicas_every=1,
-                                          ema_decay=None).model_dump()))
+                                          ema_decay=None, **feedback).model_dump()))
     assert load_train_config(path).verify_replicas_every == 1
     launcher = Path(sys.executable).parent / "accelerate"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
     r = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--main_process_port",
                         str(free_port()), "-m", "ipfvr", "train", "--config", str(path)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [row for row in read_log(out) if row["loss"]]
     assert [row["step"] for row in rows] == ["1", "2", "3"]  # one log, by the main process
     assert [row["replicas_equal"] for row in rows] == ["1", "1", "1"]
+    assert all(-1 <= float(row["reward"]) <= 1 for row in rows)
     assert (out / "weights" / "ipfvr" / "config.json").is_file()
 
 

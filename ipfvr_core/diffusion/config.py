@@ -94,6 +94,7 @@ class IPFVRConfig:
     lora_alpha: float = 16.0  # LoRA alpha of new adapters (scale alpha / r)
     lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections adapted
     lora_on_motion_modules: bool = False  # also adapt the motion modules' temporal attention
+    trained_identity_network: str | None = None  # the network stage feedback rewarded identity by; judge with another
 
     # --- Face2Text ---
     prompt_template: str = "a close-up video of {description}, sharp focus, detailed skin, high quality"  # sentence
@@ -155,6 +156,9 @@ class IPFVRConfig:
         _choice(self, "reference_patch_combine", ("concat", "mean"))
         _int_range(self, "lora_rank", 1, 1024)
         _float_range(self, "lora_alpha", 1e-6, 1e6)
+        _require(self.trained_identity_network is None
+                 or (isinstance(self.trained_identity_network, str) and bool(self.trained_identity_network)),
+                 "trained_identity_network", "must be null or a network's name")
         _require(
             isinstance(self.lora_target_modules, tuple)
             and len(self.lora_target_modules) > 0

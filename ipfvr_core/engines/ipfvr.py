@@ -186,6 +186,8 @@ class IPFVREngine(Engine):
             "sampler": f"{self.config.sampler}x{self.config.num_inference_steps}",
             "lora": self.pipeline.active_lora or "none",
         }
+        if self.config.trained_identity_network:
+            out["trained_against"] = self.config.trained_identity_network
         if self.weights_dir is not None:
             out["weights"] = f"{self.weights_dir.name}@{weights_fingerprint(self.weights_dir, self.config)}"
         return out

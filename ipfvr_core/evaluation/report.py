@@ -80,6 +80,18 @@ def _cell(value: Any, fmt: str, scale: float = 1.0) -> str:
     return format(v * scale, fmt)
 
 
+def trained_against_note(result: EvalResult, *, html_escape: bool = False) -> str:
+    """Which engine was trained against which identity network, and which judge to read then."""
+    notes = []
+    for engine, network in sorted(result.config.get("trained_against", {}).items()):
+        judge = "dlib" if network == "facenet" else "dlib and FaceNet"
+        notes.append(f"{engine} was trained against {network} (identity feedback): read the {judge} columns; "
+                     "a judge that was the training reward measures the reward, not the identity.")
+    if not notes:
+        return ""
+    return "".join(f"<p class='note'><b>{html.escape(n)}</b></p>" for n in notes) if html_escape else "\n".join(notes)
+
+
 def summary_table(rows: list[ResultRow]) -> str:
     """The summary as aligned text (what ``ipfvr eval`` prints)."""
     headers = ["case", "engine", *(c.header for c in SUMMARY_COLUMNS)]
@@ -352,6 +364,7 @@ def write_report(result: EvalResult, config: ReportConfig | None = None) -> Path
 person below 0.6) and FaceNet cosine (higher better), both at the ground truth's face box. PSNR/SSIM vs the
 ground truth on the whole frame and the GT face region; E_warp on the ground truth's DIS flow, shown x1e3.
 "input" is the degraded video itself. results.json has every frame.</p>
+{trained_against_note(result, html_escape=True)}
 <h2>Summary</h2>
 {_html_table(result.rows)}
 <h2>Metrics by case group</h2>

@@ -488,9 +488,12 @@ def run_eval(
 
     # Phase 1: restore.
     rows: dict[tuple[str, str], ResultRow] = {}
+    trained_against: dict[str, str] = {}  # engine -> the identity network its training rewarded
     for engine in engines:
         _say(progress, f"loading engine {engine}")
         restorer = Restorer.load(engine=engine, weights=weights if engine != "baseline" else None, device=device)
+        if network := restorer.engine.versions().get("trained_against"):
+            trained_against[engine] = network
         for i, (case, info) in enumerate(zip(cases, infos, strict=True)):
             row = ResultRow(case=case.name, group=case.group, engine=engine, status=STATUS_OK)
             rows[(case.name, engine)] = row
@@ -527,7 +530,7 @@ def run_eval(
     result = EvalResult(
         out_dir=out_dir, engines=engines, cases=infos, rows=all_rows,
         config={"metrics": dataclasses.asdict(config), "restore_options": dict(restore_options or {}),
-                "device": device},
+                "device": device, "trained_against": trained_against},
     )  # fmt: skip
     if write_report:
         from ipfvr_core.evaluation.report import write_report as _write

@@ -70,9 +70,11 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from ipfvr_core.training.config import load_train_config
+
+    config = load_train_config(args.config)  # a bad config is refused before torch and diffusers load
     from ipfvr_core.training.trainer import train
 
-    weights = train(load_train_config(args.config))
+    weights = train(config)
     print(f"weights: {weights}")
     return 0
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ipfvr_core.diffusion.lora import check_lora_name
 from ipfvr_core.errors import InputError
 from ipfvr_core.faces.base import FaceAnalyzer
 from ipfvr_core.training.config import TrainConfig
@@ -66,6 +65,7 @@ def train_identity(
     should_cancel: Callable[[], bool] | None = None,
 ) -> TrainedIdentity:
     """Train LoRA ``name`` from ``photos`` on the model in ``weights``; the file lands under ``work_dir/loras/``."""
+    from ipfvr_core.diffusion.lora import check_lora_name  # diffusers: not on the CLI's start-up path
     from ipfvr_core.training.trainer import LOG_FILE, train
 
     settings = settings or IdentitySettings()

@@ -253,7 +253,9 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     eval_batch = collate([dataset[i] for i in range(min(config.eval_samples, len(dataset)))])
     prediction = noise_scheduler.config.prediction_type
 
-    def loss_of(batch: dict[str, torch.Tensor], generator: torch.Generator, *, drop: bool) -> torch.Tensor:
+    def diffusion_inputs(batch: dict[str, torch.Tensor], generator: torch.Generator, *, drop: bool
+                         ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(the model's inputs, the target) of the diffusion loss on ``batch``."""
         batch_size = batch["hq"].shape[0]
         with torch.no_grad():
             latents = _latents(pipe, batch["hq"], generator).float()  # (B, C, F, h, w)
@@ -269,10 +271,14 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         drop_text = ((draws >= p_id) & (draws < p_id + p_text)) | drop_both
         text = torch.where(drop_text[:, None, None], empty_text, prompt_text)  # (B, L, D)
         model_input = torch.cat([noisy, lq_latents], dim=1)  # (B, 2C, F, h, w)
-        predicted = model(model_input, timesteps.to(latents.device), text.to(latents.device),
-                          batch["id_embedding"].to(latents.device), (~drop_identity).float().to(latents.device))
+        inputs = (model_input, timesteps.to(latents.device), text.to(latents.device),
+                  batch["id_embedding"].to(latents.device), (~drop_identity).float().to(latents.device))
         target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
-        return F.mse_loss(predicted.float(), target.float())
+        return inputs, target
+
+    def loss_of(batch: dict[str, torch.Tensor], generator: torch.Generator, *, drop: bool) -> torch.Tensor:
+        inputs, target = diffusion_inputs(batch, generator, drop=drop)
+        return F.mse_loss(model(*inputs).float(), target.float())
 
     judge = _identity_network(config, accelerator.device) if config.stage == "feedback" else None
 
@@ -298,23 +304,32 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         embedding = batch["id_embedding"].to(lq_latents.device)
         keep = torch.ones(batch_size, device=lq_latents.device)
 
-        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def step_inputs(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
             model_input = torch.cat([sampler.scale_model_input(x, t), lq_latents], dim=1)  # (B, 2C, F, h, w)
-            return model(model_input, t.expand(batch_size).to(x.device), text, embedding, keep)
+            return model_input, t.expand(batch_size).to(x.device), text, embedding, keep
 
         with torch.no_grad():  # 1. roll out to step k without gradients
             for t in sampler.timesteps[:k]:
-                latents = sampler.step(predict(latents, t), t, latents).prev_sample
-        t = sampler.timesteps[k]  # 2. one step with gradients, to x0
-        x0 = sampler.step(predict(latents, t), t, latents).pred_original_sample  # (B, C, F, h, w)
+                latents = sampler.step(model(*step_inputs(latents, t)), t, latents).prev_sample
+        # 2. one step with gradients, to x0; the diffusion loss's inputs ride in the same U-Net call
+        # (one forward per backward, as DDP requires): inputs concatenated on the batch axis
+        t = sampler.timesteps[k]
+        inputs = step_inputs(latents, t)
+        diffusion_target = None
+        if config.diffusion_loss_weight:
+            extra, diffusion_target = diffusion_inputs(batch, generator, drop=True)
+            inputs = tuple(torch.cat([a, b.to(a)]) for a, b in zip(inputs, extra, strict=True))  # 2B rows
+        predicted = model(*inputs)  # (B or 2B, C, F, h, w)
+        x0 = sampler.step(predicted[:batch_size], t, latents).pred_original_sample  # (B, C, F, h, w)
         frames = _decode(pipe, x0)  # (B*F, 3, H, W) in [0, 1], differentiable
         faces = F.interpolate(frames, size=judge.input_size, mode="bilinear", align_corners=False)
         embeddings = judge(faces.float()).unflatten(0, (batch_size, x0.shape[2]))  # (B, F, E)
         similarity = (embeddings * reference[:, None]).sum(dim=-1)  # (B, F) cosines (unit vectors)
         reward = torch.stack([suffix_weighted_reward(s) for s in similarity]).mean()  # 3. suffix-weighted
         loss = config.identity_loss_weight * (1.0 - reward)
-        if config.diffusion_loss_weight:
-            loss = loss + config.diffusion_loss_weight * loss_of(batch, generator, drop=True)
+        if diffusion_target is not None:
+            diffusion = F.mse_loss(predicted[batch_size:].float(), diffusion_target.float())
+            loss = loss + config.diffusion_loss_weight * diffusion
         return loss, reward
 
     def evaluate() -> dict[str, float]:
@@ -416,6 +431,8 @@ def _save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> No
         pipe.unet.save_motion_modules(str(weights / "motion_adapter"))
         folders["motion_adapter_folder"] = "motion_adapter"
     folders["lora_folder"] = str(component_path(source, pipe.ipfvr_config.lora_folder).resolve())
+    if config.stage == "feedback":  # evaluation must judge with another network; the weights say which
+        folders["trained_identity_network"] = config.identity_network
     pipe.ipfvr_config = pipe.ipfvr_config.replace(**folders, identity_scale=config.identity_scale)
     save_ipfvr_weights(weights, pipe)
     if (source / RANDOM_WEIGHTS_MARKER).is_file():
