@@ -331,3 +331,34 @@ def test_stage_identity_trains_the_lora_alone(astronaut_photos: list[Path], tiny
     assert trained.lora == tmp_path / "loras" / "astro.safetensors" and trained.lora.is_file()
     with pytest.raises(Exception, match="identity_name"):
         TrainConfig(stage="identity", data="d", weights="w", output_dir="o").checked()
+
+
+def test_a_backbone_lora_trains_with_the_restore_stage_and_stays_under_every_identity(
+        prepared: Path, tiny: Path, tmp_path: Path, astronaut_photos: list[Path]) -> None:
+    from ipfvr_core.diffusion.lora import loaded_loras
+    from ipfvr_core.diffusion.weights import read_config
+    from ipfvr_core.faces.loader import load_analyzer
+    from ipfvr_core.training.identities import IdentitySettings, train_identity
+
+    out = tmp_path / "run"
+    weights = train(config(prepared, tiny, out, max_steps=3, backbone_lora=True, ema_decay=None))
+    saved = read_config(weights)
+    assert saved.base_loras == ("backbone",) and (weights / "loras" / "backbone.safetensors").is_file()
+    pipe = load_pipeline(weights)
+    assert pipe.unet.active_adapters() == ["backbone"]  # active with no identity
+    start = load_pipeline(tiny)
+    trained = dict(pipe.unet.named_parameters())
+    moved = [n for n, p in start.unet.named_parameters() if n in trained and "lora_" not in n
+             and not torch.equal(p, trained[n])]
+    assert moved and all(n == "conv_in.weight" or "_id." in n for n in moved), moved  # the rest is the LoRA's
+    assert any(p.abs().sum() > 0 for n, p in trained.items() if "lora_B.backbone" in n)  # B starts at zero
+    # an identity trained on these weights stacks on the backbone LoRA, which stays trained-as-is
+    lora = train_identity(astronaut_photos[:1], name="astro", weights=weights, analyzer=load_analyzer("dlib"),
+                          work_dir=tmp_path / "identity", resolution=64, settings=IdentitySettings(steps=1)).lora
+    pipe.load_lora("astro", str(lora))
+    pipe.set_lora("astro")
+    assert pipe.unet.active_adapters() == ["backbone", "astro"]
+    pipe.unload_lora("astro")
+    assert pipe.unet.active_adapters() == ["backbone"] and loaded_loras(pipe.unet) == ["backbone"]
+    with pytest.raises(Exception, match="base LoRA"):
+        pipe.unload_lora("backbone")

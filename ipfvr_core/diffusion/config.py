@@ -10,6 +10,7 @@ appear. The dataclass is stored as ``ipfvr/config.json`` in a weights folder
 from __future__ import annotations
 
 import dataclasses
+import re
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class IPFVRConfig:
     lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections adapted
     lora_on_motion_modules: bool = False  # also adapt the motion modules' temporal attention
     trained_identity_network: str | None = None  # the network stage feedback rewarded identity by; judge with another
+    base_loras: tuple[str, ...] = ()  # LoRAs in <lora_folder> always active, under the identity's (backbone LoRA)
 
     # --- Face2Text ---
     prompt_template: str = "a close-up video of {description}, sharp focus, detailed skin, high quality"  # sentence
@@ -159,6 +161,10 @@ class IPFVRConfig:
         _require(self.trained_identity_network is None
                  or (isinstance(self.trained_identity_network, str) and bool(self.trained_identity_network)),
                  "trained_identity_network", "must be null or a network's name")
+        _require(isinstance(self.base_loras, tuple) and len(set(self.base_loras)) == len(self.base_loras)
+                 and all(isinstance(n, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", n)
+                         for n in self.base_loras),
+                 "base_loras", "must be distinct LoRA names (letters, digits, '_', '.', '-')")
         _require(
             isinstance(self.lora_target_modules, tuple)
             and len(self.lora_target_modules) > 0
@@ -204,6 +210,7 @@ class IPFVRConfig:
         """JSON-ready dict (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["lora_target_modules"] = list(self.lora_target_modules)
+        out["base_loras"] = list(self.base_loras)
         return out
 
     @classmethod
@@ -214,8 +221,9 @@ class IPFVRConfig:
             if key not in known:
                 raise ConfigError(f"unknown config field {key!r}", field=key)
         values = dict(data)
-        if "lora_target_modules" in values and isinstance(values["lora_target_modules"], list):
-            values["lora_target_modules"] = tuple(values["lora_target_modules"])
+        for name in ("lora_target_modules", "base_loras"):
+            if name in values and isinstance(values[name], list):
+                values[name] = tuple(values[name])
         return cls(**values).validate()
 
     def replace(self, **changes: Any) -> IPFVRConfig:

@@ -12,6 +12,7 @@ by name; none of this reloads the backbone.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
@@ -104,19 +105,20 @@ def load_identity_lora(unet: nn.Module, name: str, path: str | Path) -> None:
         raise ConfigError(f"cannot load LoRA {source}: {exc}", field="lora", code="weights_invalid") from exc
 
 
-def activate_identity_lora(unet: nn.Module, name: str | None) -> None:
-    """Make ``name`` the only active adapter; ``None`` turns LoRA off (the plain backbone)."""
-    if not loaded_loras(unet):
-        if name is None:
-            return
-        raise ConfigError(f"LoRA {name!r} is not loaded", field="lora")
-    if name is None:
-        unet.disable_lora()
+def activate_identity_lora(unet: nn.Module, name: str | None, *, always: Sequence[str] = ()) -> None:
+    """Make the ``always`` adapters (the weights' base LoRAs) and ``name`` the active ones; with neither,
+    LoRA is off (the plain backbone)."""
+    wanted = [*always, *([name] if name is not None and name not in always else [])]
+    if not wanted:
+        if loaded_loras(unet):
+            unet.disable_lora()
         return
-    if name not in loaded_loras(unet):
-        raise ConfigError(f"LoRA {name!r} is not loaded (loaded: {', '.join(loaded_loras(unet))})", field="lora")
+    missing = [n for n in wanted if n not in loaded_loras(unet)]
+    if missing:
+        loaded = ", ".join(loaded_loras(unet)) or "none"
+        raise ConfigError(f"LoRA {missing[0]!r} is not loaded (loaded: {loaded})", field="lora")
     unet.enable_lora()
-    unet.set_adapters([name])
+    unet.set_adapters(wanted)
 
 
 def delete_identity_lora(unet: nn.Module, name: str) -> None:

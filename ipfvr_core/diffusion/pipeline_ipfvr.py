@@ -173,19 +173,21 @@ class IPFVRPipeline(DiffusionPipeline):
     def load_lora(self, name: str, path: str) -> None:
         """Load a per-identity LoRA file under ``name``; the active adapter does not change."""
         load_identity_lora(self.unet, name, path)
-        activate_identity_lora(self.unet, self.active_lora)
+        activate_identity_lora(self.unet, self.active_lora, always=self.ipfvr_config.base_loras)
 
     def set_lora(self, name: str | None) -> None:
-        """Activate LoRA ``name`` (``None``: none, the plain backbone)."""
-        activate_identity_lora(self.unet, name)
+        """Activate LoRA ``name`` over the base LoRAs (``None``: the base LoRAs alone, or the plain backbone)."""
+        activate_identity_lora(self.unet, name, always=self.ipfvr_config.base_loras)
         self.active_lora = name
 
     def unload_lora(self, name: str) -> None:
-        """Remove LoRA ``name``; if it was active, LoRA is turned off."""
+        """Remove LoRA ``name``; if it was active, the base LoRAs alone stay on."""
+        if name in self.ipfvr_config.base_loras:
+            raise ConfigError(f"LoRA {name!r} is a base LoRA of these weights", field="lora")
         delete_identity_lora(self.unet, name)
         if self.active_lora == name:
             self.active_lora = None
-        activate_identity_lora(self.unet, self.active_lora)
+        activate_identity_lora(self.unet, self.active_lora, always=self.ipfvr_config.base_loras)
 
     @property
     def loras(self) -> list[str]:

@@ -50,7 +50,13 @@ from ipfvr_core.diffusion.attention_processor import (
 )
 from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
-from ipfvr_core.diffusion.lora import LORA_SUFFIX, add_identity_lora, check_lora_name, save_identity_lora
+from ipfvr_core.diffusion.lora import (
+    LORA_SUFFIX,
+    add_identity_lora,
+    check_lora_name,
+    load_identity_lora,
+    save_identity_lora,
+)
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.random_backbone import BackboneComponents, random_backbone
 from ipfvr_core.errors import ConfigError
@@ -334,7 +340,7 @@ def load_pipeline(
     proj_state = _load_safetensors(root / IDENTITY_PROJ_FILE)
     kv_state = _load_safetensors(root / IDENTITY_KV_FILE)
     components = load_components(root, config, torch_dtype)
-    return assemble_pipeline(
+    pipe = assemble_pipeline(
         components,
         config,
         lq_weight=conv_state["weight"],
@@ -350,6 +356,10 @@ def load_pipeline(
             "kv": str(root / IDENTITY_KV_FILE),
         },
     )
+    for name in config.base_loras:  # always active, under any identity's LoRA
+        load_identity_lora(pipe.unet, name, lora_path(root, config, name))
+    pipe.set_lora(None)
+    return pipe
 
 
 def weights_fingerprint(weights_dir: str | Path, config: IPFVRConfig) -> str:

@@ -53,6 +53,7 @@ class TrainConfig(BaseModel):
     p_drop_text: float = Field(0.05, ge=0, le=1)  # drop the text alone (empty prompt)
     p_drop_both: float = Field(0.05, ge=0, le=1)  # drop both
     train_motion_modules: bool = False  # also train the AnimateDiff motion modules (saved to motion_adapter/)
+    backbone_lora: bool = False  # restore/feedback: also train a LoRA on the backbone's attention (the weights' rank), saved as an always-active base LoRA
     train_unet: bool = False  # fine-tune the whole U-Net (small models only; saved to unet/ and motion_adapter/)
     checkpoint_every: int = Field(500, ge=1)  # optimizer steps between accelerate checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # older checkpoints are deleted
@@ -73,6 +74,8 @@ class TrainConfig(BaseModel):
     identity_name: str | None = None  # name of the LoRA psi_id trained (a file stem: letters, digits, '_', '.', '-')
 
     def checked(self) -> TrainConfig:
+        if self.backbone_lora and self.train_unet:
+            raise ConfigError("train_unet already trains the whole U-Net; drop one", field="backbone_lora")
         if self.stage == "identity":
             from ipfvr_core.diffusion.lora import check_lora_name
 
@@ -82,8 +85,8 @@ class TrainConfig(BaseModel):
                 check_lora_name(self.identity_name)
             except ConfigError as exc:
                 raise ConfigError(exc.message, field="identity_name") from exc
-            if self.train_unet or self.train_motion_modules:
-                raise ConfigError("stage identity trains the LoRA alone", field="train_unet")
+            if self.train_unet or self.train_motion_modules or self.backbone_lora:
+                raise ConfigError("stage identity trains the identity's LoRA alone", field="train_unet")
         if self.p_drop_identity + self.p_drop_text + self.p_drop_both > 1:
             raise ConfigError("the three drop probabilities sum above 1", field="p_drop_both")
         low, high = self.feedback_window

@@ -42,7 +42,13 @@ from ipfvr_core.diffusion.attention_processor import configure_identity
 from ipfvr_core.diffusion.config import COMPONENT_FOLDER_FIELDS
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
-from ipfvr_core.diffusion.lora import LORA_SUFFIX, activate_identity_lora, add_identity_lora, save_identity_lora
+from ipfvr_core.diffusion.lora import (
+    LORA_SUFFIX,
+    activate_identity_lora,
+    add_identity_lora,
+    loaded_loras,
+    save_identity_lora,
+)
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.weights import (
     RANDOM_WEIGHTS_MARKER,
@@ -58,6 +64,7 @@ from ipfvr_core.training.dataset import ClipDataset, collate
 LOG_FILE = "train_log.csv"
 LOG_FIELDS = ("step", "epoch", "loss", "reward", "lr", "eval_loss", "eval_reward", "replicas_equal")
 CHECKPOINTS = "checkpoints"
+BACKBONE_LORA = "backbone"  # name of the backbone LoRA of stages restore and feedback (a base LoRA of the output)
 
 
 class RestoreModel(nn.Module):
@@ -159,10 +166,12 @@ def _identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
 
 
 def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion: bool,
-                         whole_unet: bool = False, lora: str | None = None) -> list[nn.Parameter]:
+                         whole_unet: bool = False, lora: str | None = None,
+                         backbone_lora: bool = False) -> list[nn.Parameter]:
     """Freeze all but what the stage trains; returns those parameters (requires_grad set).
 
-    ``lora``: the LoRA adapter of that name alone (stage identity)."""
+    ``lora``: the LoRA adapter of that name alone (stage identity); ``backbone_lora``: also the
+    backbone LoRA (``BACKBONE_LORA``)."""
     unet.requires_grad_(False)
     if lora is not None:
         identity_encoder.requires_grad_(False)
@@ -174,7 +183,8 @@ def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion
     chosen = []
     for name, parameter in unet.named_parameters():
         adapter = name == "conv_in.weight" or "to_k_id" in name or "to_v_id" in name
-        if adapter or whole_unet or (motion and "motion_modules" in name):
+        backbone = backbone_lora and "lora_" in name and f".{BACKBONE_LORA}." in name
+        if adapter or backbone or whole_unet or (motion and "motion_modules" in name):
             parameter.requires_grad_(True)
             chosen.append(parameter)
     return chosen + list(identity_encoder.parameters())
@@ -205,12 +215,19 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     resolution = config.resolution or pipe.ipfvr_config.resolution
     unet, identity_encoder = pipe.unet, pipe.identity_encoder
     configure_identity(unet, num_tokens=identity_encoder.token_count(1), scale=config.identity_scale)
+    base = pipe.ipfvr_config.base_loras
     if config.stage == "identity":
         assert config.identity_name is not None  # checked()
         add_identity_lora(unet, config.identity_name, pipe.ipfvr_config)
-        activate_identity_lora(unet, config.identity_name)
+        activate_identity_lora(unet, config.identity_name, always=base)
+    elif config.backbone_lora:
+        if BACKBONE_LORA not in loaded_loras(unet):  # a run from weights that have one trains it on
+            add_identity_lora(unet, BACKBONE_LORA, pipe.ipfvr_config)
+            base = (*base, BACKBONE_LORA)
+        activate_identity_lora(unet, None, always=base)
     params = trainable_parameters(unet, identity_encoder, motion=config.train_motion_modules,
-                                  whole_unet=config.train_unet, lora=config.identity_name)
+                                  whole_unet=config.train_unet, lora=config.identity_name,
+                                  backbone_lora=config.backbone_lora)
     if unet.conv_in.weight.requires_grad:
         stock = torch.ones_like(unet.conv_in.weight)
         stock[:, : pipe.latent_channels] = 0  # (C0, 2C, k, k): the stock input channels stay as released
@@ -430,7 +447,15 @@ def _save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> No
     if config.train_motion_modules or config.train_unet:
         pipe.unet.save_motion_modules(str(weights / "motion_adapter"))
         folders["motion_adapter_folder"] = "motion_adapter"
-    folders["lora_folder"] = str(component_path(source, pipe.ipfvr_config.lora_folder).resolve())
+    source_loras = component_path(source, pipe.ipfvr_config.lora_folder).resolve()
+    folders["lora_folder"] = str(source_loras)
+    if config.backbone_lora:  # the trained backbone LoRA, and the other base LoRAs beside it, in weights/loras/
+        save_identity_lora(pipe.unet, BACKBONE_LORA, weights / "loras" / f"{BACKBONE_LORA}{LORA_SUFFIX}")
+        for name in pipe.ipfvr_config.base_loras:
+            if name != BACKBONE_LORA:
+                shutil.copyfile(source_loras / f"{name}{LORA_SUFFIX}", weights / "loras" / f"{name}{LORA_SUFFIX}")
+        folders["lora_folder"] = "loras"
+        folders["base_loras"] = tuple(dict.fromkeys((*pipe.ipfvr_config.base_loras, BACKBONE_LORA)))
     if config.stage == "feedback":  # evaluation must judge with another network; the weights say which
         folders["trained_identity_network"] = config.identity_network
     pipe.ipfvr_config = pipe.ipfvr_config.replace(**folders, identity_scale=config.identity_scale)
