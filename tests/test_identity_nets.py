@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -57,3 +58,35 @@ def test_the_port_is_differentiable_and_tells_people_apart(
     assert float(similarity.detach()[~torch.eye(6, dtype=torch.bool)].max()) < 0.7  # six different people
     similarity[0, 1].backward()
     assert batch.grad is not None and float(batch.grad.abs().sum()) > 0
+
+
+def test_an_insightface_onnx_recogniser_runs_as_a_differentiable_torch_network(tmp_path, astronaut_rgb) -> None:
+    import onnxruntime
+    import torch
+
+    from ipfvr_core.errors import ConfigError
+    from ipfvr_core.identity_nets.onnx_graph import ArcFaceNetwork
+    from tiny_insightface import write_tiny_arcface
+
+    path = write_tiny_arcface(tmp_path / "w600k_r50.onnx")
+    network = ArcFaceNetwork(path)
+    face = cv2.resize(np.ascontiguousarray(astronaut_rgb[20:220, 150:350]), (112, 112), interpolation=cv2.INTER_AREA)
+    images = np.stack([face, face[:, ::-1]]).astype(np.float32) / 255.0  # (2, 112, 112, 3) RGB
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().requires_grad_(True)  # (2, 3, 112, 112)
+    ours = network(batch)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    blob = (images.transpose(0, 3, 1, 2) * 255.0 - 127.5) / 127.5  # insightface's ArcFaceONNX input
+    theirs = session.run(None, {session.get_inputs()[0].name: blob.astype(np.float32)})[0]
+    theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+    cosines = (ours.detach().numpy() * theirs).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    ours[0].dot(ours[1]).backward()  # differentiable down to the pixels
+    assert batch.grad is not None and batch.grad.abs().sum() > 0
+    # an operator it does not run is named, not approximated
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.node[0].op_type = "Softplus"
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    with pytest.raises(ConfigError, match="Softplus"):
+        ArcFaceNetwork(tmp_path / "odd.onnx")

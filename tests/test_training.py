@@ -21,7 +21,7 @@ import skimage.data
 import torch
 import yaml
 
-from ipfvr_core.diffusion.weights import load_pipeline, write_tiny_checkpoint
+from ipfvr_core.diffusion.weights import load_pipeline, read_config, write_tiny_checkpoint
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
 from ipfvr_core.training.trainer import LOG_FILE, train
@@ -187,6 +187,13 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
     train(config(one_clip, tiny, facenet_run, max_steps=2, **feedback))
     rewards = [float(r["reward"]) for r in read_log(facenet_run) if r["reward"]]
     assert len(rewards) == 2 and all(-1 <= r <= 1 for r in rewards)
+    # and so does a user's insightface recogniser (ONNX, run by torch ops; a tiny seeded one here)
+    from tiny_insightface import write_tiny_arcface
+
+    arcface = write_tiny_arcface(tmp_path / "w600k_r50.onnx")
+    arcface_run = tmp_path / "arcface"
+    train(config(one_clip, tiny, arcface_run, max_steps=1, **(feedback | {"identity_network": f"arcface:{arcface}"})))
+    assert read_config(arcface_run / "weights").trained_identity_network == f"arcface:{arcface}"
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: Path, tmp_path: Path) -> None:
@@ -336,7 +343,6 @@ def test_stage_identity_trains_the_lora_alone(astronaut_photos: list[Path], tiny
 def test_a_backbone_lora_trains_with_the_restore_stage_and_stays_under_every_identity(
         prepared: Path, tiny: Path, tmp_path: Path, astronaut_photos: list[Path]) -> None:
     from ipfvr_core.diffusion.lora import loaded_loras
-    from ipfvr_core.diffusion.weights import read_config
     from ipfvr_core.faces.loader import load_analyzer
     from ipfvr_core.training.identities import IdentitySettings, train_identity
 

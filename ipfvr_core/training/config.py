@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
     resume: str | None = None  # "latest" or a checkpoint folder to continue from (exactly)
     verify_replicas_every: int = Field(0, ge=0)  # steps between checks that every process holds the same weights
     # --- stage feedback only ---
-    identity_network: str = "facenet"  # trained against: "facenet" (the port), or "package.module:factory" of a torch module
+    identity_network: str = "facenet"  # trained against: "facenet" (the port), "arcface:PATH" (insightface ONNX), or "package.module:factory"
 
     feedback_steps: int = Field(40, ge=2)  # sampler steps of the rollout (ReFL: 40)
     feedback_window: tuple[int, int] = (30, 39)  # the step taken with gradients is drawn from here (ReFL)

@@ -145,14 +145,19 @@ def _decode(pipe: IPFVRPipeline, latents: torch.Tensor) -> torch.Tensor:
 
 def _identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
     """The frozen, differentiable identity network the feedback stage is rewarded by: the FaceNet port,
-    or a factory ``package.module:function`` returning a module that maps (N, 3, S, S) RGB in [0, 1]
-    to (N, E) unit vectors and has ``input_size`` (S)."""
+    ``arcface:PATH`` (an insightface recogniser's ONNX file, run by torch ops), or a factory
+    ``package.module:function`` returning a module that maps (N, 3, S, S) RGB in [0, 1] to (N, E)
+    unit vectors and has ``input_size`` (S)."""
     import importlib
 
     from ipfvr_core.identity_nets.facenet import load_facenet
 
     if config.identity_network == "facenet":
         network = load_facenet()
+    elif config.identity_network.startswith("arcface:"):
+        from ipfvr_core.identity_nets.onnx_graph import ArcFaceNetwork
+
+        network = ArcFaceNetwork(config.identity_network.removeprefix("arcface:"))
     else:
         module_name, _, function = config.identity_network.partition(":")
         try:
