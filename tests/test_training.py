@@ -307,8 +307,12 @@ def test_identities_train_fits_a_lora_that_restore_uses(astronaut_photos: list[P
     restored = json.loads(report.read_text())
     assert restored["versions"]["engine_lora"] == "astro" and restored["options"]["identity"] == "astro"
     assert restored["frames_restored"] >= 8
-    r = ipfvr("restore", clip, "-o", tmp_path / "out2.mp4", "--identity", "bob", *common)
-    assert r.returncode == 2 and r.stderr.startswith("ipfvr: error: identity: LoRA file not found"), r.stderr
+    from ipfvr_core.engines.ipfvr import IPFVREngine
+    from ipfvr_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="LoRA file not found") as unknown:
+        IPFVREngine.from_pretrained(weights).use_identity("bob")
+    assert unknown.value.field == "identity"
 
 
 def test_identity_photos_must_show_one_person(astronaut_photos: list[Path], tiny: Path, tmp_path: Path,

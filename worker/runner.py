@@ -171,6 +171,7 @@ class JobRunner:
                                       horizon_s=s.redis_retry_horizon_s)
         self._storage_backoff = Backoff(base_s=s.storage_retry_base_s, max_s=_STORAGE_BACKOFF_MAX_S,
                                         horizon_s=s.storage_retry_horizon_s)
+        self._identity_names: dict[str, str] = {}  # scratch name -> public name of the job's identity photos
 
     def run(self, job_id: str) -> None:
         settings = self.ctx.settings
@@ -226,7 +227,7 @@ class JobRunner:
 
     def _execute(self, record: JobRecord, owner: str, lease: LeaseKeeper, scratch: Path) -> Outcome:
         ctx = self.ctx
-        self._identity_names: dict[str, str] = {}  # scratch name -> public name of the identity's photos
+        self._identity_names = {}
         reporter = ProgressReporter(ctx, record.id, owner, lease)
         stages: dict[str, float] = {}
         cuda = _cuda()
