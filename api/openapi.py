@@ -27,27 +27,29 @@ from api.error_codes import AUTHENTICATED, CODES, DECLARED, WITH_BODY
 from api.schemas import IdentityCreate, JobCreate
 from jobs.schemas import JobOptions
 
+def _multipart(required: list[str], files: dict[str, Any], options_schema: str) -> dict[str, Any]:
+    """A multipart/form-data body: file parts and an ``options`` part holding ``options_schema`` as JSON text."""
+    options = {"type": "string", "contentMediaType": "application/json",
+               "contentSchema": {"$ref": f"#/components/schemas/{options_schema}"},
+               "description": f"{options_schema} as JSON text"}
+    return {
+        "schema": {"type": "object", "required": required, "properties": {**files, "options": options}},
+        "encoding": {"options": {"contentType": "application/json"}},
+    }
+
+
+_PHOTOS = {"type": "array", "items": {"type": "string", "format": "binary"}}
+
 CREATE_JOB_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["video"],
-                    "properties": {
-                        "video": {"type": "string", "format": "binary",
-                                  "description": "the video to restore: MP4, MOV, MKV or WebM"},
-                        "reference": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                      "description": "one or more photos of the person: PNG, JPEG or WebP "
-                                                     "(optional when options name an `identity`)"},
-                        "options": {"type": "string", "contentMediaType": "application/json",
-                                    "contentSchema": {"$ref": "#/components/schemas/JobOptions"},
-                                    "description": "JobOptions as JSON text"},
-                    },
-                },
-                "encoding": {"options": {"contentType": "application/json"}},
-            },
+            "multipart/form-data": _multipart(["video"], {
+                "video": {"type": "string", "format": "binary",
+                          "description": "the video to restore: MP4, MOV, MKV or WebM"},
+                "reference": _PHOTOS | {"description": "one or more photos of the person: PNG, JPEG or WebP "
+                                                       "(optional when options name an `identity`)"},
+            }, "JobOptions"),
             "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
         },
     }
@@ -57,21 +59,10 @@ CREATE_IDENTITY_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["reference", "options"],
-                    "properties": {
-                        "reference": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                      "description": "photos of one person: PNG, JPEG or WebP (the largest face "
-                                                     "of each)"},
-                        "options": {"type": "string", "contentMediaType": "application/json",
-                                    "contentSchema": {"$ref": "#/components/schemas/IdentityCreate"},
-                                    "description": "IdentityCreate as JSON text"},
-                    },
-                },
-                "encoding": {"options": {"contentType": "application/json"}},
-            },
+            "multipart/form-data": _multipart(["reference", "options"], {
+                "reference": _PHOTOS | {"description": "photos of one person: PNG, JPEG or WebP (the largest face "
+                                                       "of each)"},
+            }, "IdentityCreate"),
         },
     }
 }

@@ -53,6 +53,23 @@ def pattern_frame(index: int, width: int, height: int) -> np.ndarray:
     return image
 
 
+def first_frames(source: Path, target: Path, count: int) -> Path:
+    """The first ``count`` frames of ``source`` as an H.264 MP4."""
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream("libx264", rate=stream.average_rate)
+        out.width, out.height, out.pix_fmt = stream.width, stream.height, "yuv420p"
+        for index, frame in enumerate(src.decode(stream)):
+            if index == count:
+                break
+            image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+            for packet in out.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+    return target
+
+
 def write_clip(
     path: Path,
     *,

@@ -21,6 +21,8 @@ import skimage.data
 import torch
 import yaml
 
+import media_factory as mf
+
 from ipfvr_core.diffusion.weights import load_pipeline, read_config, write_tiny_checkpoint
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
@@ -138,14 +140,7 @@ def test_restore_stage_overfits_and_its_output_restores_carphone(
     assert trained.ipfvr_config.identity_scale == 1.0 and (weights / "unet").is_dir()
     start = load_pipeline(tiny)
     assert not torch.equal(trained.unet.conv_in.weight, start.unet.conv_in.weight)
-    clip = tmp_path / "clip.mp4"
-    with VideoWriter(clip, width=176, height=144, fps=Fraction(30)) as writer:
-        from ipfvr_core.video_io import iter_frames
-
-        for frame in iter_frames(carphone_distorted):
-            if frame.index == 12:
-                break
-            writer.write(frame.image)
+    clip = mf.first_frames(carphone_distorted, tmp_path / "clip.mp4", 12)
     restored, report = tmp_path / "restored.mp4", tmp_path / "report.json"
     r = ipfvr("restore", clip, "-r", carphone_reference, "-o", restored, "--engine", "ipfvr", "--weights", weights,
               "--report", report, "--quiet")
@@ -292,14 +287,7 @@ def test_identities_train_fits_a_lora_that_restore_uses(astronaut_photos: list[P
     again = ipfvr("identities", "train", "-r", astronaut_photos[0], "--name", "astro", "--weights", weights)
     assert again.returncode == 2 and again.stderr.startswith("ipfvr: error: name: identity 'astro' exists"), again.stderr
     # restore with the identity: the LoRA is active and said in the report; an unknown one names the option
-    clip = tmp_path / "clip.mp4"
-    with VideoWriter(clip, width=176, height=144, fps=Fraction(30)) as writer:
-        from ipfvr_core.video_io import iter_frames
-
-        for frame in iter_frames(carphone_distorted):
-            if frame.index == 10:
-                break
-            writer.write(frame.image)
+    clip = mf.first_frames(carphone_distorted, tmp_path / "clip.mp4", 10)
     report = tmp_path / "report.json"
     common = ["-r", astronaut_photos[0], "--engine", "ipfvr", "--weights", weights, "--faces", "all", "--quiet"]
     r = ipfvr("restore", clip, "-o", tmp_path / "out.mp4", "--identity", "astro", "--report", report, *common)

@@ -21,14 +21,12 @@ from worker.sweeper import Sweeper
 from worker.webhook_delivery import WebhookDelivery
 
 
-@app.task(
-    name=RESTORE_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.job_time_limit_s,
-    time_limit=settings.hard_time_limit_s,
-    max_retries=0,
-)
+# The policy of a long model run (a restore or an identity's training), in one place.
+_MODEL_RUN = {"acks_late": True, "reject_on_worker_lost": True, "soft_time_limit": settings.job_time_limit_s,
+              "time_limit": settings.hard_time_limit_s, "max_retries": 0}
+
+
+@app.task(name=RESTORE_TASK, **_MODEL_RUN)
 def restore(job_id: str) -> None:
     worker = runtime.current()
     if worker is None or worker.restorer is None:
@@ -37,14 +35,7 @@ def restore(job_id: str) -> None:
     worker.run(job_id)
 
 
-@app.task(
-    name=TRAIN_IDENTITY_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=settings.job_time_limit_s,
-    time_limit=settings.hard_time_limit_s,
-    max_retries=0,
-)
+@app.task(name=TRAIN_IDENTITY_TASK, **_MODEL_RUN)
 def train_identity(identity_id: str) -> None:
     worker = runtime.current()
     if worker is None or worker.restorer is None:

@@ -15,7 +15,6 @@ AdamW at 1e-4, constant schedule, a few hundred steps, no EMA) at the rank of th
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,7 @@ def train_identity(
 ) -> TrainedIdentity:
     """Train LoRA ``name`` from ``photos`` on the model in ``weights``; the file lands under ``work_dir/loras/``."""
     from ipfvr_core.diffusion.lora import check_lora_name  # diffusers: not on the CLI's start-up path
-    from ipfvr_core.training.trainer import LOG_FILE, train
+    from ipfvr_core.training.trainer import train
 
     settings = settings or IdentitySettings()
     check_lora_name(name)
@@ -86,7 +85,7 @@ def train_identity(
         eval_every=settings.steps, eval_samples=min(prepared.images, 4), checkpoint_every=settings.steps + 1,
         log_every=max(1, settings.steps // 20),
     )
-    lora = train(config, should_cancel=should_cancel)
-    with (Path(work_dir) / LOG_FILE).open() as f:
-        evals = [float(row["eval_loss"]) for row in csv.DictReader(f) if row["eval_loss"]]
+    evals: list[float] = []  # the evaluation loss at step 0 and at the end (eval_every = steps)
+    lora = train(config, should_cancel=should_cancel,
+                 on_log=lambda row: evals.append(float(row["eval_loss"])) if "eval_loss" in row else None)
     return TrainedIdentity(lora=lora, photos=prepared.images, loss_start=evals[0], loss_end=evals[-1])

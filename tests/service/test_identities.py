@@ -23,7 +23,7 @@ from ipfvr_core.diffusion.weights import write_tiny_checkpoint
 from ipfvr.client import ApiError, Client
 from ipfvr_core.evaluation.synth import reference_variant
 from tests.service.stack import ServiceStack
-from tests.service.test_service_e2e import first_frames
+from tests.media_factory import first_frames
 
 
 def astronaut_photos(folder: Path) -> list[Path]:
