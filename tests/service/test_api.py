@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from api.main import api_document
+from jobs.metrics import COUNTERS, HISTOGRAMS
+from jobs.workers import WorkerState
 from tests.service.http_raw import read_http_response
 from tests.service.stack import ServiceStack
 
@@ -296,13 +298,21 @@ def test_webhook_secret_and_rotation(tenant: Tenant) -> None:
 
 
 def test_health_readiness_metrics_and_openapi(stack: ServiceStack) -> None:
+    # The shared worker may still be busy with an earlier test's job: wait until it is idle (a condition), then
+    # ask readiness, which counts it as live whether or not a queued job has taken it again meanwhile.
+    stack.wait_worker("restore", WorkerState.READY)
     with stack.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz").json()
-        assert ready["checks"] == {"redis": "ok", "storage": "ok"} and ready["workers"]["ready"] >= 1
+        assert ready["checks"] == {"redis": "ok", "storage": "ok"}
+        assert set(ready["workers"]) == {state.value for state in WorkerState}
+        assert ready["workers"]["ready"] + ready["workers"]["busy"] >= 1, ready["workers"]
         metrics = client.get("/metrics").text
-        for name in ("ipfvr_queue_waiting_jobs", "ipfvr_queue_active_jobs", "ipfvr_jobs_completed_total",
-                     "ipfvr_job_queue_wait_seconds_bucket", "ipfvr_model_load_seconds_count",
+        # Every declared family is exported before its first observation (this test may run first).
+        families = [f"# TYPE ipfvr_{name}_total counter" for name in COUNTERS] + [
+            f"# TYPE ipfvr_{name} histogram" for name in HISTOGRAMS]
+        for name in (*families, "ipfvr_queue_waiting_jobs", "ipfvr_queue_active_jobs",
+                     'ipfvr_model_load_seconds_count{engine="baseline"}',  # the shared worker's load
                      'ipfvr_workers{state="ready"}', "ipfvr_http_requests_total"):
             assert name in metrics, name
         assert 'route="/healthz",status="200"' in metrics  # route templates, never raw paths
