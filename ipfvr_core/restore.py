@@ -159,6 +159,7 @@ class Restorer:
     """A face analyzer and an engine, loaded once and reused for many videos."""
 
     def __init__(self, analyzer: FaceAnalyzer, engine: Engine) -> None:
+        engine.check_face_backend(analyzer)
         self.analyzer = analyzer
         self.engine = engine
         self._x4plus = None  # Real-ESRGAN x4plus for upscaled backgrounds, loaded on first use (non-baseline engines)

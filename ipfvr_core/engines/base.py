@@ -13,10 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ipfvr_core.errors import Canceled, ConfigError, InputError
+
+if TYPE_CHECKING:
+    from ipfvr_core.faces.base import FaceAnalyzer
 
 # progress(done_units, total_units) within the current push; units are engine-defined (steps or frames).
 ProgressFn = Callable[[int, int], None]
@@ -103,6 +107,9 @@ class Engine(ABC):
     def versions(self) -> dict[str, str]:
         """Engine name, weights identity and library versions, for the report."""
         return {"engine": self.name}
+
+    def check_face_backend(self, analyzer: FaceAnalyzer) -> None:
+        """Refuse, at load, a face backend whose embeddings this engine cannot take (default: any will do)."""
 
     # Per-identity modules (IP-FVR's LoRA psi_id): engines that have none refuse a name.
     identity_modules: bool = False  # whether use_identity/load_identity accept a name

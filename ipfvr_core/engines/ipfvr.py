@@ -130,6 +130,20 @@ class IPFVREngine(Engine):
             streams = [NegativeStream(s.name, s.text, s.weight * identity.guidance_scale / total) for s in streams]
         return SessionConditions(face2text=text, negative_streams=tuple(streams))
 
+    def check_face_backend(self, analyzer: FaceAnalyzer) -> None:
+        """The weights' identity projection was trained on one embedder: refuse another at load."""
+        cfg = self.config
+        if analyzer.embedding_dim == cfg.id_embedding_dim and analyzer.metric == cfg.id_metric:
+            return
+        wanted = (f"{cfg.id_embedding_dim}-d {cfg.id_encoder} embeddings"
+                  + (" (insightface buffalo_l's normed_embedding)" if cfg.id_encoder == "arcface" else ""))
+        fix = ("run with --face-backend insightface --insightface-dir PACK (a local buffalo_l folder; "
+               "or set IPFVR_INSIGHTFACE_DIR)" if cfg.id_encoder == "arcface" else "run with --face-backend dlib")
+        raise ConfigError(
+            f"these weights take {wanted}, but the face backend {analyzer.name!r} gives "
+            f"{analyzer.embedding_dim}-d {analyzer.metric} embeddings: {fix}",
+            field="face_backend", code="weights_invalid")
+
     def check_identity(self, identity: IdentityCondition) -> np.ndarray:
         """(R, D) float32 embeddings of ``identity``, checked against the model's embedding size and metric."""
         if not identity.embeddings:
