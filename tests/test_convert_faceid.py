@@ -308,3 +308,25 @@ def test_arcface_weights_with_dlib_are_refused_naming_the_face_backend(
     assert r.returncode != 0 and not (tmp_path / "x.mp4").exists()
     message = r.stderr.strip().splitlines()[-1]
     assert "[weights_invalid]" in message and "face_backend" in message and "--insightface-dir" in message, r.stderr
+
+
+def test_plus_v2_tokens_match_diffusers_faceid_plus_projection(public_like: dict[str, Path]) -> None:
+    """Our converted Perceiver (with Plus-v2's shortcut) gives diffusers' IPAdapterFaceIDPlusImageProjection tokens."""
+    unet2d = UNet2DConditionModel.from_pretrained(public_like["sd15"] / "unet")
+    state = faceid_state(unet2d, rank=4, seed=6, plus_clip_dim=48, perceiver_depth=4, perceiver_heads=1)
+    reference = unet2d._convert_ip_adapter_image_proj_to_diffusers(state["image_proj"]).eval()
+    converted_state, fields = convert_image_proj(state["image_proj"])
+    feature_dim = fields.pop("perceiver_feature_dim")
+    config = IPFVRConfig().replace(**fields, perceiver_shortcut_scale=0.8)
+    ours = IdentityEncoder.from_config(config, token_dim=32, feature_dim=feature_dim).eval()
+    ours.load_state_dict(converted_state, strict=True)
+
+    generator = torch.Generator().manual_seed(7)
+    embedding = torch.nn.functional.normalize(torch.randn(1, 512, generator=generator), dim=-1)  # (1, 512)
+    patches = torch.randn(1, 10, feature_dim, generator=generator)  # (R=1, P, Dv) CLIP penultimate states
+    reference.clip_embeds = patches[:, None]  # (B, images, P, Dv)
+    reference.shortcut, reference.shortcut_scale = True, 0.8
+    with torch.no_grad():
+        expected = reference(embedding)  # (1, N, C)
+        got = ours(embedding, patches)  # (1, N, C)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
