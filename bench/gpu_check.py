@@ -15,7 +15,9 @@ one U-Net evaluation on identical inputs, and the mean absolute difference of th
 Without a CUDA device it prints a message and exits 0. ``--device cpu --size tiny`` runs the same
 code on the tiny shapes as a smoke test.
 
-    python bench/gpu_check.py [--steps 10] [--streams 3] [--compile] [--json out.json]
+    python bench/gpu_check.py [--steps 10] [--streams 3] [--compile] [--json out.json] [--weights DIR]
+
+``--weights DIR`` measures a weights folder (e.g. one ``ipfvr weights convert`` wrote) instead.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.random_backbone import random_backbone
-from ipfvr_core.diffusion.weights import assemble_pipeline
+from ipfvr_core.diffusion.weights import assemble_pipeline, load_pipeline
 
 NEGATIVES = ["blurry, low quality, jpeg artifacts, noise, deformed face", "woman, child", "cartoon, painting", "hat"]
 
@@ -212,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-tolerance", type=float, default=2e-2, help="max mean |frame difference| in [0, 1]")
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a weights folder (e.g. from `ipfvr weights convert`) instead of random --size weights")
     parser.add_argument("--train", action="store_true",
                         help="also time one optimizer step of each training stage (restore, identity, feedback)")
     args = parser.parse_args(argv)
@@ -253,18 +257,25 @@ def main(argv: list[str] | None = None) -> int:
     ] * (1 + args.streams)
 
     build_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        parts = random_backbone(
-            args.size, resolution=args.resolution, tokenizer_dir=Path(tmp) / "tokenizer", seed=0, device=device
-        )
-    pipe = assemble_pipeline(parts, config, device=device, dtype=torch.float32, seed=0)
-    del parts
+    if args.weights is not None:  # the folder's own config, with this run's shape and runtime fields
+        fields = ("resolution", "num_inference_steps", "clip_length", "overlap", "channels_last", "compile",
+                  "vae_slice_frames")
+        pipe = load_pipeline(args.weights, device=device, dtype=torch.float32,
+                             overrides={f: getattr(config, f) for f in fields})
+        report["size"] = f"weights:{args.weights.name}"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            parts = random_backbone(
+                args.size, resolution=args.resolution, tokenizer_dir=Path(tmp) / "tokenizer", seed=0, device=device
+            )
+        pipe = assemble_pipeline(parts, config, device=device, dtype=torch.float32, seed=0)
+        del parts
     report["build_s"] = time.perf_counter() - build_start
     report["unet_params_m"] = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
 
     rng = np.random.RandomState(0)
     lq = rng.randint(0, 256, size=(args.frames, args.resolution, args.resolution, 3), dtype=np.uint8)
-    emb = rng.randn(1, 512).astype(np.float32)
+    emb = rng.randn(1, pipe.ipfvr_config.id_embedding_dim).astype(np.float32)
     results: dict[str, dict[str, Any]] = {}
     probes: dict[str, torch.Tensor] = {}
     for name, dtype in (("float32", torch.float32), (args.half, half)):
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     report["ok"] = ok
 
     print(
-        f"gpu_check on {report['device']} ({args.size}, {args.frames} frames at {args.resolution}px, "
+        f"gpu_check on {report['device']} ({report['size']}, {args.frames} frames at {args.resolution}px, "
         f"{1 + args.streams} conditions, {args.steps} steps, U-Net {report['unet_params_m']:.0f}M params)"
     )
     for name, entry in results.items():
