@@ -289,7 +289,7 @@ def test_cli_converts_then_restores_carphone(
     again = _ipfvr(*convert)
     assert again.returncode != 0 and "--overwrite" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
-    clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 10)
+    clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 6)
     out = tmp_path / "restored.mp4"
     report = tmp_path / "report.json"
     r = _ipfvr("restore", clip, "-r", astronaut_png, "-o", out, "--engine", "ipfvr", "--weights", weights,
@@ -299,15 +299,21 @@ def test_cli_converts_then_restores_carphone(
     assert json.loads(report.read_text())["versions"]["engine_lora"] == "none"  # the base LoRA is under every one
 
 
-def test_arcface_weights_with_dlib_are_refused_naming_the_face_backend(
-    converted: Path, carphone_distorted: Path, astronaut_png: Path, tmp_path: Path,
-) -> None:
-    clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 2)
-    r = _ipfvr("restore", clip, "-r", astronaut_png, "-o", tmp_path / "x.mp4", "--engine", "ipfvr",
-               "--weights", converted, "--face-backend", "dlib")
-    assert r.returncode != 0 and not (tmp_path / "x.mp4").exists()
-    message = r.stderr.strip().splitlines()[-1]
-    assert "[weights_invalid]" in message and "face_backend" in message and "--insightface-dir" in message, r.stderr
+class Dlib128AnalyzerDouble:
+    """Test double: only what the load-time check reads of dlib's analyzer (its name and embedding kind)."""
+
+    name, embedding_dim, metric = "dlib", 128, "l2"
+
+
+def test_arcface_weights_with_dlib_are_refused_naming_the_face_backend(converted: Path) -> None:
+    from ipfvr_core.engines.ipfvr import IPFVREngine
+    from ipfvr_core.restore import Restorer
+
+    engine = IPFVREngine.from_pretrained(converted)
+    with pytest.raises(ConfigError) as err:
+        Restorer(Dlib128AnalyzerDouble(), engine)  # type: ignore[arg-type]
+    assert (err.value.code, err.value.field) == ("weights_invalid", "face_backend")
+    assert "'dlib'" in err.value.message and "--insightface-dir" in err.value.message
 
 
 def test_plus_v2_tokens_match_diffusers_faceid_plus_projection(public_like: dict[str, Path]) -> None:
