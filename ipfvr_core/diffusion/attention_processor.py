@@ -16,7 +16,8 @@ of ``AttnProcessor2_0``, so the output equals the plain backbone's bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +175,23 @@ def configure_identity(unet: nn.Module, *, num_tokens: int | None = None, scale:
             processor.num_tokens = num_tokens
         if scale is not None:
             processor.scale = scale
+
+
+@contextmanager
+def identity_settings(unet: nn.Module, *, num_tokens: int, scale: float) -> Iterator[None]:
+    """Set the identity token count and lambda for the duration of one pipeline call, then restore them.
+
+    The U-Net is shared by pipelines of different configs (``IPFVRPipeline.with_config``); restoring
+    keeps a call of one from changing what another (or a direct U-Net call) sees afterwards.
+    """
+    processors = identity_processors(unet)
+    before = {name: (p.num_tokens, p.scale) for name, p in processors.items()}
+    configure_identity(unet, num_tokens=num_tokens, scale=scale)
+    try:
+        yield
+    finally:
+        for name, processor in processors.items():
+            processor.num_tokens, processor.scale = before[name]
 
 
 def identity_kv_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:

@@ -55,17 +55,24 @@ class IPFVRConfig:
     overlap: int = 8  # m: frames shared by consecutive clips (blended in latents, cross-faded in pixels)
 
     # --- exponential inter-clip blending ---
-    blend_beta: float = 0.5  # beta in alpha_j = exp(-beta * (j + blend_index_offset)); math.inf disables blending
+    # beta in alpha_j = exp(-beta * (j + blend_index_offset)); math.inf disables blending. alpha_j is a PER-STEP
+    # weight: applied at K steps it compounds to a final weight 1 - (1 - alpha_j)**K of the previous clip
+    # (blending module docstring); blend_calibrated makes the final weight alpha_j instead
+    blend_beta: float = 0.5
     blend_index_offset: int = 0  # 0 = design text (alpha_0 = 1 pins the first overlap frame); 1 = every alpha < 1
     blend_fade_steps: int = 0  # blending fades linearly to zero over this many final denoising steps (0 = never)
+    blend_calibrated: bool = False  # per-step weights chosen so the compounded final weight equals alpha_j
     output_crossfade: bool = True  # linearly cross-fade the overlap frames of consecutive clips in the output
 
     # --- sampler ---
     sampler: Sampler = "ddim"  # scheduler class built from scheduler/scheduler_config.json
+    beta_schedule: Literal["linear", "scaled_linear"] = "linear"  # AnimateDiff's; replaces the scheduler folder's
     num_inference_steps: int = 25  # denoising steps of a full-strength run
     ddim_eta: float = 0.0  # DDIM eta (0 = deterministic DDIM); ignored by the other samplers
 
     # --- multi-stream negative guidance: eps = eps(c+) + sum_s w_s (eps(c+) - eps(c-_s)) ---
+    # = classifier-free guidance at scale 1 + W (W = sum_s w_s) against the w-weighted mean negative, so a job's
+    # guidance_scale g (which sets W = g, keeping the ratios) is CFG scale 1 + g; a weight-0 stream runs no U-Net work
     quality_negative_prompt: str = "blurry, low quality, jpeg artifacts, noise, deformed face"  # quality stream text
     quality_guidance_weight: float = 1.5  # w for the quality stream (0 drops the stream)
     attribute_guidance_weight: float = 0.5  # w for the Face2Text attribute-negation stream (0 drops it)
@@ -134,8 +141,10 @@ class IPFVRConfig:
         )
         _int_range(self, "blend_index_offset", 0, 1)
         _int_range(self, "blend_fade_steps", 0, 1000)
+        _require(isinstance(self.blend_calibrated, bool), "blend_calibrated", "must be true or false")
         _require(isinstance(self.output_crossfade, bool), "output_crossfade", "must be true or false")
         _choice(self, "sampler", SAMPLERS)
+        _choice(self, "beta_schedule", ("linear", "scaled_linear"))
         _int_range(self, "num_inference_steps", 1, 1000)
         _float_range(self, "ddim_eta", 0.0, 1.0)
         _require(isinstance(self.quality_negative_prompt, str), "quality_negative_prompt", "must be a string")

@@ -4,10 +4,16 @@ One positive condition c+ and S negative conditions c-_s with their own weights:
 
     eps = eps(c+) + sum_s w_s * (eps(c+) - eps(c-_s))
 
-With S = 1 this is classifier-free guidance at scale 1 + w. The 1+S conditions are stacked on the
-batch axis (positive first) so that one U-Net call per step evaluates all of them; the helpers here
-build that batch and split the result back. ``condition_chunks`` splits the stack into several
-calls when memory asks for it (``IPFVRConfig.condition_batch_size``); the result is the same.
+With W = sum_s w_s (W > 0) this is exactly classifier-free guidance at scale 1 + W against the
+weighted mean negative prediction: eps = eps(c+) + W * (eps(c+) - sum_s (w_s / W) eps(c-_s)). So
+S = 1 is CFG at scale 1 + w, and the engine's single knob (a job's ``guidance_scale`` g rescales
+the stream weights to sum to g, keeping their ratios) is CFG at scale 1 + g, not g. A stream of
+weight 0 changes nothing; the pipeline drops it before the U-Net call.
+
+The 1+S conditions are stacked on the batch axis (positive first) so that one U-Net call per step
+evaluates all of them; the helpers here build that batch and split the result back.
+``condition_chunks`` splits the stack into several calls when memory asks for it
+(``IPFVRConfig.condition_batch_size``); the result is the same.
 """
 
 from __future__ import annotations

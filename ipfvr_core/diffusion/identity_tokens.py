@@ -7,6 +7,8 @@
   IP-Adapter-FaceID-PlusV2: ``tokens = mlp_tokens + shortcut_scale * perceiver(mlp_tokens, patches)``.
 * Several references: the L2-normalised embeddings are averaged (``mean``) or each gives its own N
   tokens (``concat``); the patch tokens are concatenated (``concat``) or averaged (``mean``).
+* The negative condition is the zero embedding and, for the Perceiver, the CLIP states of the
+  all-zero pixel tensor (:func:`clip_vision_negative_patches`), as IP-Adapter-FaceID-Plus does.
 """
 
 from __future__ import annotations
@@ -222,5 +224,25 @@ def clip_vision_patches(
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
     pixels = ((pixels - mean) / std).to(device=device, dtype=dtype)
-    outputs = image_encoder(pixel_values=pixels, output_hidden_states=True)
+    return _penultimate_states(image_encoder, pixels)  # (R, P, Dv)
+
+
+def clip_vision_negative_patches(
+    image_encoder: nn.Module, num_images: int, *, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(R, P, Dv) patch features of the unconditional image: the all-zero pixel tensor, once per reference.
+
+    IP-Adapter-FaceID-Plus and diffusers (``encode_image``) build the negative image condition as
+    ``image_encoder(zeros_like(pixel_values)).hidden_states[-2]``; the pixel values are the
+    normalised ones, so zero is the CLIP-mean image.
+    """
+    size = int(image_encoder.config.image_size)
+    pixels = torch.zeros(1, 3, size, size, device=device, dtype=dtype)  # (1, 3, size, size)
+    states = _penultimate_states(image_encoder, pixels)  # (1, P, Dv)
+    return states.expand(num_images, -1, -1)  # (R, P, Dv)
+
+
+def _penultimate_states(image_encoder: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(R, P, Dv) hidden states of the vision tower's penultimate layer for normalised (R, 3, S, S) pixels."""
+    outputs = image_encoder(pixel_values=pixel_values, output_hidden_states=True)
     return outputs.hidden_states[-2]  # (R, P, Dv)

@@ -7,15 +7,21 @@ Reads like diffusers' ``AnimateDiffPipeline``; ``__call__`` runs five numbered s
    (the positive Face2Text sentence and S negative streams);
 3. prepare latents: VAE latents of the LQ clip, concatenated on the channel axis at every step
    (``conv_in`` is widened, its new weights zero-initialised); the noisy latents start from pure
-   noise, or (``init_strength < 1``, SDEdit) from the LQ latents noised to the starting step;
-4. denoising loop: ONE U-Net call per step evaluates all 1+S conditions; multi-stream negative
-   guidance; scheduler step; exponential blending of the overlap with the previous clip's
-   cached latents of the same step; ``callback_on_step_end`` (progress, cancellation);
+   noise, or (``init_strength < 1``, SDEdit) from the LQ latents noised to the starting step; the
+   overlap frames reuse the previous clip's initial noise of the same frames;
+4. denoising loop: ONE U-Net call per step evaluates all 1+S conditions (streams of weight 0 are
+   dropped); multi-stream negative guidance; scheduler step; exponential blending of the overlap
+   with the previous clip's cached latents of the same step; ``callback_on_step_end`` (progress,
+   cancellation). The latents stay float32 through the scheduler whatever the U-Net's dtype;
 5. decode, ``vae_slice_frames`` frames per VAE call so memory stays bounded.
 
 Clips longer than a track or streaming across clips are the engine's job
 (:mod:`ipfvr_core.engines.ipfvr`); this pipeline restores one clip and can hand back its per-step
-tail latents for the next clip.
+tail latents and the initial noise of its tail frames for the next clip. Like diffusers' FreeNoise,
+which keeps one initial latent per frame across its windows, a frame shared by two clips starts
+from the same noise in both: the blended overlap then mixes two trajectories from the same start
+instead of averaging two independent ones, which would lower the overlap frames' variance (soft,
+flickering seams).
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from ipfvr_core.diffusion.attention_processor import configure_identity
-from ipfvr_core.diffusion.blending import blend_overlap, blend_weights, step_fade
+from ipfvr_core.diffusion.attention_processor import identity_settings
+from ipfvr_core.diffusion.blending import blend_overlap, blend_weights, step_blend_weights
 from ipfvr_core.diffusion.config import COMPONENT_FOLDER_FIELDS, IPFVRConfig
 from ipfvr_core.diffusion.guidance import (
     combine_negative_guidance,
@@ -41,7 +47,7 @@ from ipfvr_core.diffusion.guidance import (
     frame_condition_embeds,
     stack_latents,
 )
-from ipfvr_core.diffusion.identity_tokens import IdentityEncoder, clip_vision_patches
+from ipfvr_core.diffusion.identity_tokens import IdentityEncoder, clip_vision_negative_patches, clip_vision_patches
 from ipfvr_core.diffusion.lora import (
     activate_identity_lora,
     delete_identity_lora,
@@ -58,10 +64,11 @@ StepCallback = Callable[["IPFVRPipeline", int, torch.Tensor, dict[str, torch.Ten
 
 @dataclass
 class IPFVRPipelineOutput:
-    """Restored frames and, when asked for, the per-step latents of the clip's last frames."""
+    """Restored frames and, when asked for, the per-step latents and the initial noise of the clip's last frames."""
 
     frames: np.ndarray | torch.Tensor  # np: (F, H, W, 3) float32 in [0, 1]; pt: (F, 3, H, W); latent: (1, C, F, h, w)
-    step_latents: list[torch.Tensor] | None  # per step i: (1, C, k, h, w) latents of the last k frames after step i
+    step_latents: list[torch.Tensor] | None  # per step i: (1, C, k, h, w) float32 latents of the last k frames
+    tail_noise: torch.Tensor | None = None  # (1, C, k, h, w) float32 initial noise of the last k frames
 
 
 @dataclass
@@ -71,7 +78,7 @@ class EncodedIdentity:
     tokens: torch.Tensor  # (1, N', C)
     negative_tokens: (
         torch.Tensor
-    )  # (1, N', C): zero-embedding tokens or the same tokens (IPFVRConfig.negative_identity)
+    )  # (1, N', C): tokens of the zero embedding (+ the zero image's CLIP states) or the same tokens
 
 
 # Config fields baked into the modules at load time (weights shapes, identity encoder, dtypes, layout).
@@ -105,7 +112,7 @@ def _bad(argument: str, reason: str) -> InputError:
 class IPFVRPipeline(DiffusionPipeline):
     """Reference-guided face video restoration over an AnimateDiff motion U-Net (see module docstring)."""
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->unet->vae"
+    model_cpu_offload_seq = "text_encoder->image_encoder->identity_encoder->unet->vae"
     _optional_components: ClassVar[list[str]] = ["image_encoder"]
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents"]
 
@@ -262,8 +269,13 @@ class IPFVRPipeline(DiffusionPipeline):
         if self.ipfvr_config.negative_identity == "same":
             negative = tokens
         else:
-            zero_patches = None if patches is None else torch.zeros_like(patches)
-            negative = self.identity_encoder(torch.zeros_like(emb), zero_patches).to(self.unet.dtype)  # (1, N', C)
+            # zero embedding; the Perceiver reads the CLIP states of the all-zero image (IP-Adapter-FaceID-Plus)
+            negative_patches = None
+            if patches is not None:
+                negative_patches = clip_vision_negative_patches(
+                    self.image_encoder, patches.shape[0], device=device, dtype=self.image_encoder.dtype
+                ).to(dtype)  # (R, P, Dv)
+            negative = self.identity_encoder(torch.zeros_like(emb), negative_patches).to(self.unet.dtype)  # (1, N', C)
         return EncodedIdentity(tokens=tokens, negative_tokens=negative)
 
     @torch.no_grad()
@@ -291,15 +303,19 @@ class IPFVRPipeline(DiffusionPipeline):
         return [slice(i, min(i + size, num_frames)) for i in range(0, num_frames, size)]
 
     # ------------------------------------------------------------------ helpers
-    def make_scheduler(self) -> SchedulerMixin:
-        """A fresh scheduler of the configured sampler per call, so interleaved calls keep separate state."""
-        return make_sampler(self.scheduler, self.ipfvr_config.sampler)
+    def make_scheduler(self, blended_steps: Sequence[int] = ()) -> SchedulerMixin:
+        """A fresh scheduler of the configured sampler per call, so interleaved calls keep separate state.
+
+        ``blended_steps``: indices into the scheduler's timesteps of the steps followed by blending
+        (see :func:`~ipfvr_core.diffusion.samplers.make_sampler`).
+        """
+        cfg = self.ipfvr_config
+        return make_sampler(self.scheduler, cfg.sampler, beta_schedule=cfg.beta_schedule, blended_steps=blended_steps)
 
     def get_timesteps(self, scheduler: SchedulerMixin, num_inference_steps: int, init_strength: float) -> torch.Tensor:
         """Timesteps actually run: all of them, or the last ``int(steps * init_strength)`` (SDEdit)."""
         scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
-        run = min(int(num_inference_steps * init_strength), num_inference_steps)
-        start = num_inference_steps - run
+        start = num_inference_steps - self.planned_steps(num_inference_steps, init_strength)
         timesteps = scheduler.timesteps[start * scheduler.order :]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start * scheduler.order)
@@ -341,6 +357,8 @@ class IPFVRPipeline(DiffusionPipeline):
         num_inference_steps: int,
         init_strength: float,
         previous_latents: Sequence[torch.Tensor] | None,
+        previous_noise: torch.Tensor | None,
+        latents: torch.Tensor | None,
         cache_tail_frames: int,
         output_type: str,
         callback_on_step_end_tensor_inputs: Sequence[str],
@@ -412,6 +430,24 @@ class IPFVRPipeline(DiffusionPipeline):
                     )
                 if latent.shape[2] > num_frames:
                     raise _bad("previous_latents", f"{latent.shape[2]} overlap frames exceed the clip's {num_frames}")
+        if previous_noise is not None:
+            h = size // self.vae_scale_factor
+            if previous_noise.ndim != 5 or (
+                previous_noise.shape[0], previous_noise.shape[1], *previous_noise.shape[3:]
+            ) != (1, self.latent_channels, h, h):
+                raise _bad(
+                    "previous_noise",
+                    f"expected (1, {self.latent_channels}, m, {h}, {h}), got {tuple(previous_noise.shape)}",
+                )
+            if previous_noise.shape[2] > num_frames:
+                raise _bad("previous_noise", f"{previous_noise.shape[2]} overlap frames exceed the clip's {num_frames}")
+            if previous_latents and previous_latents[0].shape[2] != previous_noise.shape[2]:
+                raise _bad(
+                    "previous_noise",
+                    f"covers {previous_noise.shape[2]} frames; previous_latents cover {previous_latents[0].shape[2]}",
+                )
+            if latents is not None:
+                raise _bad("previous_noise", "give latents (the whole initial noise) or previous_noise, not both")
         if not 0 <= cache_tail_frames <= num_frames:
             raise _bad("cache_tail_frames", f"must be in [0, {num_frames}], got {cache_tail_frames}")
         if output_type not in ("np", "pt", "latent"):
@@ -432,18 +468,27 @@ class IPFVRPipeline(DiffusionPipeline):
         init_strength: float,
         generator: torch.Generator | None,
         latents: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Initial noisy latents (1, C, F, h, w): pure noise, or the LQ latents noised to the first timestep."""
+        previous_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(initial noisy latents, the unit noise they were made from), both float32 (1, C, F, h, w).
+
+        The latents are pure noise, or the LQ latents noised to the first timestep. The noise is
+        ``latents`` when given, else drawn; ``previous_noise`` (1, C, m, h, w) replaces its first m frames.
+        """
         shape = tuple(lq_latents.shape)
         if latents is not None:
             if tuple(latents.shape) != shape:
                 raise _bad("latents", f"expected shape {shape}, got {tuple(latents.shape)}")
-            noise = latents.to(device=lq_latents.device, dtype=lq_latents.dtype)
+            noise = latents.to(device=lq_latents.device, dtype=torch.float32)
         else:
-            noise = randn_tensor(shape, generator=generator, device=lq_latents.device, dtype=lq_latents.dtype)
+            noise = randn_tensor(shape, generator=generator, device=lq_latents.device, dtype=torch.float32)
+        if previous_noise is not None and previous_noise.shape[2] > 0:
+            m = previous_noise.shape[2]
+            head = previous_noise.to(device=noise.device, dtype=torch.float32)  # (1, C, m, h, w)
+            noise = torch.cat([head, noise[:, :, m:]], dim=2)  # (1, C, F, h, w)
         if init_strength >= 1.0:
-            return noise * scheduler.init_noise_sigma
-        return scheduler.add_noise(lq_latents, noise, timesteps[:1])
+            return noise * scheduler.init_noise_sigma, noise
+        return scheduler.add_noise(lq_latents.float(), noise, timesteps[:1]), noise
 
     # ------------------------------------------------------------------ __call__
     @torch.no_grad()
@@ -464,6 +509,7 @@ class IPFVRPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         previous_latents: Sequence[torch.Tensor] | None = None,
+        previous_noise: torch.Tensor | None = None,
         cache_tail_frames: int = 0,
         output_type: Literal["np", "pt", "latent"] = "np",
         callback_on_step_end: StepCallback | None = None,
@@ -475,7 +521,7 @@ class IPFVRPipeline(DiffusionPipeline):
             lq_frames: the degraded aligned crops, uint8 (F, S, S, 3) or float (F, 3, S, S) in [0, 1].
             prompt / prompt_embeds: the positive text (Face2Text sentence) or its (1, L, D) embeddings.
             negative_prompts / negative_prompt_embeds: S negative streams, texts or (S, L, D) embeddings.
-            guidance_weights: w_s per negative stream.
+            guidance_weights: w_s per negative stream; a stream of weight 0 is dropped (no U-Net work).
             identity / id_embeddings / reference_images: precomputed tokens, (R, D) embeddings, or raw
                 reference images (embedded with the face analyzer; also fed to the Perceiver).
             num_inference_steps, init_strength: default to the config.
@@ -483,9 +529,13 @@ class IPFVRPipeline(DiffusionPipeline):
             latents: initial noise (1, C, F, h, w) instead of drawing it.
             previous_latents: per-step (1, C, m, h, w) latents of the previous clip's last m frames;
                 frame j < m of this clip is blended with them after every step.
-            cache_tail_frames: k > 0 returns this clip's per-step latents of its last k frames.
-            output_type: "np" (F, S, S, 3) float32, "pt" (F, 3, S, S) float32, or "latent".
-            callback_on_step_end: called after every step as in diffusers; may raise to cancel.
+            previous_noise: (1, C, m, h, w) initial noise of the previous clip's last m frames (its
+                ``tail_noise``); this clip's first m frames start from it instead of fresh noise.
+            cache_tail_frames: k > 0 returns this clip's per-step latents of its last k frames and
+                their initial noise (``step_latents``, ``tail_noise``).
+            output_type: "np" (F, S, S, 3) float32, "pt" (F, 3, S, S) float32, or "latent" (float32).
+            callback_on_step_end: called after every step as in diffusers; may raise to cancel; the
+                latents it returns are the ones cached for the next clip.
         """
         cfg = self.ipfvr_config
         steps = num_inference_steps if num_inference_steps is not None else cfg.num_inference_steps
@@ -505,6 +555,8 @@ class IPFVRPipeline(DiffusionPipeline):
             steps,
             strength,
             previous_latents,
+            previous_noise,
+            latents,
             cache_tail_frames,
             output_type,
             callback_on_step_end_tensor_inputs,
@@ -513,7 +565,13 @@ class IPFVRPipeline(DiffusionPipeline):
         frames = self._frames_to_tensor(lq_frames)  # (F, 3, S, S) in [0, 1]
         num_frames = frames.shape[0]
 
-        # 2. Encode identity and prompts
+        # 2. Encode identity and prompts; a stream of weight 0 changes nothing, so it is not run
+        active = [s for s, weight in enumerate(guidance_weights) if weight != 0.0]
+        guidance_weights = [float(guidance_weights[s]) for s in active]
+        if negative_prompt_embeds is not None:
+            negative_prompt_embeds = negative_prompt_embeds[active]  # (S', L, D)
+        else:
+            negative_prompts = [negative_prompts[s] for s in active]
         if identity is None:
             identity = self.encode_identity(id_embeddings=id_embeddings, reference_images=reference_images)
         if prompt_embeds is None:
@@ -525,59 +583,69 @@ class IPFVRPipeline(DiffusionPipeline):
                 else prompt_embeds.new_zeros((0, *prompt_embeds.shape[1:]))
             )  # (S, L, D)
         num_negatives = negative_prompt_embeds.shape[0]
-        text = torch.cat([prompt_embeds, negative_prompt_embeds]).to(
-            device=device, dtype=self.unet.dtype
-        )  # (1+S, L, D)
+        unet_dtype = self.unet.dtype
+        text = torch.cat([prompt_embeds, negative_prompt_embeds]).to(device=device, dtype=unet_dtype)  # (1+S, L, D)
         id_tokens = torch.cat([identity.tokens, identity.negative_tokens.expand(num_negatives, -1, -1)]).to(
-            device=device, dtype=self.unet.dtype
+            device=device, dtype=unet_dtype
         )  # (1+S, N', D)
         condition_embeds = torch.cat([text, id_tokens], dim=1)  # (1+S, L+N', D)
         encoder_states = frame_condition_embeds(condition_embeds, num_frames)  # ((1+S)*F, L+N', D)
-        configure_identity(self.unet, num_tokens=identity.tokens.shape[1], scale=cfg.identity_scale)
 
-        # 3. Prepare timesteps and latents
-        scheduler = self.make_scheduler()
-        timesteps = self.get_timesteps(scheduler, steps, strength)
-        lq_latents = self.encode_lq(frames)  # (1, C, F, h, w)
-        latents = self.prepare_latents(scheduler, lq_latents, timesteps, strength, generator, latents)
-        extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
-        num_conditions = 1 + num_negatives
-        chunks = condition_chunks(num_conditions, cfg.condition_batch_size)
+        # 3. Prepare blending weights, timesteps and latents (float32 through the scheduler)
+        num_steps = self.planned_steps(steps, strength)
         overlap = 0 if previous_latents is None else previous_latents[0].shape[2]
         alphas = blend_weights(overlap, cfg.blend_beta, cfg.blend_index_offset)  # (m,)
+        step_weights = step_blend_weights(
+            alphas, num_steps, cfg.blend_fade_steps, calibrated=cfg.blend_calibrated
+        )  # (n, m)
+        first = steps - num_steps  # index of the first step run in the scheduler's timesteps
+        blended = [first + i for i in range(num_steps) if overlap > 0 and bool(step_weights[i].any())]
+        scheduler = self.make_scheduler(blended_steps=blended)
+        timesteps = self.get_timesteps(scheduler, steps, strength)
+        lq_latents = self.encode_lq(frames)  # (1, C, F, h, w) in the U-Net's dtype
+        latents, noise = self.prepare_latents(
+            scheduler, lq_latents, timesteps, strength, generator, latents, previous_noise
+        )  # 2 x (1, C, F, h, w) float32
+        extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
+        chunks = condition_chunks(1 + num_negatives, cfg.condition_batch_size)
         step_latents: list[torch.Tensor] | None = [] if cache_tail_frames > 0 else None
         self._num_timesteps = len(timesteps)
 
-        # 4. Denoising loop
-        for i, t in enumerate(timesteps):
-            model_input = scheduler.scale_model_input(latents, t)  # (1, C, F, h, w)
-            model_input = torch.cat([model_input, lq_latents], dim=1)  # (1, 2C, F, h, w)
-            predictions = []
-            for chunk in chunks:
-                batch = stack_latents(model_input, chunk.stop - chunk.start)  # (n, 2C, F, h, w)
-                states = encoder_states[chunk.start * num_frames : chunk.stop * num_frames]  # (n*F, L+N', D)
-                predictions.append(self._unet_forward(batch, t, encoder_hidden_states=states).sample)  # (n, C, F, h, w)
-            noise_pred = combine_negative_guidance(torch.cat(predictions), guidance_weights)[None]  # (1, C, F, h, w)
+        # 4. Denoising loop (the identity token count and lambda are this call's, restored afterwards)
+        with identity_settings(self.unet, num_tokens=identity.tokens.shape[1], scale=cfg.identity_scale):
+            for i, t in enumerate(timesteps):
+                model_input = scheduler.scale_model_input(latents, t).to(unet_dtype)  # (1, C, F, h, w)
+                model_input = torch.cat([model_input, lq_latents], dim=1)  # (1, 2C, F, h, w)
+                predictions = []
+                for chunk in chunks:
+                    batch = stack_latents(model_input, chunk.stop - chunk.start)  # (n, 2C, F, h, w)
+                    states = encoder_states[chunk.start * num_frames : chunk.stop * num_frames]  # (n*F, L+N', D)
+                    predictions.append(self._unet_forward(batch, t, encoder_hidden_states=states).sample)
+                stacked = torch.cat(predictions).float()  # (1+S, C, F, h, w) float32 for the scheduler
+                noise_pred = combine_negative_guidance(stacked, guidance_weights)[None]  # (1, C, F, h, w)
 
-            latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
-            if previous_latents is not None and overlap > 0:
-                fade = step_fade(i, len(timesteps), cfg.blend_fade_steps)
-                latents = blend_overlap(latents, previous_latents[i], alphas * fade)
-            if step_latents is not None:
-                step_latents.append(latents[:, :, num_frames - cache_tail_frames :].clone())  # (1, C, k, h, w)
+                latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+                if previous_latents is not None and overlap > 0:
+                    latents = blend_overlap(latents, previous_latents[i], step_weights[i])
 
-            if callback_on_step_end is not None:
-                callback_kwargs = {k: latents for k in callback_on_step_end_tensor_inputs if k == "latents"}
-                outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                latents = outputs.pop("latents", latents)
+                if callback_on_step_end is not None:
+                    callback_kwargs = {k: latents for k in callback_on_step_end_tensor_inputs if k == "latents"}
+                    outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = outputs.pop("latents", latents).to(torch.float32)
+                if step_latents is not None:  # after the callback: what it returned is what the next clip sees
+                    step_latents.append(latents[:, :, num_frames - cache_tail_frames :].clone())  # (1, C, k, h, w)
+        tail_noise = (
+            noise[:, :, num_frames - cache_tail_frames :].clone() if cache_tail_frames > 0 else None
+        )  # (1, C, k, h, w)
 
         # 5. Decode
         if output_type == "latent":
-            return IPFVRPipelineOutput(frames=latents, step_latents=step_latents)
+            return IPFVRPipelineOutput(frames=latents, step_latents=step_latents, tail_noise=tail_noise)
         video = self.decode_latents(latents)  # (F, 3, S, S) float32 in [0, 1]
         if output_type == "np":
-            return IPFVRPipelineOutput(frames=video.permute(0, 2, 3, 1).cpu().numpy(), step_latents=step_latents)
-        return IPFVRPipelineOutput(frames=video, step_latents=step_latents)
+            video_np = video.permute(0, 2, 3, 1).cpu().numpy()  # (F, S, S, 3)
+            return IPFVRPipelineOutput(frames=video_np, step_latents=step_latents, tail_noise=tail_noise)
+        return IPFVRPipelineOutput(frames=video, step_latents=step_latents, tail_noise=tail_noise)
 
     @property
     def num_timesteps(self) -> int:

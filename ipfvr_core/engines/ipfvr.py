@@ -234,6 +234,7 @@ class IPFVRSession(EngineSession):
         self._context = 0  # how many of _pending are the previous clip's last m frames
         self._start = 0  # track index of _pending[0]
         self._prev_latents: list[torch.Tensor] | None = None  # per step (1, C, m, h, w) of the previous clip
+        self._prev_noise: torch.Tensor | None = None  # (1, C, m, h, w) initial noise of the previous clip's last m
         self._held: np.ndarray | None = None  # (m, S, S, 3) float32 outputs waiting for the cross-fade
         self._steps = pipeline.planned_steps()
         self.clips_run: list[ClipSpan] = []  # clips restored so far, in track coordinates
@@ -272,6 +273,7 @@ class IPFVRSession(EngineSession):
             outputs.append(self._to_uint8(self._held))
         self._start += len(self._pending)  # a later push starts a new stretch after these frames
         self._pending, self._context, self._prev_latents, self._held = [], 0, None, None
+        self._prev_noise = None
         return self._concat(outputs)
 
     # ------------------------------------------------------------------ internals
@@ -294,6 +296,7 @@ class IPFVRSession(EngineSession):
             identity=self._identity,
             generator=self._generator,
             previous_latents=self._prev_latents if context > 0 else None,
+            previous_noise=self._prev_noise if context > 0 else None,
             cache_tail_frames=keep_tail,
             output_type="np",
             callback_on_step_end=tracker.callback,
@@ -310,6 +313,7 @@ class IPFVRSession(EngineSession):
         else:
             self._held = restored[length - m :] if m > 0 else None  # (m, S, S, 3)
             self._prev_latents = result.step_latents if m > 0 else None
+            self._prev_noise = result.tail_noise if m > 0 else None
             self._pending = self._pending[length - m :]
             self._start += length - m
             self._context = m

@@ -50,6 +50,7 @@ from ipfvr_core.diffusion.lora import (
     save_identity_lora,
 )
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
+from ipfvr_core.diffusion.samplers import make_sampler, training_noise_scheduler
 from ipfvr_core.diffusion.weights import (
     RANDOM_WEIGHTS_MARKER,
     component_path,
@@ -202,7 +203,6 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     after every optimizer step (raises :class:`~ipfvr_core.errors.Canceled`)."""
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
@@ -242,7 +242,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision, torch.float32)
     pipe.vae.to(accelerator.device, dtype=frozen_dtype).requires_grad_(False)
     pipe.text_encoder.to(accelerator.device, dtype=frozen_dtype).requires_grad_(False)
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise_scheduler = training_noise_scheduler(pipe.scheduler, beta_schedule=pipe.ipfvr_config.beta_schedule)
     with torch.no_grad():
         prompt_text = pipe.encode_prompt([config.prompt]).float().cpu()  # (1, L, D)
         empty_text = pipe.encode_prompt([""]).float().cpu()  # (1, L, D)
@@ -307,8 +307,6 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     def feedback_of(batch: dict[str, torch.Tensor], generator: torch.Generator,
                     step_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, reward R) of identity feedback learning on ``batch`` (module docstring of config)."""
-        from diffusers import DDIMScheduler
-
         from ipfvr_core.diffusion.feedback import suffix_weighted_reward
 
         assert judge is not None
@@ -317,7 +315,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             lq_latents = _latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
             reference = judge(F.interpolate(batch["reference"].to(lq_latents.device), size=judge.input_size,
                                             mode="bilinear", align_corners=False))  # (B, E)
-        sampler = DDIMScheduler.from_config(pipe.scheduler.config)
+        sampler = make_sampler(pipe.scheduler, "ddim", beta_schedule=pipe.ipfvr_config.beta_schedule)
         sampler.set_timesteps(config.feedback_steps)
         latents = torch.randn(lq_latents.shape, generator=generator).to(lq_latents) * sampler.init_noise_sigma
         low, high = config.feedback_window
