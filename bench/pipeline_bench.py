@@ -96,6 +96,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the memory clip (s)")
     parser.add_argument("--fps", type=int, default=10, help="frame rate of the memory clip")
     parser.add_argument("--ratio-seconds", type=float, default=8.0, help="length of the fps-ratio clip (s)")
+    parser.add_argument("--embed-every", default=f"1,{RestoreOptions().embed_every}",
+                        help="identity-embedding samplings to compare, comma-separated (1 = every frame, the old "
+                             "behaviour; default: 1 and the default)")
     args = parser.parse_args()
 
     restorer = Restorer(load_analyzer("dlib"), PassThroughEngine())
@@ -113,15 +116,24 @@ def main() -> int:
         t = time.perf_counter()
         n = plain_reencode(short, tmpd / "plain.mp4")
         plain_s = time.perf_counter() - t
-        t = time.perf_counter()
-        report = restorer.restore(short, [ref], tmpd / "out_short.mp4", RestoreOptions())
-        pipe_s = time.perf_counter() - t
-        print(f"clip: {n} frames 1280x720, one face per frame; restored {report['frames_restored']}")
-        print(f"plain PyAV decode+encode : {n / plain_s:8.1f} fps")
-        print(f"pipeline, engine excluded: {n / pipe_s:8.1f} fps")
-        print(f"ratio pipeline/plain     : {plain_s / pipe_s:8.3f}")
-        stages = {k: v for k, v in report["timings_s"].items() if k not in ("total", "engine")}
-        print("pipeline time per stage (s):", ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])))
+        print(f"clip: {n} frames 1280x720, one face per frame")
+        print(f"  {'run':<34}{'fps':>8}{'ratio':>8}  identity before -> after (frames measured)")
+        print(f"  {'plain PyAV decode+encode':<34}{n / plain_s:>8.1f}{1.0:>8.3f}")
+        breakdowns: dict[str, dict[str, float]] = {}
+        for every in (int(k) for k in args.embed_every.split(",")):
+            t = time.perf_counter()
+            report = restorer.restore(short, [ref], tmpd / "out_short.mp4", RestoreOptions(embed_every=every))
+            pipe_s = time.perf_counter() - t
+            ident = report["identity"]
+            name = f"pipeline, engine excluded, k={every}"
+            print(f"  {name:<34}{n / pipe_s:>8.1f}{plain_s / pipe_s:>8.3f}  {ident['before']['mean']:.3f} -> "
+                  f"{ident['after']['mean']:.3f} ({ident['frames_measured']} of {report['frames_restored']})")
+            breakdowns[f"k={every}"] = {k: v for k, v in report["timings_s"].items() if k not in ("total", "engine")}
+        stages = sorted({s for b in breakdowns.values() for s in b}, key=lambda s: -max(b.get(s, 0) for b in
+                                                                                           breakdowns.values()))
+        print("\n  time per stage (s)  " + "".join(f"{s:>11}" for s in stages))
+        for run, b in breakdowns.items():
+            print(f"  {run:<20}" + "".join(f"{b.get(s, 0.0):>11.2f}" for s in stages))
 
         # 2. peak RSS over a long clip, sampled per quarter
         long_clip = make_clip(tmpd / "long.mp4", args.seconds, args.fps)

@@ -74,6 +74,10 @@ class RestoreOptions:
     upscale: int = 1  # output size factor for the whole frame: 1, 2 or 4 (faces are pasted at that scale)
     background: str = "realesrgan"  # how the frame around the faces is upscaled: "realesrgan" (tiled) or "bicubic"
     identity: str | None = None  # per-identity module to condition on (ipfvr: LoRA psi_id <lora_folder>/<name>)
+    # Identity embeddings (the slowest analysis step) on every k-th frame, plus every frame with two or more
+    # faces or a different face count than the frame before (where tracks start, end or could be confused);
+    # the report's before/after distances are measured on the same frames. 1 = every frame.
+    embed_every: int = 4
 
     def validate(self) -> None:
         if self.faces not in ("target", "all"):
@@ -87,6 +91,9 @@ class RestoreOptions:
         if self.smoothing_sigma < 0:
             raise InputError("must be >= 0", field="smoothing_sigma", code="invalid_option")
         check_upscale_options(self.upscale, self.background)
+        if isinstance(self.embed_every, bool) or not isinstance(self.embed_every, int) or not (
+                1 <= self.embed_every <= 1000):
+            raise InputError("must be an integer between 1 and 1000", field="embed_every", code="invalid_option")
 
 
 @dataclass
@@ -241,7 +248,8 @@ class Restorer:
         report_progress("references", len(references), len(references))
 
         # 3. Analyze pass: detect + embed, link tracks, select, smooth.
-        detections, timer_split = self._analyze(input_path, info, report_progress, should_cancel)
+        detections, timer_split = self._analyze(input_path, info, options.embed_every, report_progress,
+                                                should_cancel)
         for k, v in timer_split.items():
             timer.seconds[k] += v
         t = time.perf_counter()
@@ -296,6 +304,8 @@ class Restorer:
                 "mean_improvement": (
                     round(float(np.mean(before) - np.mean(after)), 4) if before and after else None
                 ),
+                "embed_every": options.embed_every,  # sampling of the analysis and of before/after
+                "frames_measured": sum(1 for fr in frames_report if fr["distance_after"]),
             },
             "tracks": [
                 {
@@ -405,19 +415,23 @@ class Restorer:
         self,
         input_path: str | Path,
         info: VideoInfo,
+        embed_every: int,
         report_progress: Callable[[str, int, int], None],
         should_cancel: CancelFn | None,
     ) -> tuple[list[list[Face]], dict[str, float]]:
         timer = _Timer()
         detections: list[list[Face]] = []
         t = time.perf_counter()
+        previous_count = -1
         for vf in iter_frames(input_path, info):
             t = timer.add("decode", t)
             check_canceled(should_cancel)
             faces = self.analyzer.detect(vf.image)
             t = timer.add("detect", t)
-            for face in faces:
-                self.analyzer.embed(vf.image, face)
+            if vf.index % embed_every == 0 or len(faces) > 1 or len(faces) != previous_count:
+                for face in faces:
+                    self.analyzer.embed(vf.image, face)
+            previous_count = len(faces)
             t = timer.add("embed", t)
             detections.append(faces)
             if vf.index % 8 == 0:
@@ -532,10 +546,14 @@ class Restorer:
                     out = paste_back(out, crop, upscaled_affine(affine, scale))
                     restored_faces.append(face)
                 t0 = timer.add("paste", t0)
-                # Identity before and after, on the same face geometry (bridged faces were never embedded).
+                # Identity before and after, on the same face geometry: the faces the analysis embedded, and
+                # on every embed_every-th frame the bridged ones too (interpolated, never detected or embedded).
                 before, after = [], []
                 for face in restored_faces:
-                    emb_in = face.embedding if face.embedding is not None else self.analyzer.embed(p.frame.image, _geometry(face))
+                    if face.embedding is None and p.frame.index % options.embed_every != 0:
+                        continue
+                    emb_in = face.embedding if face.embedding is not None else self.analyzer.embed(
+                        p.frame.image, _geometry(face))
                     emb_out = self.analyzer.embed(out, _geometry(face, scale))
                     before.append(round(distance_to_references(self.analyzer, emb_in, refs), 4))
                     after.append(round(distance_to_references(self.analyzer, emb_out, refs), 4))

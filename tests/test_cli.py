@@ -15,6 +15,8 @@ import av
 import numpy as np
 import pytest
 
+from media_factory import first_frames
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -153,14 +155,15 @@ def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, ca
         "warning: the weights in tiny are random test weights (ipfvr weights init-tiny): the output is noise "
         "pasted on the faces, not a restoration"], r.stderr
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
-    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", out, "--engine", "ipfvr",
+    clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)  # two 24-frame clips with their overlap
+    r = ipfvr("restore", clip, "-r", carphone_reference, "-o", out, "--engine", "ipfvr",
               "--weights", weights, "--report", report, "--seed", "1", "--quiet")
     assert r.returncode == 0, r.stderr
-    src, dst = _probe(carphone_distorted), _probe(out)
+    src, dst = _probe(clip), _probe(out)
     assert (dst.frame_count, dst.fps, dst.width, dst.height) == (src.frame_count, src.fps, src.width, src.height)
     assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps) + 1e-6
     data = json.loads(report.read_text())
-    assert data["versions"]["engine"] == "ipfvr" and data["frames_restored"] >= 96
+    assert data["versions"]["engine"] == "ipfvr" and data["frames_restored"] >= 32
     assert any("random test weights" in w for w in data["warnings"]), data["warnings"]
     assert "identity distance to reference" in r.stdout
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
+from media_factory import first_frames
 from ipfvr_core.errors import Canceled, InputError
 from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
@@ -72,13 +73,31 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert engine.sessions == len([t for t in report["tracks"] if t["restored"]])
     assert all(n is not None and 16 <= n <= 128 for n in engine.native_sizes)
     ident = report["identity"]
-    assert ident["metric"] == "l2" and ident["before"]["n"] == report["frames_restored"]
-    assert ident["after"]["n"] == report["frames_restored"]
+    # Embeddings are sampled (every 4th frame, plus frames where the face count changes); the report says so.
+    assert ident["metric"] == "l2" and ident["embed_every"] == 4
+    assert ident["before"]["n"] == ident["after"]["n"] == ident["frames_measured"]
+    assert report["frames_restored"] / 4 <= ident["frames_measured"] < report["frames_restored"]
     # progress is monotone and ends at 1
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {e.stage for e in events} >= {"analyze", "restore"}
     assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
+
+
+def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorted, carphone_reference, tmp_path):
+    src = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)
+    engine = CheckerboardEngineDouble(face_size=128, clip_length=8)
+    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4",
+                                                RestoreOptions(embed_every=1))
+    ident = report["identity"]
+    assert ident["frames_measured"] == ident["after"]["n"] == report["frames_restored"] >= 32
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1001, 2.5, True])
+def test_embed_every_is_checked(bad) -> None:
+    with pytest.raises(InputError) as err:
+        RestoreOptions(embed_every=bad).validate()
+    assert err.value.field == "embed_every"
 
 
 def test_every_face_gets_its_own_frames_crop(analyzer, carphone_pristine, astronaut_rgb, astronaut_png, tmp_path):
@@ -214,20 +233,24 @@ def test_one_face_at_a_time_is_the_target_even_when_unverified(analyzer, carphon
 
 
 def test_cancel_leaves_nothing_at_the_output(analyzer, carphone_distorted, carphone_reference, tmp_path):
-    out, compare = tmp_path / "out.mp4", tmp_path / "cmp.mp4"
+    src = first_frames(carphone_distorted, tmp_path / "clip.mp4", 30)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out, compare = out_dir / "out.mp4", out_dir / "cmp.mp4"
     calls = {"n": 0}
 
     def should_cancel() -> bool:
         calls["n"] += 1
-        return calls["n"] > 150  # after the analyze pass, mid-restore
+        return calls["n"] > 40  # after the analyze pass (30 calls), mid-restore
 
     with pytest.raises(Canceled):
-        Restorer(analyzer, CheckerboardEngineDouble()).restore(
-            carphone_distorted, [carphone_reference], out, RestoreOptions(compare_path=compare),
+        Restorer(analyzer, CheckerboardEngineDouble(clip_length=5)).restore(
+            src, [carphone_reference], out, RestoreOptions(compare_path=compare),
             should_cancel=should_cancel,
         )
+    assert calls["n"] == 41  # it was mid-restore
     assert not out.exists() and not compare.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(out_dir.iterdir()) == []
 
 
 def test_compare_video_is_input_beside_output(analyzer, carphone_pristine, carphone_reference, tmp_path):

@@ -38,7 +38,7 @@ class IdentityCondition:
     attributes: dict[str, object] = field(default_factory=dict)  # merged reference attributes (gender, age, ...)
     prompt: str | None = None  # user text describing the face (Face2Text "user" source)
     negative_prompt: str | None = None  # user negative stream
-    guidance_scale: float | None = None  # overall negative-guidance strength; None = the engine's own weights
+    guidance_scale: float | None = None  # total negative-stream weight W (= CFG scale - 1); None = the engine's own
 
 
 @dataclass(frozen=True)
