@@ -40,7 +40,14 @@ from ipfvr_core.faces.align import estimate_affine, native_size, warp_face
 from ipfvr_core.faces.base import Face, FaceAnalyzer
 from ipfvr_core.faces.paste import paste_back
 from ipfvr_core.faces.smoothing import gaussian_smooth
-from ipfvr_core.faces.tracks import Track, bbox_iou, link_tracks, select_tracks, track_identity_distance
+from ipfvr_core.faces.tracks import (
+    Track,
+    bbox_iou,
+    faces_to_embed,
+    link_tracks,
+    select_tracks,
+    track_identity_distance,
+)
 from ipfvr_core.identity import ReferenceSet, distance_to_references, encode_references, summarize
 from ipfvr_core.upscale import (
     BackgroundUpscaler, bicubic_upscale, check_output_size, check_upscale_options, upscaled_affine, upscaled_points,
@@ -74,9 +81,9 @@ class RestoreOptions:
     upscale: int = 1  # output size factor for the whole frame: 1, 2 or 4 (faces are pasted at that scale)
     background: str = "realesrgan"  # how the frame around the faces is upscaled: "realesrgan" (tiled) or "bicubic"
     identity: str | None = None  # per-identity module to condition on (ipfvr: LoRA psi_id <lora_folder>/<name>)
-    # Identity embeddings (the slowest analysis step) on every k-th frame, plus every frame with two or more
-    # faces or a different face count than the frame before (where tracks start, end or could be confused);
-    # the report's before/after distances are measured on the same frames. 1 = every frame.
+    # Identity embeddings (the slowest analysis step) on every k-th frame, plus the faces where tracks start
+    # or could swap (faces.tracks.faces_to_embed); the report's before/after distances are measured on the
+    # faces embedded. 1 = every face of every frame.
     embed_every: int = 4
 
     def validate(self) -> None:
@@ -107,6 +114,8 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+_RECENT_FRAMES = 3  # frames whose face boxes tell a face that continues a track from one that starts one
 
 # Share of overall progress given to each stage (the engine dominates the restore stage).
 _STAGE_SPAN = {"references": (0.0, 0.02), "analyze": (0.02, 0.2), "restore": (0.2, 1.0)}
@@ -422,16 +431,17 @@ class Restorer:
         timer = _Timer()
         detections: list[list[Face]] = []
         t = time.perf_counter()
-        previous_count = -1
+        recent: deque[np.ndarray] = deque(maxlen=_RECENT_FRAMES)  # (F_i, 4) face boxes of the last frames
         for vf in iter_frames(input_path, info):
             t = timer.add("decode", t)
             check_canceled(should_cancel)
             faces = self.analyzer.detect(vf.image)
             t = timer.add("detect", t)
-            if vf.index % embed_every == 0 or len(faces) > 1 or len(faces) != previous_count:
-                for face in faces:
-                    self.analyzer.embed(vf.image, face)
-            previous_count = len(faces)
+            boxes = np.array([f.bbox for f in faces], dtype=np.float64).reshape(-1, 4)  # (F, 4)
+            for i in faces_to_embed(boxes, np.concatenate([*recent, np.zeros((0, 4))]),
+                                    sampled=vf.index % embed_every == 0):
+                self.analyzer.embed(vf.image, faces[i])
+            recent.append(boxes)
             t = timer.add("embed", t)
             detections.append(faces)
             if vf.index % 8 == 0:

@@ -430,3 +430,18 @@ def test_track_helpers() -> None:
     assert not tr.overlaps(Track(id=2, frames=[7, 8], faces=faces[:2]))
     with pytest.raises(InputError):
         Track(id=3, frames=[2, 1], faces=faces[:2])
+
+
+def test_faces_to_embed_samples_but_keeps_track_starts_and_crowded_faces() -> None:
+    from ipfvr_core.faces.tracks import faces_to_embed
+
+    face = np.array([100, 100, 200, 200], dtype=np.float64)  # (4,)
+    far = face + 1000  # a second face far away
+    recent = np.stack([face + 5, far])  # (2, 4): both seen in the last frames
+    assert faces_to_embed(np.stack([face, far]), recent, sampled=True) == [0, 1]
+    assert faces_to_embed(np.stack([face, far]), recent, sampled=False) == []  # both continue, far apart
+    assert faces_to_embed(np.stack([face, far + 300]), recent, sampled=False) == [1]  # a new face starts a track
+    assert faces_to_embed(np.stack([face]), np.zeros((0, 4)), sampled=False) == [0]  # first frame
+    near = face + np.array([120, 0, 120, 0])  # centres 120 px apart, widths 100: could swap
+    assert faces_to_embed(np.stack([face, near]), np.stack([face, near]), sampled=False) == [0, 1]
+    assert faces_to_embed(np.zeros((0, 4)), recent, sampled=False) == []

@@ -206,6 +206,40 @@ def _embedding_cost(
     return cost
 
 
+def faces_to_embed(
+    boxes: np.ndarray,
+    recent_boxes: np.ndarray,
+    *,
+    sampled: bool,
+    iou_threshold: float = 0.3,
+    crowd_factor: float = 1.5,
+) -> list[int]:
+    """Which faces of a frame need an identity embedding when embeddings are sampled over time.
+
+    ``boxes`` (F, 4) are this frame's faces, ``recent_boxes`` (R, 4) those of the last few frames. On a
+    ``sampled`` frame, every face. Otherwise the faces IoU linking alone could get wrong: one that
+    overlaps no recent box by ``iou_threshold`` (a track starts or comes back), and faces whose centres
+    are closer than ``crowd_factor`` times their mean width (tracks that could swap).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # (F, 4)
+    if sampled or len(boxes) == 0:
+        return list(range(len(boxes)))
+    recent = np.asarray(recent_boxes, dtype=np.float64).reshape(-1, 4)  # (R, 4)
+    wanted = set()
+    if len(recent) == 0:
+        wanted.update(range(len(boxes)))
+    else:
+        best = bbox_iou(boxes, recent).max(axis=1)  # (F,)
+        wanted.update(int(i) for i in np.flatnonzero(best < iou_threshold))
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (F, 2)
+    widths = boxes[:, 2] - boxes[:, 0]  # (F,)
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if np.linalg.norm(centres[i] - centres[j]) < crowd_factor * (widths[i] + widths[j]) / 2:
+                wanted.update((i, j))
+    return sorted(wanted)
+
+
 def link_tracks(
     detections: Sequence[list[Face]],
     *,
