@@ -83,8 +83,9 @@ class RestoreOptions:
     identity: str | None = None  # per-identity module to condition on (ipfvr: LoRA psi_id <lora_folder>/<name>)
     # Identity embeddings (the slowest analysis step) on every k-th frame, plus the faces where tracks start
     # or could swap (faces.tracks.faces_to_embed); the report's before/after distances are measured on the
-    # faces embedded. 1 = every face of every frame.
-    embed_every: int = 4
+    # faces embedded. 1 = every face of every frame (the default: on fragmented detections embeddings also
+    # keep tracks apart, and sampling restored fewer frames of bench/pipeline_bench.py's clip).
+    embed_every: int = 1
 
     def validate(self) -> None:
         if self.faces not in ("target", "all"):

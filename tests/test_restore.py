@@ -60,7 +60,7 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     out = tmp_path / "out.mp4"
     events = []
     report = Restorer(analyzer, engine).restore(
-        carphone_distorted, [carphone_reference], out, RestoreOptions(), progress=events.append
+        carphone_distorted, [carphone_reference], out, RestoreOptions(embed_every=4), progress=events.append
     )
     src, dst = probe(carphone_distorted), probe(out)
     assert dst.frame_count == src.frame_count == 120
@@ -73,7 +73,7 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert engine.sessions == len([t for t in report["tracks"] if t["restored"]])
     assert all(n is not None and 16 <= n <= 128 for n in engine.native_sizes)
     ident = report["identity"]
-    # Embeddings are sampled (every 4th frame, plus frames where the face count changes); the report says so.
+    # Embeddings sampled (every 4th frame, plus faces that start a track or crowd another); the report says so.
     assert ident["metric"] == "l2" and ident["embed_every"] == 4
     assert ident["before"]["n"] == ident["after"]["n"] == ident["frames_measured"]
     assert report["frames_restored"] / 4 <= ident["frames_measured"] < report["frames_restored"]
@@ -84,11 +84,10 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
 
 
-def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorted, carphone_reference, tmp_path):
+def test_by_default_every_restored_frame_is_measured(analyzer, carphone_distorted, carphone_reference, tmp_path):
     src = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)
     engine = CheckerboardEngineDouble(face_size=128, clip_length=8)
-    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4",
-                                                RestoreOptions(embed_every=1))
+    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4", RestoreOptions())
     ident = report["identity"]
     assert ident["frames_measured"] == ident["after"]["n"] == report["frames_restored"] >= 32
 
