@@ -304,11 +304,10 @@ def run_weights_init_tiny(args: argparse.Namespace) -> int:
 
 
 def run_weights_convert(args: argparse.Namespace) -> int:
-    from ipfvr_core.diffusion.convert import convert_faceid
-    from ipfvr_core.diffusion.weights import CONFIG_FILE
-
-    if (args.output / CONFIG_FILE).exists() and not args.overwrite:
+    if (args.output / "ipfvr" / "config.json").exists() and not args.overwrite:  # before torch is imported
         raise ConfigError(f"{args.output} already holds weights; pass --overwrite to replace them", field="output")
+    from ipfvr_core.diffusion.convert import convert_faceid
+
     overrides: dict[str, object] = {"init_strength": args.init_strength, "identity_scale": args.identity_scale}
     for item in args.set:
         field, sep, value = item.partition("=")
