@@ -210,7 +210,7 @@ def test_nobody_matches_among_several_faces_is_refused(analyzer, insightface_t1,
 
     group = read_image(insightface_t1)
     group = group[: group.shape[0] // 2 * 2, : group.shape[1] // 2 * 2]
-    src = _write(tmp_path / "group.mp4", [group] * 6)
+    src = _write(tmp_path / "group.mp4", [group] * 5)  # min_track_frames
     out = tmp_path / "out.mp4"
     with pytest.raises(InputError) as err:
         Restorer(analyzer, CheckerboardEngineDouble()).restore(src, [astronaut_png], out)

@@ -48,7 +48,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory, carphone_pristine: Path) -
     with VideoWriter(folder / "astronaut-path.mp4", width=192, height=192, fps=Fraction(25), crf=10) as writer:
         for frame in frames:
             writer.write(frame)
-    return [carphone_pristine, folder / "astronaut-path.mp4"]
+    carphone = mf.first_frames(carphone_pristine, folder / "carphone_pristine.mp4", 40)  # 3 clips of 8 and spare
+    return [carphone, folder / "astronaut-path.mp4"]
 
 
 @pytest.fixture(scope="module")
