@@ -19,7 +19,6 @@ blend shrinks that difference by (1 - w_ij), and the final overlap frame is
     z_k[j] = W_j * z_{k-1}[F-m+j] + (1 - W_j) * z_k'[j],   W_j = 1 - prod_i (1 - w_ij)
 
 where z_{k-1} is the previous clip's final latents and z_k' the current clip's without blending
-
 (:func:`effective_blend_weights`): with K blended steps and no fade, W_j = 1 - (1 - a_j)**K, e.g.
 beta 0.5 and K = 2 turn a_j = 0.61/0.37/0.22 into W_j = 0.85/0.60/0.40. With
 ``IPFVRConfig.blend_calibrated`` the per-step weights are instead chosen so that W_j = a_j
