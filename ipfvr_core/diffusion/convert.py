@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.lora import LORA_SUFFIX
+from ipfvr_core.diffusion.weights import CONV_IN_LQ_FILE, IDENTITY_KV_FILE, IDENTITY_PROJ_FILE, write_config
 from ipfvr_core.errors import ConfigError
 
 FACEID_LORA = "faceid"  # name of the FaceID LoRA under <weights>/loras/ and in base_loras
@@ -294,22 +295,14 @@ def _perceiver_key(key: str, argument: str) -> str:
             return key
         raise _bad(argument, f"image_proj: unexpected Perceiver key {key!r}")
     layer, part, rest = match.groups()
-    if part == "0":
-        rest = {"norm1": "norm_features", "norm2": "norm_latents"}.get(rest.split(".")[0], rest.split(".")[0]) + \
-            rest[len(rest.split(".")[0]):]
-        return f"layers.{layer}.{rest}"
-    return f"layers.{layer}.ff.{rest}"
+    if part == "1":
+        return f"layers.{layer}.ff.{rest}"
+    module, _, param = rest.partition(".")
+    module = {"norm1": "norm_features", "norm2": "norm_latents"}.get(module, module)
+    return f"layers.{layer}.{module}.{param}"
 
 
 # ---------------------------------------------------------------------- the whole folder
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder(path: Path, marker: str, argument: str) -> Path:
     if not (path / marker).is_file():
         raise _bad(argument, f"missing {path / marker}")
@@ -334,8 +327,6 @@ def convert_faceid(
     ``image_encoder`` (CLIP ViT-H vision tower) is required by FaceID-Plus-v2. ``config_overrides``
     sets other :class:`IPFVRConfig` fields (``init_strength``, ``identity_scale``, ...).
     """
-    from ipfvr_core.diffusion.weights import CONV_IN_LQ_FILE, IDENTITY_KV_FILE, IDENTITY_PROJ_FILE, write_config
-
     sd15_dir, out = Path(sd15), Path(output)
     folders = {field: str(_folder(sd15_dir / sub, marker, "sd15")) for sub, (field, marker) in SD15_FOLDERS.items()}
     adapter_dir = _folder(Path(motion_adapter), "config.json", "motion_adapter")
@@ -397,9 +388,11 @@ def convert_faceid(
             save_directory=str(lora_dir), unet_lora_layers={k: v.contiguous() for k, v in lora_state.items()},
             weight_name=f"{FACEID_LORA}{LORA_SUFFIX}", unet_lora_adapter_metadata=metadata)
     write_config(out, config)
+    with Path(ip_adapter_faceid).open("rb") as f:
+        faceid_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     sources = {"sd15": str(sd15_dir.resolve()), "motion_adapter": str(adapter_dir),
                "ip_adapter_faceid": str(Path(ip_adapter_faceid).resolve()),
-               "ip_adapter_faceid_sha256": _sha256(Path(ip_adapter_faceid))}
+               "ip_adapter_faceid_sha256": faceid_sha256}
     if faceid_lora is not None:
         sources["faceid_lora"] = str(Path(faceid_lora).resolve())
     if feature_dim is not None:

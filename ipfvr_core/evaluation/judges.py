@@ -115,11 +115,8 @@ def default_facenet_path() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- minimal protobuf wire format, enough to edit a TensorFlow GraphDef without TensorFlow.
