@@ -6,8 +6,10 @@ whole pipeline (`Restorer.restore`), and the engine stage alone is timed from th
 the reference engine's per-track preparation is timed cold (first clip of a session: the
 reference is degraded to the face's native size) and cached (the next clips of the session reuse
 it). The engine adapts nothing per identity (no fine-tuning), so there is no training time.
+Last, what bounds the engine: its base network's multiply-adds per second against this CPU's on one
+large plain convolution, timed side by side (best of ``--repeats``).
 
-    python bench/engine_bench.py [--frames 24]
+    python bench/engine_bench.py [--frames 24] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.pipeline_bench import make_clip  # noqa: E402
@@ -84,9 +87,54 @@ def time_preparation(restorer: Restorer, clip: Path, reference: Path) -> tuple[f
     return cold / len(clip_crops), cached / len(clip_crops)
 
 
+def network_macs(model: torch.nn.Module, side: int) -> int:
+    """Multiply-adds of one forward at a ``side``² input, counted from every Conv2d's output size."""
+    total = 0
+
+    def count(module: torch.nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output.numel() * module.in_channels // module.groups * kh * kw  # per output element: Cin*k*k
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, side, side))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def best_seconds(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up (the least disturbed by other load)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def compute_bound(model: torch.nn.Module, side: int, repeats: int) -> tuple[float, float, float]:
+    """(network s/crop, its GMAC/s, this CPU's GMAC/s on one large 64->64 3x3 conv), fp32, same threads.
+
+    The reference engine's time is its base network's (Real-ESRGAN x4plus on each crop); the ratio of
+    the two throughputs says how much a faster implementation could still win on this CPU.
+    """
+    x = torch.rand(1, 3, side, side).contiguous(memory_format=torch.channels_last)  # (1, 3, n, n)
+    with torch.inference_mode():
+        net_s = best_seconds(lambda: model(x), repeats)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+        big = torch.rand(1, 64, 256, 256).contiguous(memory_format=torch.channels_last)  # (1, 64, 256, 256)
+        conv_s = best_seconds(lambda: conv(big), repeats)
+    conv_macs = 256 * 256 * 64 * 64 * 9
+    return net_s, network_macs(model, side) / net_s / 1e9, conv_macs / conv_s / 1e9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the compute-bound check (best kept)")
     args = parser.parse_args()
     restorers = {name: Restorer.load(engine=name) for name in ENGINES}
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -104,6 +152,9 @@ def main() -> int:
             res = time_pipeline(restorers, clip, ref, tmp)
             rows.append((label, res))
         cold, cached = time_preparation(restorers["reference"], small, small_ref)
+        baseline = restorers["baseline"].engine
+        side = baseline.input_side(None)  # the CPU cap: the side of every face at least that big
+        net_s, net_gmacs, conv_gmacs = compute_bound(baseline.model, side, args.repeats)
 
     print(f"{'clip':<10} {'engine':<10} {'s/frame (pipeline)':>19} {'s/face (engine)':>16} {'faces':>6}")
     for label, res in rows:
@@ -114,6 +165,9 @@ def main() -> int:
         print(f"{label:<10} reference / baseline engine time per face: {ratio:.2f}")
     print(f"reference engine, first clip of a track (cold): {cold:.3f} s/face; same clip again (cached): "
           f"{cached:.3f} s/face; ratio {cached / cold:.2f}")
+    print(f"base network (Real-ESRGAN x4plus, fp32, {torch.get_num_threads()} threads) at {side}x{side}: "
+          f"{net_s:.3f} s/crop, {net_gmacs:.1f} GMAC/s; one 64->64 3x3 conv at 256x256: {conv_gmacs:.1f} GMAC/s; "
+          f"ratio {net_gmacs / conv_gmacs:.2f} (near 1: bound by this CPU's convolution throughput)")
     return 0
 
 
