@@ -6,7 +6,7 @@
 2. Peak RSS while processing a generated 60 s 1280×720 clip, sampled at each quarter of the job:
    flat means memory does not grow with the video's length.
 
-    python bench/pipeline_bench.py [--seconds 60] [--fps 10] [--ratio-seconds 8]
+    python bench/pipeline_bench.py [--seconds 60] [--fps 10] [--ratio-seconds 8] [--embed-every 1,4] [--face-backend auto]
 
 The generated clip is the astronaut's face (skimage) drifting over a textured 720p background.
 """
@@ -99,9 +99,11 @@ def main() -> int:
     parser.add_argument("--embed-every", default="1,4",
                         help="identity-embedding samplings to compare, comma-separated (1 = every face of every "
                              "frame, the default of RestoreOptions)")
+    parser.add_argument("--face-backend", default="auto", help="face analysis backend (default: the service's, "
+                                                               "centerface unless an insightface pack is configured)")
     args = parser.parse_args()
 
-    restorer = Restorer(load_analyzer("dlib"), PassThroughEngine())
+    restorer = Restorer(load_analyzer(args.face_backend), PassThroughEngine())
     proc = psutil.Process(os.getpid())
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
@@ -132,9 +134,10 @@ def main() -> int:
             breakdowns[f"k={every}"] = {k: v for k, v in report["timings_s"].items() if k not in ("total", "engine")}
         stages = sorted({s for b in breakdowns.values() for s in b}, key=lambda s: -max(b.get(s, 0) for b in
                                                                                            breakdowns.values()))
-        print("\n  time per stage (s)  " + "".join(f"{s:>11}" for s in stages))
+        width = max(len(s) for s in stages) + 2
+        print("\n  time per stage (s)  " + "".join(f"{s:>{width}}" for s in stages))
         for run, b in breakdowns.items():
-            print(f"  {run:<20}" + "".join(f"{b.get(s, 0.0):>11.2f}" for s in stages))
+            print(f"  {run:<20}" + "".join(f"{b.get(s, 0.0):>{width}.2f}" for s in stages))
 
         # 2. peak RSS over a long clip, sampled per quarter
         long_clip = make_clip(tmpd / "long.mp4", args.seconds, args.fps)
