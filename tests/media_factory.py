@@ -186,6 +186,19 @@ def remux_video(source: Path, target: Path) -> None:
             out.mux(packet)
 
 
+def remux_prefix(source: Path, target: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``source``, its video and first audio stream copied packet for packet."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        streams = [inp.streams.video[0], inp.streams.audio[0]]
+        copies = {s.index: out.add_stream_from_template(s) for s in streams}
+        for packet in inp.demux(streams):
+            if packet.size == 0 or packet.pts is None or packet.pts * packet.time_base >= seconds:
+                continue
+            packet.stream = copies[packet.stream_index]
+            out.mux(packet)
+    return target
+
+
 def top_level_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
     """(type, offset, size) of the top-level boxes of an ISO-BMFF (mp4/mov) file."""
     boxes, offset = [], 0

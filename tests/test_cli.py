@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from media_factory import first_frames
+from media_factory import first_frames, remux_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,8 @@ def test_ipfvr_engine_needs_weights(carphone_distorted, carphone_reference, tmp_
 def test_audio_is_kept_and_timing_matches(bigbuckbunny, carphone_reference, tmp_path):
     """bigbuckbunny (1280x720, h264 + AAC) has no human face: the default detector's weak hits on
     the cartoon never make a face track (its track-score floor), every frame passes through, and
-    the output keeps frame count, rate, duration and the AAC track."""
+    the output keeps frame count, rate, duration and the AAC track. Its first 2 s, stream-copied."""
+    bigbuckbunny = remux_prefix(bigbuckbunny, tmp_path / "bbb_2s.mp4", 2.0)
     out, report = tmp_path / "bbb.mp4", tmp_path / "bbb.json"
     r = ipfvr("restore", bigbuckbunny, "-r", carphone_reference, "-o", out, "--report", report, "--quiet")
     assert r.returncode == 0, r.stderr
