@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# As the CLI and the worker do, before any test module loads torch: OpenMP's default busy-wait slows
+# in-process inference many times over while the suite's servers and workers share the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 

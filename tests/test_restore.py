@@ -84,11 +84,13 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
 
 
-def test_by_default_every_restored_frame_is_measured(analyzer, carphone_distorted, carphone_reference, tmp_path):
+def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorted, carphone_reference, tmp_path):
     src = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)
     engine = CheckerboardEngineDouble(face_size=128, clip_length=8)
-    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4", RestoreOptions())
+    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4",
+                                                RestoreOptions(embed_every=1))
     ident = report["identity"]
+    assert ident["embed_every"] == 1
     assert ident["frames_measured"] == ident["after"]["n"] == report["frames_restored"] >= 32
 
 

@@ -266,7 +266,7 @@ def test_faces_are_pasted_at_the_output_scale(analyzer, carphone_pristine, carph
     out, compare = tmp_path / "out.mp4", tmp_path / "cmp.mp4"
     report = Restorer(analyzer, CheckerboardEngineDouble(face_size=128, delay=0)).restore(
         src, [carphone_reference], out,
-        RestoreOptions(upscale=2, background="bicubic", crf=0, smoothing_sigma=0, compare_path=compare),
+        RestoreOptions(upscale=2, background="bicubic", crf=0, smoothing_sigma=0, compare_path=compare, embed_every=1),
     )
     assert report["frames_restored"] == 4 and report["identity"]["after"]["n"] == 4
     plain = _encode(tmp_path / "plain.mp4", [bicubic_upscale(f, 2) for f in frames])  # the background alone
