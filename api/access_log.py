@@ -2,7 +2,7 @@
 
 The record carries method, path, query, route template, status, duration, client address, and,
 once the API key is checked, the tenant and the key's hint (never the key). The formatter of
-``jobs.logging`` redacts whatever secret a client puts in a path or query string.
+``jobs.logs`` redacts whatever secret a client puts in a path or query string.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ from api import errors, openapi
 from api.access_log import AccessLogMiddleware
 from api.body_limit import BodyLimitMiddleware
 from api.observability import HttpMetricsMiddleware, build_registry
-from api.routes import docs, health, identities, jobs, uploads, webhooks
+from api.routes import docs, health, identities, uploads, webhooks
+from api.routes import jobs as job_routes  # not ``jobs``: that name is the service package
 from api.services import Services
-from jobs.logging import configure_logging
+from jobs.logs import configure_logging
 from jobs.settings import Settings, get_settings
 from jobs.webhooks.ssrf import Resolver, system_resolver
 
@@ -26,7 +27,7 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are always
 `{"error": {"code", "message", "field"?}}` with stable codes.
 """
 TITLE, VERSION = "IP-FVR job service", "1"
-ROUTERS = (jobs.router, identities.router, uploads.router, webhooks.router, health.router)
+ROUTERS = (job_routes.router, identities.router, uploads.router, webhooks.router, health.router)
 
 
 def api_document() -> dict[str, Any]:

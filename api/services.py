@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import redis
 
 from jobs.broker import Dispatcher, create_celery
-from jobs.identities import IdentityStore
-from jobs.media_checks import MediaLimits
-from jobs.ratelimit import TokenBucket
+from jobs.media.checks import MediaLimits
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.store import JobStore
-from jobs.tenants import Tenants
+from jobs.store.identities import IdentityStore
+from jobs.store.jobs import JobStore
+from jobs.store.workers import WorkerRegistry
+from jobs.tenants.accounts import Tenants
+from jobs.tenants.ratelimit import TokenBucket
 from jobs.webhooks.ssrf import Resolver, TargetPolicy, system_resolver
-from jobs.workers import WorkerRegistry
 
 
 @dataclass

@@ -32,15 +32,15 @@ from api.multipart import JobForm, receive_job_form
 from api.schemas import JobCreate
 from api.services import Services
 from jobs.errors import Conflict, InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
-from jobs.identities import IdentityStatus
 from jobs.ids import UPLOAD_ID, new_job_id
-from jobs.media_checks import check_upload
-from jobs.media_header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.checks import check_upload
+from jobs.media.header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Status
 from jobs.schemas import JobOptions
-from jobs.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.storage import StorageUnavailable, upload_key
-from jobs.store import NewJob
+from jobs.store.identities import IdentityStatus
+from jobs.store.jobs import NewJob
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ import redis
 from celery import Celery
 
 from jobs.broker import Dispatcher
-from jobs.identities import IdentityStore
 from jobs.metrics import MetricsRecorder
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.store import JobStore
-from jobs.tenants import Tenants
+from jobs.store.identities import IdentityStore
+from jobs.store.jobs import JobStore
+from jobs.store.workers import WorkerRegistry
+from jobs.tenants.accounts import Tenants
 from jobs.webhooks.outbox import Outbox
-from jobs.workers import WorkerRegistry
 
 
 @dataclass

@@ -15,9 +15,9 @@ from pathlib import Path
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from ipfvr_core.errors import Canceled, IPFVRError
-from jobs.identities import IdentityStatus
 from jobs.model import ErrorInfo
 from jobs.storage import identity_module_key
+from jobs.store.identities import IdentityStatus
 from worker.context import WorkerContext
 from worker.restorer import ResidentRestorer
 

@@ -38,7 +38,7 @@ from celery.signals import (
 from redis.exceptions import RedisError
 
 from jobs.broker import RESTORE_TASK
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 from worker import runtime
 from worker.celery_app import app, settings
 from worker.context import context

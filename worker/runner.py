@@ -32,10 +32,10 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from ipfvr_core.errors import Canceled, InputError, IPFVRError
-from jobs.identities import IdentityStatus
 from jobs.model import ErrorInfo, JobRecord, Progress, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
-from jobs.store import Claim, Transition
+from jobs.store.identities import IdentityStatus
+from jobs.store.results import Claim, Transition
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper, redelivery_grace_s
 from worker.restorer import IdentityUse, ProgressLike, ResidentRestorer, RestoreRequest

@@ -18,10 +18,10 @@ from dataclasses import replace
 from celery import Celery
 from redis.exceptions import RedisError
 
-from jobs.workers import WorkerInfo, WorkerState
+from jobs.store.workers import WorkerInfo, WorkerState
 from worker.context import WorkerContext
-from worker.restorer import ResidentRestorer, RestorerConfig, load_factory
 from worker.identity_trainer import IdentityTrainer
+from worker.restorer import ResidentRestorer, RestorerConfig, load_factory
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import RedisError
 
-from jobs.keys import Keys
 from jobs.model import Status
 from jobs.storage import Storage, StorageUnavailable
-from jobs.store import JobStore
+from jobs.store.jobs import JobStore
+from jobs.store.keys import Keys
 
 log = logging.getLogger(__name__)
 

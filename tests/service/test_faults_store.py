@@ -14,13 +14,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
-from jobs.devstack import S3Server
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
 from jobs.settings import Settings
 from jobs.storage import StorageUnavailable, output_key, report_key
-from jobs.store import Beat, JobStore, NewJob
+from jobs.store.jobs import JobStore, NewJob
+from jobs.store.results import Beat
 from jobs.webhooks.outbox import Outbox
 from jobs.webhooks.policy import RetryPolicy
 from worker.context import WorkerContext

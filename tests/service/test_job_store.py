@@ -12,8 +12,8 @@ import redis
 from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
 from jobs.ids import new_job_id
 from jobs.model import ErrorInfo, JobInputs, Progress, Status, WebhookEvent
-from jobs.store import JobStore, NewJob
-from jobs.tenants import Tenants
+from jobs.store.jobs import JobStore, NewJob
+from jobs.tenants.accounts import Tenants
 from jobs.webhooks.outbox import Outbox
 
 ALL = frozenset(WebhookEvent)

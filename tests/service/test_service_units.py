@@ -13,10 +13,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from jobs.ids import JOB_ID, new_id
+from jobs.media.sniff import Kind, sniff
 from jobs.model import Status
 from jobs.settings import Settings
-from jobs.sniff import Kind, sniff
-from jobs.tenants import WebhookSecrets, new_webhook_secret
+from jobs.tenants.accounts import WebhookSecrets, new_webhook_secret
 from jobs.webhooks.policy import RetryPolicy
 from jobs.webhooks.signing import signed_headers
 from jobs.webhooks.ssrf import ForbiddenTarget, TargetPolicy

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
-from jobs.devstack import S3Server
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
 from jobs.settings import Settings
 from jobs.storage import input_key, output_key, report_key, upload_key
-from jobs.store import NewJob
+from jobs.store.jobs import NewJob
 from worker.context import WorkerContext
 from worker.sweeper import Sweeper
 

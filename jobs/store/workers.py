@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import redis
 
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 
 
 class WorkerState(StrEnum):

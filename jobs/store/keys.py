@@ -1,6 +1,6 @@
 """The Redis key layout of the job store, in one place.
 
-Every key starts with the configured prefix. The Lua scripts in ``jobs/lua.py`` build the same
+Every key starts with the configured prefix. The Lua scripts in ``jobs/store/lua.py`` build the same
 names with their ``key(...)`` helper (parts joined by ``:``); this class is the Python side.
 
 =====================================  ======  ==================================================
@@ -18,7 +18,7 @@ P:idem:{tenant}:{sha256(key)}          string  Idempotency-Key -> "{job id} {req
 P:uploads                              zset    "{tenant}/{upload id}" of unused uploads, by time
 P:wh:{delivery id}                     hash    one webhook delivery (stable webhook-id)
 P:wh:due                               zset    pending deliveries scored by next attempt time
-P:idt:{id}                             hash    an identity (jobs/identities.py)
+P:idt:{id}                             hash    an identity (jobs/store/identities.py)
 P:t:{tenant}:idts                      zset    the tenant's identities, all score 0 (lex = time order)
 P:tenant:{tenant}                      hash    tenant: webhook secrets
 P:apikey:{hmac}                        hash    API key (hashed) -> tenant

@@ -1,28 +1,28 @@
 """The job store: Redis is the system of record for jobs (not Celery's result backend).
 
 Reads are plain hash and sorted-set reads. Every write that changes a job's status is one Lua
-script from ``jobs/lua.py`` and returns what happened, including the id of any webhook delivery
+script from ``jobs/store/lua.py`` and returns what happened, including the id of any webhook delivery
 it recorded, so the caller can dispatch it at once (the outbox keeps it if the caller dies first).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Literal
 
 import redis
 
-from jobs import lua
-from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, NotFound, TooManyJobs
 from jobs.ids import JOB_ID
-from jobs.keys import Keys
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
+from jobs.store import lua
+from jobs.store.cursor import decode_cursor, encode_cursor
+from jobs.store.keys import Keys
+from jobs.store.results import Beat, Claim, Created, Page, ProgressAck, Transition
 
 
 @dataclass(frozen=True)
@@ -38,56 +38,6 @@ class NewJob:
     webhook_events: frozenset[WebhookEvent]
     created_at: float
     expires_at: float  # queue deadline
-
-
-@dataclass(frozen=True)
-class Created:
-    job_id: str
-    created: bool  # False: an earlier request with the same Idempotency-Key made it
-
-
-ClaimOutcome = Literal["claimed", "leased", "terminal", "missing", "expired", "canceled", "poisoned"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Result of a worker's attempt to start a job."""
-
-    outcome: ClaimOutcome
-    delivery: str | None = None  # webhook delivery recorded by the transition
-    attempt: int = 0  # 1 for the first run, 2 after one redelivery, ...
-    lease_remaining_s: float = 0.0  # for "leased": how long the other holder's lease still runs
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Result of a transition script: what happened and the webhook delivery it recorded, if any."""
-
-    outcome: str
-    delivery: str | None = None
-    detail: str = ""
-
-
-class Beat(IntEnum):
-    """What a lease renewal found."""
-
-    LOST = -1  # the lease is gone: another run or the sweeper owns the job now
-    RUNNING = 0  # keep going
-    CANCEL = 1  # the client asked to cancel
-    HAND_BACK = 2  # this worker node is shutting down and its grace period is over: give the job back
-
-
-@dataclass(frozen=True)
-class ProgressAck:
-    lost: bool  # the lease is gone: another worker or the sweeper owns the job now
-    cancel_requested: bool
-    delivery: str | None
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[JobRecord]
-    next_cursor: str | None
 
 
 def _decode(value: bytes | str) -> str:
@@ -109,20 +59,6 @@ def _key_reused(job_id: str) -> IdempotencyKeyReused:
         f"this Idempotency-Key created job {job_id} from a different request (options or files); "
         "send a new key for a new job", field="idempotency-key",
     )
-
-
-def encode_cursor(job_id: str) -> str:
-    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor") from exc
-    if not JOB_ID.match(job_id):
-        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor")
-    return job_id
 
 
 class JobStore:
