@@ -315,7 +315,7 @@ class JobRunner:
         """
         ctx = self.ctx
         keys = [output_key(record.tenant, record.id), report_key(record.tenant, record.id)]
-        journal = UploadJournal(ctx.redis, ctx.store.keys, record.id, stale_after_s=ctx.settings.hard_time_limit_s)
+        journal = UploadJournal(ctx.leftovers, record.id, stale_after_s=ctx.settings.hard_time_limit_s)
         body = json.dumps(report).encode()
 
         def upload() -> None:

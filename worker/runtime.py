@@ -69,7 +69,7 @@ class WorkerRuntime:
 
     def stop(self) -> None:
         self._stop.set()
-        self.ctx.registry.remove(self.info.id)
+        self.ctx.workers.remove(self.info.id)
 
     def run(self, job_id: str) -> None:
         if self.restorer is None or self.info.state is WorkerState.FAILED:
@@ -94,7 +94,7 @@ class WorkerRuntime:
         with self._lock:
             self.info = replace(self.info, heartbeat_at=time.time(), **changes)  # type: ignore[arg-type]
             info = self.info
-        self.ctx.registry.publish(info, ttl_s=self.ctx.settings.heartbeat_s * 3)
+        self.ctx.workers.publish(info, ttl_s=self.ctx.settings.heartbeat_s * 3)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ctx.settings.heartbeat_s):

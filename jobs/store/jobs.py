@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import redis
+from redis.exceptions import LockNotOwnedError, RedisError
 
-from jobs.errors import Conflict, Gone, IdempotencyKeyReused, NotFound, TooManyJobs
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, NotFound, TooManyJobs, Unavailable
 from jobs.ids import JOB_ID
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
 from jobs.store import lua
 from jobs.store.cursor import decode_cursor, encode_cursor
 from jobs.store.keys import Keys
 from jobs.store.results import Beat, Claim, Created, Page, ProgressAck, Transition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,13 @@ class JobStore:
         self._release = client.register_script(lua.RELEASE)
         self._time_limit = client.register_script(lua.TIME_LIMIT)
         self._tombstone = client.register_script(lua.TOMBSTONE)
+
+    def check(self) -> None:
+        """Readiness: Redis answers; raises Unavailable (``redis_unavailable``) when it does not."""
+        try:
+            self.redis.ping()
+        except RedisError as exc:
+            raise Unavailable(f"redis is not reachable: {exc}", code="redis_unavailable") from exc
 
     # ------------------------------------------------------------------ create and read
     def create(
@@ -174,6 +186,10 @@ class JobStore:
         if record.status is not Status.QUEUED:
             return None
         return self.redis.zrank(self.keys.waiting(record.engine), record.id)
+
+    def queued_count(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued (its queue quota counts them)."""
+        return int(self.redis.zcard(self.keys.tenant_status(tenant, Status.QUEUED.value)))
 
     def queue_depth(self, engine: str) -> tuple[int, int]:
         """(waiting, active) jobs of an engine."""
@@ -348,18 +364,22 @@ class JobStore:
         pipe.zrem(self.keys.retention(), job_id)
         pipe.execute()
 
-    # ------------------------------------------------------------------ presigned uploads
-    def register_upload(self, tenant: str, upload_id: str, *, now: float | None = None) -> None:
-        """Remember an issued upload so that exactly one job of this tenant can use it."""
-        self.redis.zadd(self.keys.uploads(), {f"{tenant}/{upload_id}": _now(now)})
-
-    def stale_uploads(self, *, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
-        """(tenant, upload id) of uploads issued before ``older_than`` and never used."""
-        members = self.redis.zrangebyscore(self.keys.uploads(), "-inf", older_than, start=0, num=limit)
-        return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
-
-    def forget_upload(self, tenant: str, upload_id: str) -> None:
-        self.redis.zrem(self.keys.uploads(), f"{tenant}/{upload_id}")
+    @contextmanager
+    def exclusive(self, name: str, *, ttl_s: float) -> Iterator[bool]:
+        """Hold the lock ``name`` while the block runs, for ``ttl_s`` at most; yields False (the
+        block must then do nothing) while another holder has it. A holder that outlived ``ttl_s``
+        leaves alone the lock someone else has taken since."""
+        lock = self.redis.lock(self.keys.lock(name), timeout=ttl_s, blocking=False)
+        if not lock.acquire():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                lock.release()
+            except LockNotOwnedError:
+                log.warning("the %s lock ran out before its holder finished (after %g s)", name, ttl_s)
 
 
 def _now(now: float | None) -> float:
