@@ -259,6 +259,9 @@ class JobRunner:
             if lease.hand_back and not lease.cancel_requested:
                 return Outcome(status=None, hand_back=True)
             return Outcome(Status.CANCELED)
+        except StorageUnavailable as exc:  # a service error: before the library's, which it derives from
+            log.error("job %s: storage failed: %s", record.id, exc)
+            return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except IPFVRError as exc:
             message = _PublicNames(scratch, record, self._identity_names).text(exc.message)
             return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
@@ -266,9 +269,6 @@ class JobRunner:
             limit = ctx.settings.job_time_limit_s
             return Outcome(Status.FAILED, error=ErrorInfo(code="time_limit_exceeded",
                                                           message=f"the job ran longer than {limit} s"))
-        except StorageUnavailable as exc:
-            log.error("job %s: storage failed: %s", record.id, exc)
-            return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except Exception:
             log.exception("job %s: unexpected error", record.id)
             return Outcome(Status.FAILED, error=ErrorInfo(
