@@ -11,7 +11,7 @@ from api.services import Services
 from jobs.errors import Unauthorized
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.store import JobStore
+from jobs.store.jobs import JobStore
 
 
 def get_services(request: Request) -> Services:

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.error_codes import CODES
 from jobs import errors as service
-from jobs.ratelimit import RateLimited
+from jobs.tenants.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 

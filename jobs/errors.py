@@ -1,23 +1,17 @@
 """Errors of the job service, each with a stable ``code`` and, where it applies, the ``field``.
 
-They describe what went wrong in service terms only; the API maps each class to an HTTP status
-in ``api/errors.py`` and nowhere else. Library errors (``ipfvr_core.errors``) keep their own codes.
+They are :class:`~ipfvr_core.errors.IPFVRError` s (one base: ``code``, ``message``, ``field``) that
+describe what went wrong in service terms only; the API maps each code to an HTTP status in
+``api/error_codes.py`` and nowhere else.
 """
 
 from __future__ import annotations
 
+from ipfvr_core.errors import IPFVRError
 
-class ServiceError(Exception):
-    """Base class: ``code`` is stable across releases, ``message`` is for humans."""
 
-    code = "internal_error"
-
-    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        if code is not None:
-            self.code = code
+class ServiceError(IPFVRError):
+    """Base class of the service's errors (the library's own derive from ``IPFVRError`` directly)."""
 
 
 class Unauthorized(ServiceError):

@@ -16,8 +16,8 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobs.keys import Keys
-from jobs.workers import WorkerRegistry, WorkerState
+from jobs.store.keys import Keys
+from jobs.store.workers import WorkerRegistry, WorkerState
 
 NAMESPACE = "ipfvr"
 GiB = 1024**3

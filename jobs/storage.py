@@ -293,10 +293,18 @@ class Storage:
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
 
     def read_head(self, key: str, length: int) -> bytes:
-        """The first ``length`` bytes of ``key`` (a ranged GET), for content sniffing."""
+        """The first ``length`` bytes of ``key``, for content sniffing."""
+        return self._read_range(key, f"bytes=0-{length - 1}")
+
+    def read_tail(self, key: str, length: int) -> bytes:
+        """The last ``length`` bytes of ``key`` (all of it when shorter), for the media checks."""
+        return self._read_range(key, f"bytes=-{length}")
+
+    def _read_range(self, key: str, byte_range: str) -> bytes:
+        """One ranged GET (an HTTP ``Range`` header value)."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"]
-            return body.read()
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)["Body"]
+            return bytes(body.read())
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
 

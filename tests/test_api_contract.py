@@ -15,8 +15,8 @@ from api.openapi import error_table
 REPO = Path(__file__).resolve().parents[1]
 # Modules whose errors reach HTTP answers; a job's failure codes (ErrorInfo) are not HTTP errors.
 RAISING = [*sorted((REPO / "api").rglob("*.py")),
-           *(REPO / "jobs" / f"{n}.py" for n in ("errors", "media_checks", "store", "ratelimit", "storage")),
-           REPO / "jobs" / "webhooks" / "ssrf.py"]
+           *(REPO / "jobs" / f"{n}.py" for n in ("errors", "media/checks", "store/jobs", "store/cursor",
+                                                 "store/identities", "tenants/ratelimit", "storage", "webhooks/ssrf"))]
 
 
 def error_codes(response: dict[str, Any]) -> list[str]:

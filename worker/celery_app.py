@@ -7,7 +7,7 @@ import os
 from celery.signals import setup_logging
 
 from jobs.broker import create_celery
-from jobs.logging import configure_logging
+from jobs.logs import configure_logging
 from jobs.settings import get_settings
 
 # Torch loads later, in the pool's child process. OpenMP's default busy-wait makes CPU inference

@@ -9,48 +9,36 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 
+from jobs.backends import Backends, connect_redis
 from jobs.broker import Dispatcher
-from jobs.identities import IdentityStore
 from jobs.metrics import MetricsRecorder
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.store import JobStore
-from jobs.tenants import Tenants
+from jobs.store.leftovers import Leftovers
 from jobs.webhooks.outbox import Outbox
-from jobs.workers import WorkerRegistry
 
 
 @dataclass
-class WorkerContext:
-    settings: Settings
-    redis: redis.Redis
-    store: JobStore
-    identities: IdentityStore
-    storage: Storage
-    tenants: Tenants
+class WorkerContext(Backends):
     outbox: Outbox
     dispatcher: Dispatcher
     metrics: MetricsRecorder
-    registry: WorkerRegistry
+    leftovers: Leftovers
 
     @classmethod
     def build(cls, settings: Settings, app: Celery) -> WorkerContext:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        client = connect_redis(settings)
         prefix = settings.key_prefix
         return cls(
             settings=settings,
             redis=client,
-            store=JobStore(client, prefix),
-            identities=IdentityStore(client, prefix),
             storage=Storage.from_settings(settings),
-            tenants=Tenants(client, prefix, settings.effective_secret_key),
             outbox=Outbox(client, prefix),
             dispatcher=Dispatcher(app, settings),
             metrics=MetricsRecorder(client, prefix),
-            registry=WorkerRegistry(client, prefix),
+            leftovers=Leftovers(client, prefix),
         )
 
 

@@ -1,6 +1,6 @@
 """Container health check of a restore worker: ``python -m worker.health`` exits 0 when ready or busy.
 
-It reads the states the worker processes on this host publish (``jobs/workers.py``): the check
+It reads the states the worker processes on this host publish (``jobs/store/workers.py``): the check
 fails while the model loads, after a failed load, and when no heartbeat arrived recently.
 """
 
@@ -12,7 +12,7 @@ import sys
 import redis
 
 from jobs.settings import get_settings
-from jobs.workers import WorkerRegistry, WorkerState
+from jobs.store.workers import WorkerRegistry, WorkerState
 
 
 def main() -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from ipfvr_core.errors import Canceled, IPFVRError
-from jobs.identities import IdentityStatus
 from jobs.model import ErrorInfo
-from jobs.storage import identity_module_key
+from jobs.storage import StorageUnavailable, identity_module_key
+from jobs.store.identities import IdentityStatus
 from worker.context import WorkerContext
 from worker.restorer import ResidentRestorer
 
@@ -57,6 +57,11 @@ class IdentityTrainer:
                     module_key=module_key if trained.file is not None else None, summary=trained.summary)
             except Canceled:
                 finished = False  # deleted while training
+            except StorageUnavailable as exc:  # a service error: before the library's, which it derives from
+                log.error("identity %s: storage failed: %s", identity_id, exc)
+                ctx.identities.finish(identity_id, status=IdentityStatus.FAILED,
+                                      error=ErrorInfo(code="storage_unavailable", message=exc.message))
+                return
             except IPFVRError as exc:
                 message = exc.message
                 for scratch_name, public in names.items():

@@ -16,7 +16,8 @@ from types import TracebackType
 from redis.exceptions import RedisError
 
 from jobs.settings import Settings
-from jobs.store import Beat, JobStore, ProgressAck
+from jobs.store.jobs import JobStore
+from jobs.store.results import Beat, ProgressAck
 
 log = logging.getLogger(__name__)
 

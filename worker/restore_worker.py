@@ -38,7 +38,7 @@ from celery.signals import (
 from redis.exceptions import RedisError
 
 from jobs.broker import RESTORE_TASK
-from jobs.keys import Keys
+from jobs.store.workers import WorkerRegistry
 from worker import runtime
 from worker.celery_app import app, settings
 from worker.context import context
@@ -58,7 +58,7 @@ def _remember_nodename(sender: str, **_: Any) -> None:
     _nodename = sender
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
-        client.delete(Keys(settings.key_prefix).drain(sender))
+        WorkerRegistry(client, settings.key_prefix).clear_draining(sender)
     except RedisError as exc:
         log.warning("could not clear the drain mark of %s: %s", sender, exc)
     finally:
@@ -83,7 +83,7 @@ def _mark_draining(node: str, hand_back_at: float) -> None:
     ctx = context()
     ttl_s = int(settings.shutdown_grace_s + settings.hard_time_limit_s + 60)
     try:
-        ctx.redis.set(ctx.store.keys.drain(node), repr(hand_back_at), ex=ttl_s)
+        ctx.workers.mark_draining(node, hand_back_at=hand_back_at, ttl_s=ttl_s)
     except RedisError as exc:  # the job then runs to its end, or is redelivered after the kill
         log.error("could not mark %s as draining: %s", node, exc)
         return

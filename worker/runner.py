@@ -32,10 +32,10 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from ipfvr_core.errors import Canceled, InputError, IPFVRError
-from jobs.identities import IdentityStatus
 from jobs.model import ErrorInfo, JobRecord, Progress, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
-from jobs.store import Claim, Transition
+from jobs.store.identities import IdentityStatus
+from jobs.store.results import Claim, Transition
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper, redelivery_grace_s
 from worker.restorer import IdentityUse, ProgressLike, ResidentRestorer, RestoreRequest
@@ -259,6 +259,9 @@ class JobRunner:
             if lease.hand_back and not lease.cancel_requested:
                 return Outcome(status=None, hand_back=True)
             return Outcome(Status.CANCELED)
+        except StorageUnavailable as exc:  # a service error: before the library's, which it derives from
+            log.error("job %s: storage failed: %s", record.id, exc)
+            return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except IPFVRError as exc:
             message = _PublicNames(scratch, record, self._identity_names).text(exc.message)
             return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
@@ -266,9 +269,6 @@ class JobRunner:
             limit = ctx.settings.job_time_limit_s
             return Outcome(Status.FAILED, error=ErrorInfo(code="time_limit_exceeded",
                                                           message=f"the job ran longer than {limit} s"))
-        except StorageUnavailable as exc:
-            log.error("job %s: storage failed: %s", record.id, exc)
-            return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except Exception:
             log.exception("job %s: unexpected error", record.id)
             return Outcome(Status.FAILED, error=ErrorInfo(
@@ -315,7 +315,7 @@ class JobRunner:
         """
         ctx = self.ctx
         keys = [output_key(record.tenant, record.id), report_key(record.tenant, record.id)]
-        journal = UploadJournal(ctx.redis, ctx.store.keys, record.id, stale_after_s=ctx.settings.hard_time_limit_s)
+        journal = UploadJournal(ctx.leftovers, record.id, stale_after_s=ctx.settings.hard_time_limit_s)
         body = json.dumps(report).encode()
 
         def upload() -> None:

@@ -18,10 +18,10 @@ from dataclasses import replace
 from celery import Celery
 from redis.exceptions import RedisError
 
-from jobs.workers import WorkerInfo, WorkerState
+from jobs.store.workers import WorkerInfo, WorkerState
 from worker.context import WorkerContext
-from worker.restorer import ResidentRestorer, RestorerConfig, load_factory
 from worker.identity_trainer import IdentityTrainer
+from worker.restorer import ResidentRestorer, RestorerConfig, load_factory
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class WorkerRuntime:
 
     def stop(self) -> None:
         self._stop.set()
-        self.ctx.registry.remove(self.info.id)
+        self.ctx.workers.remove(self.info.id)
 
     def run(self, job_id: str) -> None:
         if self.restorer is None or self.info.state is WorkerState.FAILED:
@@ -94,7 +94,7 @@ class WorkerRuntime:
         with self._lock:
             self.info = replace(self.info, heartbeat_at=time.time(), **changes)  # type: ignore[arg-type]
             info = self.info
-        self.ctx.registry.publish(info, ttl_s=self.ctx.settings.heartbeat_s * 3)
+        self.ctx.workers.publish(info, ttl_s=self.ctx.settings.heartbeat_s * 3)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ctx.settings.heartbeat_s):

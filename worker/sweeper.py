@@ -31,10 +31,9 @@ class Sweeper:
 
     def run(self, *, now: float) -> bool:
         """One sweep; False when another sweep holds the lock."""
-        lock_ms = int(self.ctx.settings.sweep_interval_s * 2000)
-        if not self.ctx.redis.set(self.ctx.store.keys.lock("sweep"), "1", nx=True, px=lock_ms):
-            return False
-        try:
+        with self.ctx.store.exclusive("sweep", ttl_s=self.ctx.settings.sweep_interval_s * 2) as held:
+            if not held:
+                return False
             self.rescue_lost_runs(now)
             self.expire_queued(now)
             self.enforce_run_deadlines(now)
@@ -42,8 +41,6 @@ class Sweeper:
             self.remove_expired_data(now)
             self.remove_stale_uploads(now)
             self.clean_leftovers(now)
-        finally:
-            self.ctx.redis.delete(self.ctx.store.keys.lock("sweep"))
         return True
 
     def rescue_lost_runs(self, now: float) -> None:
@@ -98,11 +95,11 @@ class Sweeper:
             self.ctx.store.mark_data_removed(job_id)
 
     def clean_leftovers(self, now: float) -> None:
-        LeftoverCleaner(self.ctx.redis, self.ctx.store, self.ctx.storage).run(
+        LeftoverCleaner(self.ctx.leftovers, self.ctx.store, self.ctx.storage).run(
             now=now, retry_in_s=self.ctx.settings.hard_time_limit_s)
 
     def remove_stale_uploads(self, now: float) -> None:
         older_than = now - self.ctx.settings.upload_ttl_s
-        for tenant, upload_id in self.ctx.store.stale_uploads(older_than=older_than):
+        for tenant, upload_id in self.ctx.uploads.stale(older_than=older_than):
             self.ctx.storage.delete([upload_key(tenant, upload_id)])
-            self.ctx.store.forget_upload(tenant, upload_id)
+            self.ctx.uploads.forget(tenant, upload_id)

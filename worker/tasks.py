@@ -20,27 +20,28 @@ from worker.context import context
 from worker.sweeper import Sweeper
 from worker.webhook_delivery import WebhookDelivery
 
-
 # The policy of a long model run (a restore or an identity's training), in one place.
 _MODEL_RUN = {"acks_late": True, "reject_on_worker_lost": True, "soft_time_limit": settings.job_time_limit_s,
               "time_limit": settings.hard_time_limit_s, "max_retries": 0}
 
 
-@app.task(name=RESTORE_TASK, **_MODEL_RUN)
-def restore(job_id: str) -> None:
+def _model_worker(what: str) -> runtime.WorkerRuntime:
+    """This process's worker with its model loaded. Not a restore worker, or its model failed to
+    load: the message goes back for another worker."""
     worker = runtime.current()
     if worker is None or worker.restorer is None:
-        # Not a restore worker, or its model failed to load: give the job back for another worker.
-        raise Reject(f"no restorer loaded in this process for job {job_id}", requeue=True)
-    worker.run(job_id)
+        raise Reject(f"no restorer loaded in this process for {what}", requeue=True)
+    return worker
+
+
+@app.task(name=RESTORE_TASK, **_MODEL_RUN)
+def restore(job_id: str) -> None:
+    _model_worker(f"job {job_id}").run(job_id)
 
 
 @app.task(name=TRAIN_IDENTITY_TASK, **_MODEL_RUN)
 def train_identity(identity_id: str) -> None:
-    worker = runtime.current()
-    if worker is None or worker.restorer is None:
-        raise Reject(f"no restorer loaded in this process for identity {identity_id}", requeue=True)
-    worker.train(identity_id)
+    _model_worker(f"identity {identity_id}").train(identity_id)
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True,

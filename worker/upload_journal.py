@@ -3,7 +3,7 @@
 A run writes its outputs to deterministic keys. If S3 goes away mid-upload, two things can be left
 behind where nobody sees them fail: a multipart upload that could not be aborted (its parts use
 storage, invisible), and a whole object of a run that then failed (a visible partial result).
-The worker records both here (``P:s3:abandoned``, scored by when to act), and the sweeper acts
+The worker records both (``jobs/store/leftovers.py``, scored by when to act), and the sweeper acts
 once S3 answers again. A multipart upload is recorded as soon as it is created, due only after
 the hard time limit, so an upload whose worker was killed is aborted too.
 
@@ -13,47 +13,26 @@ incomplete multipart uploads is the backstop (see docs/reliability.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import redis
 from redis.exceptions import RedisError
 
-from jobs.keys import Keys
 from jobs.model import Status
 from jobs.storage import Storage, StorageUnavailable
-from jobs.store import JobStore
+from jobs.store.jobs import JobStore
+from jobs.store.leftovers import Leftover, Leftovers
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Leftover:
-    """Something in the bucket that a failed run may have left."""
-
-    job_id: str
-    key: str
-    upload_id: str  # a multipart upload to abort; "" for a whole object to delete if the job failed
-
-    def member(self) -> str:
-        return json.dumps([self.job_id, self.key, self.upload_id])
-
-    @classmethod
-    def from_member(cls, member: str) -> Leftover:
-        job_id, key, upload_id = json.loads(member)
-        return cls(job_id=job_id, key=key, upload_id=upload_id)
-
-
 class UploadJournal:
-    """The :class:`jobs.storage.UploadJournal` of one run's result uploads, kept in Redis."""
+    """The :class:`jobs.storage.UploadJournal` of one run's result uploads."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, job_id: str, *, stale_after_s: float,
+    def __init__(self, leftovers: Leftovers, job_id: str, *, stale_after_s: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self._redis = client
-        self._key = keys.abandoned_uploads()
+        self._leftovers = leftovers
         self._job_id = job_id
         self._stale_after_s = stale_after_s  # a live run never uploads longer than this (hard time limit)
         self._clock = clock
@@ -63,7 +42,7 @@ class UploadJournal:
 
     def ended(self, key: str, upload_id: str) -> None:
         try:
-            self._redis.zrem(self._key, Leftover(self._job_id, key, upload_id).member())
+            self._leftovers.remove(Leftover(self._job_id, key, upload_id))
         except RedisError as exc:  # the sweeper's abort of a finished upload is a harmless no-op
             log.warning("could not clear the journal entry of %s: %s", key, exc)
 
@@ -77,7 +56,7 @@ class UploadJournal:
 
     def _add(self, leftover: Leftover, *, due: float) -> None:
         try:
-            self._redis.zadd(self._key, {leftover.member(): due})
+            self._leftovers.add(leftover, due=due)
         except RedisError as exc:
             log.warning("could not journal %s of job %s: %s", leftover.key, leftover.job_id, exc)
 
@@ -85,9 +64,8 @@ class UploadJournal:
 class LeftoverCleaner:
     """The sweep step: abort abandoned multipart uploads, delete partial results of failed jobs."""
 
-    def __init__(self, client: redis.Redis, store: JobStore, storage: Storage) -> None:
-        self._redis = client
-        self._key = store.keys.abandoned_uploads()
+    def __init__(self, leftovers: Leftovers, store: JobStore, storage: Storage) -> None:
+        self._leftovers = leftovers
         self._store = store
         self._storage = storage
 
@@ -95,22 +73,20 @@ class LeftoverCleaner:
         """Clean what is due; returns how many entries were settled. Stops at the first S3 failure
         (S3 is still down: the next sweep retries). A job still running is looked at again later."""
         settled = 0
-        due: list[str] = [str(m) for m in self._redis.zrangebyscore(self._key, "-inf", now, start=0, num=limit)]
-        for member in due:
-            leftover = Leftover.from_member(member)
+        for leftover in self._leftovers.due(now=now, limit=limit):
             try:
                 if leftover.upload_id:
                     self._storage.abort_upload(leftover.key, leftover.upload_id)
                 else:
                     record = self._store.get(leftover.job_id)
                     if record is not None and not record.status.is_terminal:
-                        self._redis.zadd(self._key, {member: now + retry_in_s})
+                        self._leftovers.add(leftover, due=now + retry_in_s)
                         continue
                     if record is None or record.status is not Status.SUCCEEDED:
                         self._storage.delete([leftover.key])
             except StorageUnavailable as exc:
                 log.warning("cleaning %s of job %s failed; retrying later: %s", leftover.key, leftover.job_id, exc)
                 break
-            self._redis.zrem(self._key, member)
+            self._leftovers.remove(leftover)
             settled += 1
         return settled

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from api.deps import ServicesDep
 from api.error_codes import declare
 from api.schemas import Health, Readiness
-from jobs.errors import Unavailable
 
 router = APIRouter(tags=["health"])
 
@@ -23,10 +21,7 @@ def healthz() -> Health:
 @router.get("/readyz", openapi_extra=declare("redis_unavailable", "storage_unavailable", "store_unavailable"))
 def readyz(services: ServicesDep) -> Readiness:
     """Redis and the bucket answer. Worker states are reported, but do not make the API unready."""
-    try:
-        services.redis.ping()
-    except RedisError as exc:
-        raise Unavailable(f"redis is not reachable: {exc}", code="redis_unavailable") from exc
+    services.store.check()
     services.storage.check()
     workers = {state.value: n for state, n in services.workers.counts().items()}
     return Readiness(checks={"redis": "ok", "storage": "ok"}, workers=workers)

@@ -1,7 +1,7 @@
 """``/v1/identities``: register a person from photos, read, list and delete identities.
 
 Creating one stores the photos and queues its training on the engine's ``train.<engine>`` queue;
-a job then names it with the option ``identity`` (see ``jobs/identities.py``).
+a job then names it with the option ``identity`` (see ``jobs/store/identities.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from api.schemas import IdentitiesPublic, IdentityCreate, IdentityPublic, Identi
 from api.services import Services
 from api.submission import invalid
 from jobs.errors import InvalidRequest, TooManyIdentities, Unavailable, UnsupportedMedia
-from jobs.identities import IdentityRecord, IdentityStatus, new_identity_id
 from jobs.model import ErrorInfo
 from jobs.schemas import ErrorPublic
 from jobs.storage import identity_module_key, identity_photo_key
+from jobs.store.identities import IdentityRecord, IdentityStatus, new_identity_id
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
 _CREATE_ERRORS = declare(

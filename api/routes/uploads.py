@@ -30,6 +30,6 @@ def create_upload(body: UploadCreate, services: ServicesDep, tenant: TenantDep) 
                               code="video_too_large" if body.purpose == "video" else "reference_too_large")
     upload_id = new_upload_id()
     url = services.storage.presign_put(upload_key(tenant, upload_id), settings.presign_expires_s, size=body.size)
-    services.store.register_upload(tenant, upload_id)
+    services.uploads.register(tenant, upload_id)
     return UploadPublic(id=upload_id, url=url.url, size=body.size,
                         expires_at=datetime.fromtimestamp(url.expires_at, UTC))

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from api.deps import ServicesDep, TenantDep
 from api.schemas import WebhookSecretPublic
-from jobs.tenants import WebhookSecrets
+from jobs.tenants.accounts import WebhookSecrets
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -1,6 +1,6 @@
 """The webhook outbox in Redis: one record per delivery, and a due-time index for retries.
 
-Job transitions write the record atomically with the status change (see ``jobs/lua.py``), so an
+Job transitions write the record atomically with the status change (see ``jobs/store/lua.py``), so an
 event is never lost between "the job finished" and "a delivery task was queued". An attempt
 claims the record by moving its due time into the future (the in-flight window): a duplicate
 task, or a dispatcher that sees it again, finds it not due and does nothing; a worker that dies
@@ -19,7 +19,7 @@ from typing import Literal
 
 import redis
 
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 
 _RECORD_TTL_S = 7 * 24 * 3600  # finished delivery records are kept this long for inspection
 

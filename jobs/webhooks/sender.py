@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import httpx
 
 from jobs.webhooks.signing import signed_headers
-from jobs.webhooks.ssrf import ForbiddenTarget, GuardedTransport, TargetPolicy
+from jobs.webhooks.ssrf import ForbiddenTarget, TargetPolicy
+from jobs.webhooks.transport import GuardedTransport
 
 USER_AGENT = "ipfvr-webhooks/1"
 

@@ -23,9 +23,9 @@ import pytest
 import redis
 from botocore.config import Config
 
-from jobs.devstack import RedisServer, S3Server, Stack
+from ipfvr.devstack import RedisServer, S3Server, Stack
 from jobs.settings import Settings
-from jobs.workers import WorkerState
+from jobs.store.workers import WorkerState
 from tests.service.receiver import WebhookReceiver
 from tests.service.stack import FAST, REPO, ServiceStack, to_env
 

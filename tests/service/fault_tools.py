@@ -31,9 +31,9 @@ from botocore.config import Config
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from jobs.devstack import Child, S3Server, Stack, free_port, wait_until
+from ipfvr.devstack import Child, S3Server, Stack, free_port, wait_until
 from jobs.settings import Settings
-from jobs.workers import WorkerState
+from jobs.store.workers import WorkerState
 from tests.service.stack import FAST, REPO, ServiceStack, to_env
 
 

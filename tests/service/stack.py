@@ -13,10 +13,10 @@ import httpx
 import redis
 
 from api.main import api_document
-from jobs.devstack import Child, Stack, wait_until
+from ipfvr.devstack import Child, Stack, wait_until
 from jobs.settings import Settings
-from jobs.tenants import Tenants
-from jobs.workers import WorkerRegistry, WorkerState
+from jobs.store.workers import WorkerRegistry, WorkerState
+from jobs.tenants.accounts import Tenants
 from tests.service.contract import ErrorContract
 
 REPO = Path(__file__).resolve().parents[2]

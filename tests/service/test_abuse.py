@@ -19,10 +19,10 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from jobs.devstack import wait_until
-from jobs.logging import Redactor
-from jobs.ratelimit import TokenBucket
+from ipfvr.devstack import wait_until
+from jobs.logs import Redactor
 from jobs.storage import Storage, output_key
+from jobs.tenants.ratelimit import TokenBucket
 from tests.service.receiver import WebhookReceiver
 from tests.service.stack import ServiceStack
 

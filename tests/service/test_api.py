@@ -15,7 +15,7 @@ from PIL import Image
 
 from api.main import api_document
 from jobs.metrics import COUNTERS, HISTOGRAMS
-from jobs.workers import WorkerState
+from jobs.store.workers import WorkerState
 from tests.service.http_raw import read_http_response
 from tests.service.stack import ServiceStack
 

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from ipfvr.client import ApiError, Client
-from jobs.devstack import free_port
+from ipfvr.devstack import free_port
 from tests.service.stack import DOUBLE, REPO, ServiceStack
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.devstack import S3Server
+from ipfvr.devstack import S3Server
 from jobs.settings import MiB
 from jobs.storage import output_key, report_key
 from tests.service.fault_tools import FaultProxy, FlakyReceiver, start_stack, wait_for

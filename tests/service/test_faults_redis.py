@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.devstack import S3Server
+from ipfvr.devstack import S3Server
 from tests.service.fault_tools import PrivateRedis, start_stack, wait_for
 
 DOWN_S = 2.0

@@ -14,13 +14,15 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
-from jobs.devstack import S3Server
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
 from jobs.settings import Settings
 from jobs.storage import StorageUnavailable, output_key, report_key
-from jobs.store import Beat, JobStore, NewJob
+from jobs.store.jobs import JobStore, NewJob
+from jobs.store.results import Beat
+from jobs.store.workers import WorkerRegistry
 from jobs.webhooks.outbox import Outbox
 from jobs.webhooks.policy import RetryPolicy
 from worker.context import WorkerContext
@@ -108,10 +110,13 @@ def test_heartbeat_asks_for_the_job_back_once_the_node_drain_time_passed(store: 
     job = create(store)
     claim(store, job, "node@h:1:a")
     now = time.time()
-    store.redis.set(store.keys.drain("node@h"), repr(now + 5))
+    workers = WorkerRegistry(store.redis, store.keys.prefix)
+    workers.mark_draining("node@h", hand_back_at=now + 5, ttl_s=60)
     assert store.heartbeat(job, owner="node@h:1:a", lease_ttl_s=5, node="node@h", now=now) is Beat.RUNNING
     assert store.heartbeat(job, owner="node@h:1:a", lease_ttl_s=5, node="node@h", now=now + 6) is Beat.HAND_BACK
     assert store.heartbeat(job, owner="node@h:1:a", lease_ttl_s=5, node="other@h", now=now + 6) is Beat.RUNNING
+    workers.clear_draining("node@h")  # a worker restarted under the same name keeps its jobs
+    assert store.heartbeat(job, owner="node@h:1:a", lease_ttl_s=5, node="node@h", now=now + 6) is Beat.RUNNING
 
 
 def test_the_hard_time_limit_fails_only_a_run_of_the_reporting_node(store: JobStore) -> None:
@@ -195,19 +200,19 @@ def test_the_cleaner_aborts_abandoned_uploads_and_deletes_partial_results_of_fai
         ctx.store.complete(job, owner="a", status=status)
     upload_id = ctx.storage.client.create_multipart_upload(Bucket=ctx.storage.bucket,
                                                            Key=output_key("acme", failed))["UploadId"]
-    journal = UploadJournal(ctx.redis, ctx.store.keys, failed, stale_after_s=60)
+    journal = UploadJournal(ctx.leftovers, failed, stale_after_s=60)
     journal.begun(output_key("acme", failed), upload_id)
-    cleaner = LeftoverCleaner(ctx.redis, ctx.store, ctx.storage)
+    cleaner = LeftoverCleaner(ctx.leftovers, ctx.store, ctx.storage)
     assert cleaner.run(now=time.time(), retry_in_s=60) == 0  # a live upload is left alone until it is stale
     journal.abandoned(output_key("acme", failed), upload_id)
     journal.discard([report_key("acme", failed)])
-    UploadJournal(ctx.redis, ctx.store.keys, succeeded, stale_after_s=60).discard([report_key("acme", succeeded)])
+    UploadJournal(ctx.leftovers, succeeded, stale_after_s=60).discard([report_key("acme", succeeded)])
     assert cleaner.run(now=time.time(), retry_in_s=60) == 3
     uploads = ctx.storage.client.list_multipart_uploads(Bucket=ctx.storage.bucket, Prefix="outputs/")
     assert uploads.get("Uploads", []) == []
     listed = ctx.storage.client.list_objects_v2(Bucket=ctx.storage.bucket, Prefix="outputs/")
     assert [o["Key"] for o in listed.get("Contents", [])] == [report_key("acme", succeeded)]
-    assert ctx.redis.zcard(ctx.store.keys.abandoned_uploads()) == 0
+    assert ctx.leftovers.due(now=float("inf")) == []
 
 
 # ---------------------------------------------------------------------------------------------- refused finish

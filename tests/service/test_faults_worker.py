@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from jobs.workers import WorkerInfo, WorkerRegistry, WorkerState
+from jobs.store.workers import WorkerInfo, WorkerRegistry, WorkerState
 from tests.service.fault_tools import exit_within, wait_for
 from tests.service.receiver import WebhookReceiver
 from tests.service.stack import ServiceStack

@@ -29,9 +29,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.main import create_app
-from jobs.devstack import S3Server
+from ipfvr.devstack import S3Server
 from jobs.settings import Settings
-from jobs.tenants import Tenants
+from jobs.tenants.accounts import Tenants
 from tests.service.stack import FAST
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,

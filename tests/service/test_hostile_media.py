@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from jobs.errors import ServiceError
-from jobs.media_checks import MediaLimits, check_upload
-from jobs.media_header import HEAD_BYTES, TAIL_BYTES, read_image_header, read_isobmff, read_matroska
-from jobs.sniff import Kind
-from jobs.workers import WorkerRegistry, WorkerState
+from jobs.media.checks import MediaLimits, check_upload
+from jobs.media.header import HEAD_BYTES, TAIL_BYTES, read_image_header, read_isobmff, read_matroska
+from jobs.media.sniff import Kind
+from jobs.store.workers import WorkerRegistry, WorkerState
 from tests.media_factory import png_bomb, remux_video, write_audio_only, write_clip, write_video_track_without_frames
 from tests.service.stack import ServiceStack
 

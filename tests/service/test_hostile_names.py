@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from jobs.errors import InvalidRequest
-from jobs.tenants import Tenants
+from jobs.tenants.accounts import Tenants
 from tests.service.stack import ServiceStack
 
 Tenant = tuple[str, httpx.Client]

@@ -19,11 +19,11 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ipfvr_core.diffusion.weights import write_tiny_checkpoint
 from ipfvr.client import ApiError, Client
+from ipfvr_core.diffusion.weights import write_tiny_checkpoint
 from ipfvr_core.evaluation.synth import reference_variant
-from tests.service.stack import ServiceStack
 from tests.media_factory import first_frames
+from tests.service.stack import ServiceStack
 
 
 def astronaut_photos(folder: Path) -> list[Path]:
@@ -166,7 +166,7 @@ def test_loaded_modules_keep_the_most_recently_used(tmp_path: Path) -> None:
 def test_identity_transitions_move_only_from_the_expected_state(redis_url: str, redis_prefix) -> None:  # noqa: ANN001
     import redis
 
-    from jobs.identities import IdentityRecord, IdentityStatus, IdentityStore, new_identity_id
+    from jobs.store.identities import IdentityRecord, IdentityStatus, IdentityStore, new_identity_id
 
     store = IdentityStore(redis.Redis.from_url(redis_url, decode_responses=True), redis_prefix())
     record = IdentityRecord(id=new_identity_id(), tenant="t1", name="n", engine="ipfvr", status=IdentityStatus.QUEUED,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from jobs.devstack import wait_until
-from jobs.workers import WorkerRegistry, WorkerState
+from ipfvr.devstack import wait_until
+from jobs.store.workers import WorkerRegistry, WorkerState
 from tests.service.receiver import Received, WebhookReceiver
 from tests.service.stack import ServiceStack
 

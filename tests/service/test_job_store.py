@@ -8,12 +8,16 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
+from ipfvr.devstack import free_port
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs, Unavailable
 from jobs.ids import new_job_id
 from jobs.model import ErrorInfo, JobInputs, Progress, Status, WebhookEvent
-from jobs.store import JobStore, NewJob
-from jobs.tenants import Tenants
+from jobs.store.jobs import JobStore, NewJob
+from jobs.store.uploads import Uploads
+from jobs.tenants.accounts import Tenants
 from jobs.webhooks.outbox import Outbox
 
 ALL = frozenset(WebhookEvent)
@@ -83,10 +87,13 @@ def test_reused_idempotency_key_with_another_request_is_refused(store: JobStore)
 
 def test_queued_limit_per_tenant(store: JobStore) -> None:
     create(store, new_job(), max_queued=2)
-    create(store, new_job(), max_queued=2)
+    started = create(store, new_job(), max_queued=2)
     with pytest.raises(TooManyJobs):
         create(store, new_job(), max_queued=2)
     create(store, new_job("globex"), max_queued=2)
+    assert (store.queued_count("acme"), store.queued_count("globex"), store.queued_count("initech")) == (2, 1, 0)
+    claim(store, started, "w1")
+    assert store.queued_count("acme") == 1  # a started job no longer counts
 
 
 def test_tenant_isolation_and_unknown_ids(store: JobStore) -> None:
@@ -265,8 +272,9 @@ def test_tombstones(store: JobStore) -> None:
 
 
 def test_presigned_uploads_are_used_once_by_their_tenant(store: JobStore) -> None:
-    store.register_upload("acme", "upl_a")
-    store.register_upload("acme", "upl_b")
+    uploads = Uploads(store.redis, store.keys.prefix)
+    uploads.register("acme", "upl_a")
+    uploads.register("acme", "upl_b")
     with pytest.raises(Conflict):
         store.create(new_job("globex"), idempotency_key=None, idempotency_ttl_s=60, max_queued=10,
                      upload_ids=["upl_a"])
@@ -329,3 +337,29 @@ def test_run_deadline_fails_a_live_overrun_and_waits_for_a_dead_workers_redelive
     lost = store.run_deadline(never, redelivery_grace_s=0, time_limit_s=5)
     assert lost.outcome == "lost" and store.get(never).error.code == "worker_lost"
     assert store.run_deadline(never, redelivery_grace_s=0, time_limit_s=5).outcome == "skipped"
+
+
+def test_one_holder_of_a_lock_at_a_time_and_a_late_holder_leaves_the_next_ones(store: JobStore) -> None:
+    with store.exclusive("sweep", ttl_s=5) as held:
+        assert held
+        with store.exclusive("sweep", ttl_s=5) as second:
+            assert not second
+    with store.exclusive("sweep", ttl_s=5) as held:  # released on leaving the block
+        assert held
+    late = store.exclusive("slow", ttl_s=0.05)
+    assert late.__enter__()
+    time.sleep(0.1)  # the late holder's lock ran out ...
+    with store.exclusive("slow", ttl_s=5) as taken:
+        assert taken  # ... and another holder took it
+        late.__exit__(None, None, None)  # the late holder finishes
+        with store.exclusive("slow", ttl_s=5) as third:
+            assert not third  # and left the new holder's lock alone
+
+
+def test_readiness_check_names_redis_when_it_does_not_answer(store: JobStore) -> None:
+    store.check()
+    nowhere = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # refused at once, not retried
+    unreachable = JobStore(nowhere, "ipfvr-nowhere")
+    with pytest.raises(Unavailable) as refused:
+        unreachable.check()
+    assert refused.value.code == "redis_unavailable"

@@ -12,11 +12,14 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from ipfvr_core.errors import IPFVRError
+from jobs.errors import InvalidRequest
 from jobs.ids import JOB_ID, new_id
+from jobs.media.sniff import Kind, sniff
 from jobs.model import Status
 from jobs.settings import Settings
-from jobs.sniff import Kind, sniff
-from jobs.tenants import WebhookSecrets, new_webhook_secret
+from jobs.storage import StorageUnavailable
+from jobs.tenants.accounts import WebhookSecrets, new_webhook_secret
 from jobs.webhooks.policy import RetryPolicy
 from jobs.webhooks.signing import signed_headers
 from jobs.webhooks.ssrf import ForbiddenTarget, TargetPolicy
@@ -79,6 +82,15 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_terminal_has_one_definition() -> None:
     assert {s for s in Status if s.is_terminal} == {Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED}
     assert {s for s in Status if s.is_running} == {Status.STARTING, Status.PROCESSING}
+
+
+def test_service_errors_are_library_errors_with_their_own_codes() -> None:
+    """One error base: a service error carries code, message and field as the library's errors do."""
+    error = StorageUnavailable("reading inputs/acme/job/video failed", field="inputs.video")
+    assert isinstance(error, IPFVRError)
+    assert (error.code, error.message, error.field) == ("storage_unavailable", "reading inputs/acme/job/video failed",
+                                                        "inputs.video")
+    assert InvalidRequest("bad cursor", code="invalid_cursor").code == "invalid_cursor"
 
 
 def test_ids_sort_by_creation_time() -> None:

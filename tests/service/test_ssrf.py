@@ -22,15 +22,8 @@ import pytest
 
 from jobs.settings import Settings
 from jobs.webhooks.sender import WebhookSender
-from jobs.webhooks.ssrf import (
-    MAX_RESPONSE_BYTES,
-    ForbiddenTarget,
-    GuardedTransport,
-    TargetPolicy,
-    TargetRefused,
-    _PinnedBackend,
-    parse_numeric_host,
-)
+from jobs.webhooks.ssrf import ForbiddenTarget, TargetPolicy, parse_numeric_host
+from jobs.webhooks.transport import MAX_RESPONSE_BYTES, GuardedTransport, TargetRefused, _PinnedBackend
 from tests.service.http_raw import read_http_request
 from tests.service.stack import ServiceStack
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
+from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
-from jobs.devstack import S3Server
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
 from jobs.settings import Settings
 from jobs.storage import input_key, output_key, report_key, upload_key
-from jobs.store import NewJob
+from jobs.store.jobs import NewJob
 from worker.context import WorkerContext
 from worker.sweeper import Sweeper
 
@@ -77,17 +77,18 @@ def test_retention_removes_inputs_and_outputs_and_marks_the_job(ctx: WorkerConte
 
 
 def test_unused_presigned_uploads_are_removed(ctx: WorkerContext) -> None:
-    ctx.store.register_upload("acme", "upl_stale", now=time.time() - 700)
-    ctx.store.register_upload("acme", "upl_recent")
+    ctx.uploads.register("acme", "upl_stale", now=time.time() - 700)
+    ctx.uploads.register("acme", "upl_recent")
     for upload in ("upl_stale", "upl_recent"):
         ctx.storage.put_bytes(upload_key("acme", upload), b"x", "video/mp4")
     Sweeper(ctx).run(now=time.time())
     assert objects(ctx, "uploads/acme/") == [upload_key("acme", "upl_recent")]
-    assert ctx.store.stale_uploads(older_than=time.time()) == [("acme", "upl_recent")]
+    assert ctx.uploads.stale(older_than=time.time()) == [("acme", "upl_recent")]
 
 
 def test_one_sweep_at_a_time(ctx: WorkerContext) -> None:
-    ctx.redis.set(ctx.store.keys.lock("sweep"), "1", px=5000)
-    assert not Sweeper(ctx).run(now=time.time())
-    ctx.redis.delete(ctx.store.keys.lock("sweep"))
+    with ctx.store.exclusive("sweep", ttl_s=5) as held:
+        assert held
+        assert not Sweeper(ctx).run(now=time.time())
+    assert Sweeper(ctx).run(now=time.time())  # released: the next sweep runs
     assert Sweeper(ctx).run(now=time.time())

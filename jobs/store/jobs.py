@@ -1,28 +1,33 @@
 """The job store: Redis is the system of record for jobs (not Celery's result backend).
 
 Reads are plain hash and sorted-set reads. Every write that changes a job's status is one Lua
-script from ``jobs/lua.py`` and returns what happened, including the id of any webhook delivery
+script from ``jobs/store/lua.py`` and returns what happened, including the id of any webhook delivery
 it recorded, so the caller can dispatch it at once (the outbox keeps it if the caller dies first).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Literal
 
 import redis
+from redis.exceptions import LockNotOwnedError, RedisError
 
-from jobs import lua
-from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs
+from jobs.errors import Conflict, Gone, IdempotencyKeyReused, NotFound, TooManyJobs, Unavailable
 from jobs.ids import JOB_ID
-from jobs.keys import Keys
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
+from jobs.store import lua
+from jobs.store.cursor import decode_cursor, encode_cursor
+from jobs.store.keys import Keys
+from jobs.store.results import Beat, Claim, Created, Page, ProgressAck, Transition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,56 +43,6 @@ class NewJob:
     webhook_events: frozenset[WebhookEvent]
     created_at: float
     expires_at: float  # queue deadline
-
-
-@dataclass(frozen=True)
-class Created:
-    job_id: str
-    created: bool  # False: an earlier request with the same Idempotency-Key made it
-
-
-ClaimOutcome = Literal["claimed", "leased", "terminal", "missing", "expired", "canceled", "poisoned"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Result of a worker's attempt to start a job."""
-
-    outcome: ClaimOutcome
-    delivery: str | None = None  # webhook delivery recorded by the transition
-    attempt: int = 0  # 1 for the first run, 2 after one redelivery, ...
-    lease_remaining_s: float = 0.0  # for "leased": how long the other holder's lease still runs
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Result of a transition script: what happened and the webhook delivery it recorded, if any."""
-
-    outcome: str
-    delivery: str | None = None
-    detail: str = ""
-
-
-class Beat(IntEnum):
-    """What a lease renewal found."""
-
-    LOST = -1  # the lease is gone: another run or the sweeper owns the job now
-    RUNNING = 0  # keep going
-    CANCEL = 1  # the client asked to cancel
-    HAND_BACK = 2  # this worker node is shutting down and its grace period is over: give the job back
-
-
-@dataclass(frozen=True)
-class ProgressAck:
-    lost: bool  # the lease is gone: another worker or the sweeper owns the job now
-    cancel_requested: bool
-    delivery: str | None
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[JobRecord]
-    next_cursor: str | None
 
 
 def _decode(value: bytes | str) -> str:
@@ -111,20 +66,6 @@ def _key_reused(job_id: str) -> IdempotencyKeyReused:
     )
 
 
-def encode_cursor(job_id: str) -> str:
-    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor") from exc
-    if not JOB_ID.match(job_id):
-        raise InvalidRequest("not a cursor returned by this API", field="cursor", code="invalid_cursor")
-    return job_id
-
-
 class JobStore:
     """Jobs, their indexes and their transitions in Redis (``decode_responses=True`` client)."""
 
@@ -144,6 +85,13 @@ class JobStore:
         self._release = client.register_script(lua.RELEASE)
         self._time_limit = client.register_script(lua.TIME_LIMIT)
         self._tombstone = client.register_script(lua.TOMBSTONE)
+
+    def check(self) -> None:
+        """Readiness: Redis answers; raises Unavailable (``redis_unavailable``) when it does not."""
+        try:
+            self.redis.ping()
+        except RedisError as exc:
+            raise Unavailable(f"redis is not reachable: {exc}", code="redis_unavailable") from exc
 
     # ------------------------------------------------------------------ create and read
     def create(
@@ -238,6 +186,10 @@ class JobStore:
         if record.status is not Status.QUEUED:
             return None
         return self.redis.zrank(self.keys.waiting(record.engine), record.id)
+
+    def queued_count(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued (its queue quota counts them)."""
+        return int(self.redis.zcard(self.keys.tenant_status(tenant, Status.QUEUED.value)))
 
     def queue_depth(self, engine: str) -> tuple[int, int]:
         """(waiting, active) jobs of an engine."""
@@ -412,18 +364,22 @@ class JobStore:
         pipe.zrem(self.keys.retention(), job_id)
         pipe.execute()
 
-    # ------------------------------------------------------------------ presigned uploads
-    def register_upload(self, tenant: str, upload_id: str, *, now: float | None = None) -> None:
-        """Remember an issued upload so that exactly one job of this tenant can use it."""
-        self.redis.zadd(self.keys.uploads(), {f"{tenant}/{upload_id}": _now(now)})
-
-    def stale_uploads(self, *, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
-        """(tenant, upload id) of uploads issued before ``older_than`` and never used."""
-        members = self.redis.zrangebyscore(self.keys.uploads(), "-inf", older_than, start=0, num=limit)
-        return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
-
-    def forget_upload(self, tenant: str, upload_id: str) -> None:
-        self.redis.zrem(self.keys.uploads(), f"{tenant}/{upload_id}")
+    @contextmanager
+    def exclusive(self, name: str, *, ttl_s: float) -> Iterator[bool]:
+        """Hold the lock ``name`` while the block runs, for ``ttl_s`` at most; yields False (the
+        block must then do nothing) while another holder has it. A holder that outlived ``ttl_s``
+        leaves alone the lock someone else has taken since."""
+        lock = self.redis.lock(self.keys.lock(name), timeout=ttl_s, blocking=False)
+        if not lock.acquire():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                lock.release()
+            except LockNotOwnedError:
+                log.warning("the %s lock ran out before its holder finished (after %g s)", name, ttl_s)
 
 
 def _now(now: float | None) -> float:

@@ -21,8 +21,8 @@ import redis
 
 from jobs.errors import NotFound
 from jobs.ids import new_id
-from jobs.keys import Keys
 from jobs.model import ErrorInfo
+from jobs.store.keys import Keys
 
 
 class IdentityStatus(StrEnum):

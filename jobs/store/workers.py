@@ -1,4 +1,4 @@
-"""Worker states in Redis: starting, ready, busy, failed, each with a heartbeat.
+"""Worker states in Redis: starting, ready, busy, failed, each with a heartbeat; and the drain mark of a node.
 
 Every worker process (one per GPU) publishes its state every heartbeat under a key that expires
 after a few missed beats, so a killed worker disappears by itself. ``ready`` is published only
@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import redis
 
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 
 
 class WorkerState(StrEnum):
@@ -68,6 +68,15 @@ class WorkerRegistry:
         pipe.delete(self.keys.worker(worker_id))
         pipe.zrem(self.keys.workers(), worker_id)
         pipe.execute()
+
+    def mark_draining(self, node: str, *, hand_back_at: float, ttl_s: int) -> None:
+        """Worker ``node`` is shutting down: from ``hand_back_at`` on, the heartbeat of a run on it
+        answers HAND_BACK (``JobStore.heartbeat``). The mark lasts ``ttl_s`` at most."""
+        self.redis.set(self.keys.drain(node), repr(hand_back_at), ex=ttl_s)
+
+    def clear_draining(self, node: str) -> None:
+        """A worker starting under ``node``'s name is not the one that was shutting down."""
+        self.redis.delete(self.keys.drain(node))
 
     def list(self) -> list[WorkerInfo]:
         """Live workers (their state key has not expired), pruning the index of dead ones."""

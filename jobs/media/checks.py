@@ -1,7 +1,7 @@
 """Refuse uploads whose headers already break the limits, before any decoding (API side).
 
 The API calls :func:`check_upload` twice per file: with the head only, as soon as it holds the
-first :data:`~jobs.media_header.HEAD_BYTES` (an early 4xx, before the rest is streamed), and with
+first :data:`~jobs.media.header.HEAD_BYTES` (an early 4xx, before the rest is streamed), and with
 the tail once the whole file has arrived (a trailing ``moov``; the end of a PNG). Whatever a
 header does not declare is left to the worker, whose decoder checks everything again and fails
 the job with the library's stable code.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jobs.errors import InvalidRequest, PayloadTooLarge
-from jobs.media_header import VideoHeader, png_ends_cleanly, read_image_header, read_isobmff, read_matroska
+from jobs.media.header import VideoHeader, png_ends_cleanly, read_image_header, read_isobmff, read_matroska
+from jobs.media.sniff import Kind
 from jobs.settings import Settings
-from jobs.sniff import Kind
 
 _MATROSKA_TYPES = frozenset({"video/webm", "video/x-matroska"})
 

@@ -1,6 +1,6 @@
 """The Redis key layout of the job store, in one place.
 
-Every key starts with the configured prefix. The Lua scripts in ``jobs/lua.py`` build the same
+Every key starts with the configured prefix. The Lua scripts in ``jobs/store/lua.py`` build the same
 names with their ``key(...)`` helper (parts joined by ``:``); this class is the Python side.
 
 =====================================  ======  ==================================================
@@ -15,17 +15,18 @@ P:q:{engine}:active                    set     running jobs of an engine
 P:deadline:{queue|run|cancel}          zset    job ids scored by the time the sweeper acts
 P:retention                            zset    terminal jobs scored by completion time
 P:idem:{tenant}:{sha256(key)}          string  Idempotency-Key -> "{job id} {request fingerprint}", TTL
-P:uploads                              zset    "{tenant}/{upload id}" of unused uploads, by time
+P:uploads                              zset    "{tenant}/{upload id}" of unused uploads, by time (uploads.py)
 P:wh:{delivery id}                     hash    one webhook delivery (stable webhook-id)
 P:wh:due                               zset    pending deliveries scored by next attempt time
-P:idt:{id}                             hash    an identity (jobs/identities.py)
+P:idt:{id}                             hash    an identity (jobs/store/identities.py)
 P:t:{tenant}:idts                      zset    the tenant's identities, all score 0 (lex = time order)
 P:tenant:{tenant}                      hash    tenant: webhook secrets
 P:apikey:{hmac}                        hash    API key (hashed) -> tenant
 P:rl:{key id}                          hash    API key's rate-limit token bucket (tokens, time)
 P:worker:{worker id}                   hash    worker state and heartbeat, with a TTL
 P:drain:{worker node}                  string  when a shutting-down node's jobs are handed back
-P:s3:abandoned                         zset    S3 uploads/objects to clean up, by due time
+P:s3:abandoned                         zset    S3 uploads/objects to clean up, by due time (leftovers.py)
+P:lock:{name}                          string  a lock (the sweep's), with a TTL
 P:m:c:{name} / P:m:h:{name}            hash    metric counters / histogram buckets
 =====================================  ======  ==================================================
 """

@@ -5,7 +5,7 @@ status, queue, deadlines, retention), the metric counters and the webhook outbox
 step. So a cancel racing a finish, or two workers racing for a redelivered job, can interleave
 only between scripts, never inside one, and each outcome is reported back to the caller.
 
-Keys are built from ``ARGV[1]`` (the prefix) with the same layout as ``jobs/keys.py``; the store
+Keys are built from ``ARGV[1]`` (the prefix) with the same layout as ``jobs/store/keys.py``; the store
 targets one Redis primary (or Sentinel), not Redis Cluster.
 """
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.errors import InvalidRequest
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 
 KEY_PREFIX = "ipfvr_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

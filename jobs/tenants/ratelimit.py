@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.errors import ServiceError
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 
 # KEYS[1] bucket hash; ARGV: rate (tokens/s), burst, cost, now (seconds; "" = Redis TIME)
 # Returns {allowed (0/1), tokens left, seconds until the cost is available} (numbers as strings).
