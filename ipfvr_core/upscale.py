@@ -40,7 +40,7 @@ from ipfvr_core.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from ipfvr_core.video_io import VideoLimits
+    from ipfvr_core.limits import VideoLimits
 
 UPSCALE_FACTORS = (1, 2, 4)  # accepted values of RestoreOptions.upscale
 BACKGROUND_METHODS = ("realesrgan", "bicubic")  # accepted values of RestoreOptions.background
