@@ -294,7 +294,7 @@ def _print_judged(distorted: Path, reference: Path, restored: Path, engine: str)
 
 
 def run_weights_init_tiny(args: argparse.Namespace) -> int:
-    from ipfvr_core.diffusion.weights import write_tiny_checkpoint
+    from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 
     path = write_tiny_checkpoint(args.dir, seed=args.seed, id_embedding_dim=args.id_embedding_dim,
                                  resolution=args.resolution)

@@ -23,7 +23,8 @@ import yaml
 
 import media_factory as mf
 
-from ipfvr_core.diffusion.weights import load_pipeline, read_config, write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
 from ipfvr_core.training.trainer import LOG_FILE, train
