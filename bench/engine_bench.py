@@ -56,9 +56,9 @@ def time_pipeline(restorers: dict[str, Restorer], clip: Path, reference: Path, o
     results = {}
     for name, restorer in restorers.items():
         report = restorer.restore(clip, [reference], out_dir / f"{name}.mp4", RestoreOptions(faces="all"))
-        faces = sum(fr["restored"] for fr in report["frames"])
-        t = report["timings_s"]
-        results[name] = (t["total"] / report["frames_total"], t.get("engine", 0.0) / max(1, faces), faces)
+        faces = sum(fr.restored for fr in report.frames)
+        t = report.timings_s
+        results[name] = (t["total"] / report.frames_total, t.get("engine", 0.0) / max(1, faces), faces)
     return results
 
 

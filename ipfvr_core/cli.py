@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ipfvr_core.engines import DEFAULT_ENGINE, ENGINES
 from ipfvr_core.errors import ConfigError, InputError
+from ipfvr_core.report import DistanceStats, RestoreReport
 
 FACE_BACKENDS = ("auto", "centerface", "dlib", "insightface")
 
@@ -192,7 +193,7 @@ def _options(args: argparse.Namespace, compare: Path | None):
 
 
 def _restore(args: argparse.Namespace, input_path: Path, references: list[Path], output: Path,
-             report_path: Path | None, compare: Path | None) -> dict:
+             report_path: Path | None, compare: Path | None) -> RestoreReport:
     from ipfvr_core.restore import Restorer, write_report
     from ipfvr_core.video_io import check_output_path, probe
 
@@ -220,25 +221,24 @@ def _restore(args: argparse.Namespace, input_path: Path, references: list[Path],
     return report
 
 
-def _print_summary(report: dict, out: Path, report_path: Path | None, compare: Path | None) -> None:
-    ident = report["identity"]
-    b, a = ident["before"], ident["after"]
+def _print_summary(report: RestoreReport, out: Path, report_path: Path | None, compare: Path | None) -> None:
+    ident = report.identity
 
-    def fmt(s: dict) -> str:
-        return "n/a" if s["n"] == 0 else f"mean {s['mean']:.3f}  median {s['median']:.3f}  (n={s['n']})"
+    def fmt(s: DistanceStats) -> str:
+        return "n/a" if s.n == 0 else f"mean {s.mean:.3f}  median {s.median:.3f}  (n={s.n})"
 
-    print(f"restored {report['frames_restored']}/{report['frames_total']} frames "
-          f"in {report['timings_s']['total']:.1f} s ({report['fps']:.2f} fps) -> {out}")
-    print(f"identity distance to reference ({ident['metric']}, same person < {ident['same_person_threshold']}):")
-    print(f"  input : {fmt(b)}")
-    print(f"  output: {fmt(a)}")
-    if ident["mean_improvement"] is not None:
-        print(f"  change: {-ident['mean_improvement']:+.3f} (negative = closer to the reference)")
+    print(f"restored {report.frames_restored}/{report.frames_total} frames "
+          f"in {report.timings_s['total']:.1f} s ({report.fps:.2f} fps) -> {out}")
+    print(f"identity distance to reference ({ident.metric}, same person < {ident.same_person_threshold}):")
+    print(f"  input : {fmt(ident.before)}")
+    print(f"  output: {fmt(ident.after)}")
+    if ident.mean_improvement is not None:
+        print(f"  change: {-ident.mean_improvement:+.3f} (negative = closer to the reference)")
     if report_path is not None:
         print(f"report: {report_path}")
     if compare is not None:
         print(f"side by side: {compare}")
-    for w in report["warnings"]:
+    for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
 
 

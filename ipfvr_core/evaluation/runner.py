@@ -512,7 +512,7 @@ def run_eval(
                 continue
             seconds = time.perf_counter() - t0
             row.video = str(out)
-            row.seconds_per_frame = seconds / max(1, int(report.get("frames_total") or 0))
+            row.seconds_per_frame = seconds / max(1, report.frames_total)
         del restorer
 
     # Phase 2: score.
