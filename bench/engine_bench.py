@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.pipeline_bench import make_clip  # noqa: E402
-from ipfvr_core.cli import sample_video  # noqa: E402
+from ipfvr_core.samples import sample_video  # noqa: E402
 from ipfvr_core.engines.base import IdentityCondition  # noqa: E402
 from ipfvr_core.faces.align import estimate_affine, native_size, warp_face  # noqa: E402
 from ipfvr_core.restore import RestoreOptions, Restorer  # noqa: E402

@@ -111,13 +111,14 @@ class RestoreOptions:
     target_max_distance: float | None = None  # max identity distance for the target track; None = analyzer default
     min_track_frames: int = 5  # shorter tracks are detector noise and stay untouched
     min_track_score: float | None = option(None, OptionSpec(
-        "ignore face tracks whose best detection scores below this (centerface: 0-1, clean faces 0.8+; dlib HOG: "
-        "0 is its decision boundary)", none_means="none: weak detections are kept, which degraded video needs",
+        "ignore face tracks whose best detection scores below this: centerface 0-1, clean faces 0.8+; dlib HOG: "
+        "0 is its decision boundary", none_means="keep weak detections, which degraded video needs",
         cli=True, flag="--min-face-score"))
     target_margin: float = 0.1  # with several faces on screen, the target must be this much closer than the rest
     max_gap_frames: int = 20  # detector misses up to this long are bridged by interpolation
     crf: int = option(18, OptionSpec(
-        "x264 constant rate factor of the output, 0-51 (lower: better and larger)", minimum=0, maximum=51, cli=True))
+        "x264 constant rate factor of the output, 0-51: lower is better and larger", minimum=0, maximum=51,
+        cli=True))
     preset: str = "medium"  # x264 preset
     limits: VideoLimits = field(default_factory=VideoLimits)  # refuse inputs above these
     reference_max_pixels: int = 40_000_000  # refuse reference images above this many pixels
@@ -135,7 +136,8 @@ class RestoreOptions:
         "output size factor for the whole frame; faces are pasted at that scale", choices=(1, 2, 4), cli=True,
         service=True))
     background: str = option("realesrgan", OptionSpec(
-        "how upscale enlarges the frame around the faces: Real-ESRGAN x4plus in tiles, or bicubic (fast)",
+        "how upscale enlarges the frame around the faces: realesrgan, the Real-ESRGAN x4plus network in tiles, or "
+        "bicubic, faster",
         choices=("realesrgan", "bicubic"), cli=True, service=True))
     identity: str | None = option(None, OptionSpec(
         "the person's trained identity module (ipfvr engine: the LoRA <weights>/loras/NAME, from ipfvr identities "

