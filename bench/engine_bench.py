@@ -31,10 +31,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.pipeline_bench import make_clip  # noqa: E402
-from ipfvr_core.samples import sample_video  # noqa: E402
 from ipfvr_core.engines.base import IdentityCondition  # noqa: E402
 from ipfvr_core.faces.align import estimate_affine, native_size, warp_face  # noqa: E402
 from ipfvr_core.restore import RestoreOptions, Restorer  # noqa: E402
+from ipfvr_core.samples import sample_video  # noqa: E402
 from ipfvr_core.video_io import VideoWriter, iter_frames, probe  # noqa: E402
 
 ENGINES = ("reference", "baseline")
