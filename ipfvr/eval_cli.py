@@ -40,8 +40,9 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ipfvr_core.errors import OutputError
     from ipfvr_core.evaluation.report import summary_table, trained_against_note
-    from ipfvr_core.evaluation.runner import check_case, check_engines
+    from ipfvr_core.evaluation.runner import check_engines
     from ipfvr_core.evaluation.runner import run_eval as evaluate
+    from ipfvr_core.evaluation.scoring import check_case
 
     engines = check_engines([e.strip() for e in args.engines.split(",") if e.strip()])
     explicit = args.degraded is not None or args.ground_truth is not None or args.references

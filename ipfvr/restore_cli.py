@@ -189,7 +189,7 @@ def _print_judged(distorted: Path, reference: Path, restored: Path, engine: str)
     """Before/after identity to the ground truth (the pristine frame at the same index), by both judges."""
     from ipfvr_core.evaluation.cases import EvalCase
     from ipfvr_core.evaluation.report import summary_table
-    from ipfvr_core.evaluation.runner import score_videos
+    from ipfvr_core.evaluation.scoring import score_videos
 
     case = EvalCase(name="carphone/demo", degraded=distorted, ground_truth=sample_video("carphone_pristine.mp4"),
                     references=(reference,), group="carphone", note="demo; frame 0 is also the reference")

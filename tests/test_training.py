@@ -172,7 +172,7 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
     # the weights say which network they were trained against, and an evaluation says so too
     from ipfvr_core.engines.ipfvr import IPFVREngine
     from ipfvr_core.evaluation.report import trained_against_note
-    from ipfvr_core.evaluation.runner import EvalResult
+    from ipfvr_core.evaluation.results import EvalResult
 
     network = "training_doubles:tiny_identity_network_double"
     assert IPFVREngine.from_pretrained(out / "weights").versions()["trained_against"] == network
