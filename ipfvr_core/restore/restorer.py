@@ -26,14 +26,14 @@ import numpy as np
 from ipfvr_core import __version__
 from ipfvr_core.engines import DEFAULT_ENGINE
 from ipfvr_core.engines.base import CancelFn, Engine, IdentityCondition, check_canceled
-from ipfvr_core.faces.base import Face, FaceAnalyzer
+from ipfvr_core.faces.base import FaceAnalyzer
 from ipfvr_core.faces.smoothing import gaussian_smooth
 from ipfvr_core.faces.targets import TargetRules, default_target_distance, select_targets
 from ipfvr_core.faces.tracks import Track, link_tracks
 from ipfvr_core.identity import ReferenceSet, encode_references
 from ipfvr_core.options import RestoreOptions
 from ipfvr_core.progress import ProgressCallback
-from ipfvr_core.report import FrameReport, RestoreReport
+from ipfvr_core.report import RestoreReport
 from ipfvr_core.restore.analysis import analyze
 from ipfvr_core.restore.output import FrameSink, OutputVideos
 from ipfvr_core.restore.reporting import (
@@ -42,7 +42,7 @@ from ipfvr_core.restore.reporting import (
 from ipfvr_core.restore.stages import Stages
 from ipfvr_core.restore.streamer import TrackStreamer
 from ipfvr_core.upscale import BackgroundUpscaler, check_output_size
-from ipfvr_core.video_io import VideoInfo, check_output_path, iter_frames, probe
+from ipfvr_core.video_io import check_output_path, iter_frames, probe
 
 
 class Restorer:
@@ -134,11 +134,22 @@ class Restorer:
         landmarks = {tr.id: _smooth(tr, options.smoothing_sigma) for tr in selection.tracks}
         stages.add("tracks", t)
 
-        # 4. Restore pass.
+        # 4. Restore pass: decode again, stream the selected faces through the engine, paste them back, encode.
         streamer = TrackStreamer(self.engine, self._identity_condition(refs, options), selection.tracks, landmarks,
                                  face_size, seed=options.seed, stages=stages, should_cancel=should_cancel)
-        frames = self._restore_pass(input_path, info, output_path, compare_path, detections, refs, options,
-                                    streamer, stages, should_cancel)
+        meter = FrameMeter(self.analyzer, refs, options.embed_every, options.upscale)
+        upscaler = self._background_upscaler(options)
+        audio = input_path if info.has_audio else None
+        with OutputVideos(output_path, compare_path, info, options, self.engine.name, audio) as videos:
+            sink = FrameSink(videos, meter, upscaler, options.upscale, detections, stages)
+            t = time.perf_counter()
+            for vf in iter_frames(input_path, info):
+                stages.add("decode", t)
+                check_canceled(should_cancel)
+                sink.write(streamer.add(vf))
+                t = time.perf_counter()
+            sink.write(streamer.finish())
+        frames = sink.rows
 
         # 5. Report.
         total_s = time.perf_counter() - t_start
@@ -176,26 +187,6 @@ class Restorer:
             negative_prompt=options.negative_prompt,
             guidance_scale=options.guidance,
         )
-
-    def _restore_pass(
-        self, input_path: str | Path, info: VideoInfo, output_path: Path, compare_path: Path | None,
-        detections: list[list[Face]], refs: ReferenceSet, options: RestoreOptions, streamer: TrackStreamer,
-        stages: Stages, should_cancel: CancelFn | None,
-    ) -> list[FrameReport]:
-        """Decode again, stream the selected faces through the engine, paste them back, encode; one row per frame."""
-        meter = FrameMeter(self.analyzer, refs, options.embed_every, options.upscale)
-        upscaler = self._background_upscaler(options)
-        audio = input_path if info.has_audio else None
-        with OutputVideos(output_path, compare_path, info, options, self.engine.name, audio) as videos:
-            sink = FrameSink(videos, meter, upscaler, options.upscale, detections, stages)
-            t = time.perf_counter()
-            for vf in iter_frames(input_path, info):
-                stages.add("decode", t)
-                check_canceled(should_cancel)
-                sink.write(streamer.add(vf))
-                t = time.perf_counter()
-            sink.write(streamer.finish())
-        return sink.rows
 
     def _background_upscaler(self, options: RestoreOptions) -> BackgroundUpscaler | None:
         """None at x1 (nothing is loaded or done); else the upscaler, on the baseline engine's own network
