@@ -1,8 +1,8 @@
 """The resident restorer: what a worker loads once and calls for every job.
 
 The worker talks to a :class:`ResidentRestorer` (paths and the job's options in, a
-``ipfvr_core.report.RestoreReport`` out). The default factory, :func:`load_restorer`, adapts ``ipfvr_core.restore.Restorer`` to it;
-another factory can be configured with ``IPFVR_RESTORER=module:callable`` (a lighter model, a
+``ipfvr_core.report.RestoreReport`` out). The default factory, :func:`load_restorer`, adapts
+``ipfvr_core.restore.Restorer`` to it; another factory can be configured with ``IPFVR_RESTORER=module:callable`` (a lighter model, a
 remote backend). The library is imported lazily, inside the worker's child process only.
 """
 
