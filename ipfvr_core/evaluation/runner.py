@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from ipfvr_core.evaluation.cases import EvalCase
     from ipfvr_core.options import RestoreOptions
 
-ProgressFn = Callable[[str], None]
+MessageFn = Callable[[str], None]  # takes one line of progress for a person to read
 
 
-def _say(progress: ProgressFn | None, message: str) -> None:
+def _say(progress: MessageFn | None, message: str) -> None:
     if progress is not None:
         progress(message)
 
@@ -69,7 +69,7 @@ def run_eval(
     out_dir: str | Path,
     *,
     device: str = "cpu",
-    progress: ProgressFn | None = None,
+    progress: MessageFn | None = None,
     weights: str | Path | None = None,
     judges: Judges | None = None,
     config: M.MetricsConfig | None = None,
