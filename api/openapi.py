@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute
 
 from api.error_codes import AUTHENTICATED, CODES, DECLARED, WITH_BODY
 from api.schemas import IdentityCreate, JobCreate
-from jobs.schemas import JobOptions
+from jobs.options import JobOptions
 
 def _multipart(required: list[str], files: dict[str, Any], options_schema: str) -> dict[str, Any]:
     """A multipart/form-data body: file parts and an ``options`` part holding ``options_schema`` as JSON text."""

@@ -11,7 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobs.schemas import ErrorPublic, JobOptions, JobPublic, JobsPublic
+from jobs.options import JobOptions
+from jobs.schemas import ErrorPublic, JobPublic, JobsPublic
 
 __all__ = [
     "Health", "IdentitiesPublic", "IdentityCreate", "IdentityPublic", "JobCreate", "JobInputsCreate", "JobOptions",

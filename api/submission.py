@@ -36,7 +36,7 @@ from jobs.media.checks import check_upload
 from jobs.media.header import HEAD_BYTES, TAIL_BYTES
 from jobs.media.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.model import ErrorInfo, JobInputs, JobRecord, Status
-from jobs.schemas import JobOptions
+from jobs.options import JobOptions
 from jobs.storage import upload_key
 from jobs.store.identities import IdentityStatus
 from jobs.store.jobs import NewJob
@@ -124,10 +124,10 @@ class Submission:
         idempotency_key: str | None, request_fingerprint: str, upload_ids: list[str],
     ) -> Submitted:
         now = time.time()
-        public_options = options.model_dump(mode="json", exclude={"webhook_events_filter"}) | {"engine": engine}
         created = self.services.store.create(
             NewJob(
-                id=job_id, tenant=tenant, engine=engine, options=public_options, inputs=inputs,
+                id=job_id, tenant=tenant, engine=engine, options=options.model_copy(update={"engine": engine}),
+                inputs=inputs,
                 webhook_url=str(options.webhook) if options.webhook else None,
                 webhook_events=frozenset(options.webhook_events_filter) if options.webhook else frozenset(),
                 created_at=now, expires_at=now + self.settings.queue_ttl_s,

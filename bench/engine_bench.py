@@ -31,10 +31,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.pipeline_bench import make_clip  # noqa: E402
-from ipfvr_core.cli import sample_video  # noqa: E402
 from ipfvr_core.engines.base import IdentityCondition  # noqa: E402
 from ipfvr_core.faces.align import estimate_affine, native_size, warp_face  # noqa: E402
 from ipfvr_core.restore import RestoreOptions, Restorer  # noqa: E402
+from ipfvr_core.samples import sample_video  # noqa: E402
 from ipfvr_core.video_io import VideoWriter, iter_frames, probe  # noqa: E402
 
 ENGINES = ("reference", "baseline")
@@ -56,9 +56,9 @@ def time_pipeline(restorers: dict[str, Restorer], clip: Path, reference: Path, o
     results = {}
     for name, restorer in restorers.items():
         report = restorer.restore(clip, [reference], out_dir / f"{name}.mp4", RestoreOptions(faces="all"))
-        faces = sum(fr["restored"] for fr in report["frames"])
-        t = report["timings_s"]
-        results[name] = (t["total"] / report["frames_total"], t.get("engine", 0.0) / max(1, faces), faces)
+        faces = sum(fr.restored for fr in report.frames)
+        t = report.timings_s
+        results[name] = (t["total"] / report.frames_total, t.get("engine", 0.0) / max(1, faces), faces)
     return results
 
 

@@ -131,7 +131,7 @@ def train_step_probe(
     from torch.nn import functional as F
 
     from ipfvr_core.diffusion.lora import add_identity_lora, delete_identity_lora
-    from ipfvr_core.training.trainer import RestoreModel, _decode, trainable_parameters
+    from ipfvr_core.training.model import RestoreModel, decode_latents, trainable_parameters
 
     unet, encoder = pipe.unet, pipe.identity_encoder
     if stage == "identity":
@@ -164,7 +164,7 @@ def train_step_probe(
             if judge is None:
                 loss = F.mse_loss(predicted.float(), target)
             else:
-                faces = F.interpolate(_decode(pipe, predicted), size=judge.input_size, mode="bilinear")
+                faces = F.interpolate(decode_latents(pipe, predicted), size=judge.input_size, mode="bilinear")
                 loss = 1.0 - judge(faces.float()).mean(dim=0).norm()
         loss.backward()
         optimizer.step()

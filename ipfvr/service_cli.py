@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from ipfvr.arguments import add_option_flags, chosen_options
 from ipfvr.client import DEFAULT_URL, ApiError, Client, Job
 
 DEV_PREFIX = "ipfvr-dev"
@@ -74,13 +75,7 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
                    help="photo of the person (repeat for several; optional with --identity)")
     p.add_argument("--identity", help="a ready identity of POST /v1/identities (idt_...): its photos and module")
     p.add_argument("--engine", help="engine (default: the service's)")
-    p.add_argument("--faces", choices=("target", "all"), help="restore the reference's person only, or every face")
-    p.add_argument("--prompt", help="text describing the face (ipfvr engine)")
-    p.add_argument("--negative-prompt", help="extra negative text (ipfvr engine)")
-    p.add_argument("--guidance", type=float, help="guidance scale (ipfvr engine)")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--upscale", type=int, help="output size factor for the whole frame: 1, 2 or 4 (default 1)")
-    p.add_argument("--background", help="how --upscale enlarges the frame: realesrgan (default) or bicubic")
+    add_option_flags(p, service=True)
     p.add_argument("--webhook", help="URL that receives signed job events")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     p.add_argument("--wait", action="store_true", help="wait until the job ends")
@@ -148,9 +143,7 @@ def run_submit(args: argparse.Namespace) -> int:
         with _client(args) as client:
             job = client.submit(
                 args.video, args.references, idempotency_key=args.idempotency_key, engine=args.engine,
-                faces=args.faces, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                guidance=args.guidance, seed=args.seed, upscale=args.upscale, background=args.background,
-                webhook=args.webhook, identity=args.identity,
+                webhook=args.webhook, identity=args.identity, **chosen_options(args, service=True),
             )
             if not args.wait:
                 print(json.dumps(job, indent=2))

@@ -36,14 +36,13 @@ import cv2
 import numpy as np
 
 from ipfvr_core.errors import InputError
+from ipfvr_core.options import job_option
 
 if TYPE_CHECKING:
     import torch
 
-    from ipfvr_core.video_io import VideoLimits
+    from ipfvr_core.limits import VideoLimits
 
-UPSCALE_FACTORS = (1, 2, 4)  # accepted values of RestoreOptions.upscale
-BACKGROUND_METHODS = ("realesrgan", "bicubic")  # accepted values of RestoreOptions.background
 NETWORK_SCALE = 4  # Real-ESRGAN x4plus upscales by 4
 
 
@@ -67,17 +66,6 @@ class TilingConfig:
         for name in ("forward_batch", "cpu_forward_batch"):
             if getattr(self, name) < 1:
                 raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name, code="invalid_option")
-
-
-def check_upscale_options(upscale: object, background: object) -> None:
-    """Refuse an upscale factor or background method the pipeline does not offer."""
-    if isinstance(upscale, bool) or upscale not in UPSCALE_FACTORS:
-        raise InputError(f"must be 1, 2 or 4, got {upscale!r}", field="upscale", code="invalid_option")
-    if background not in BACKGROUND_METHODS:
-        raise InputError(
-            f"must be one of {', '.join(BACKGROUND_METHODS)}, got {background!r}", field="background",
-            code="invalid_option",
-        )
 
 
 def check_output_size(width: int, height: int, scale: int, limits: VideoLimits) -> None:
@@ -149,7 +137,8 @@ class BackgroundUpscaler:
         model: torch.nn.Module | None = None,
         config: TilingConfig | None = None,
     ) -> None:
-        check_upscale_options(scale, method)
+        job_option("upscale").check(scale)
+        job_option("background").check(method)
         if scale == 1:
             raise InputError("x1 needs no upscaler", field="upscale", code="invalid_option")
         if method == "realesrgan" and model is None:

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ipfvr_core.progress import ProgressEvent
+from jobs.options import JobOptions, WebhookEvent
+
 
 class Status(StrEnum):
     """Job status, as the API reports it."""
@@ -37,14 +40,6 @@ TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.E
 RUNNING = frozenset({Status.STARTING, Status.PROCESSING})
 
 
-class WebhookEvent(StrEnum):
-    """What a webhook subscriber can ask for."""
-
-    START = "start"
-    PROGRESS = "progress"
-    COMPLETED = "completed"
-
-
 @dataclass(frozen=True)
 class ErrorInfo:
     """Why a job failed (or was canceled): a stable code, a message, maybe the field at fault."""
@@ -60,27 +55,6 @@ class ErrorInfo:
     def from_json(cls, text: str) -> ErrorInfo:
         data = json.loads(text)
         return cls(code=data["code"], message=data["message"], field=data.get("field"))
-
-
-@dataclass(frozen=True)
-class Progress:
-    """The last progress a worker reported."""
-
-    stage: str  # library stage ("references", "analyze", "restore") or service stage ("download", "upload")
-    current: int  # units done in this stage
-    total: int  # units in this stage
-    fraction: float  # overall progress in [0, 1]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"stage": self.stage, "current": self.current, "total": self.total, "fraction": self.fraction}
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Progress:
-        data = json.loads(text)
-        return cls(stage=data["stage"], current=int(data["current"]), total=int(data["total"]),
-                   fraction=float(data["fraction"]))
 
 
 @dataclass(frozen=True)
@@ -140,13 +114,13 @@ class JobRecord:
     started_at: float | None = None
     completed_at: float | None = None
     expires_at: float | None = None  # queue deadline: not started by then -> expired
-    options: dict[str, object] = field(default_factory=dict)  # the job's public options
+    options: JobOptions = field(default_factory=JobOptions)  # as the client chose them, the engine resolved
     inputs: JobInputs | None = None
     output_key: str | None = None  # restored video; None until succeeded, and after data removal
     report_key: str | None = None  # full JSON report next to the video
     report: dict[str, object] | None = None  # report summary (without per-frame rows)
     error: ErrorInfo | None = None
-    progress: Progress | None = None
+    progress: ProgressEvent | None = None
     deliveries: int = 0  # how many runs were started (redeliveries included)
     cancel_requested: bool = False
     data_removed: bool = False
@@ -179,13 +153,13 @@ class JobRecord:
             started_at=num("started_at"),
             completed_at=num("completed_at"),
             expires_at=num("expires_at"),
-            options=json.loads(raw["options"]) if raw.get("options") else {},
+            options=JobOptions.model_validate_json(raw["options"]) if raw.get("options") else JobOptions(),
             inputs=JobInputs.from_json(raw["inputs"]) if raw.get("inputs") else None,
             output_key=text("output_key"),
             report_key=text("report_key"),
             report=json.loads(raw["report"]) if raw.get("report") else None,
             error=ErrorInfo.from_json(raw["error"]) if raw.get("error") else None,
-            progress=Progress.from_json(raw["progress"]) if raw.get("progress") else None,
+            progress=ProgressEvent.from_dict(json.loads(raw["progress"])) if raw.get("progress") else None,
             deliveries=int(raw.get("deliveries") or 0),
             cancel_requested=raw.get("cancel_requested") == "1",
             data_removed=raw.get("data_removed") == "1",

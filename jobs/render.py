@@ -48,10 +48,7 @@ def render_job(
                 expires_at=_when(video.expires_at),
                 report=record.report,
             )
-    progress = None
-    if record.progress is not None:
-        p = record.progress
-        progress = ProgressPublic(stage=p.stage, current=p.current, total=p.total, percent=round(p.fraction * 100, 1))
+    progress = ProgressPublic.of(record.progress) if record.progress is not None else None
     error = None
     if record.error is not None:
         error = ErrorPublic(code=record.error.code, message=record.error.message, field=record.error.field)
@@ -66,7 +63,7 @@ def render_job(
         id=record.id,
         status=record.status,
         engine=record.engine,
-        options=record.options,
+        options=record.options.model_dump(mode="json", exclude={"webhook_events_filter"}),
         created_at=_when(record.created_at) or datetime.fromtimestamp(0, UTC),
         started_at=_when(record.started_at),
         completed_at=_when(record.completed_at),

@@ -1,4 +1,4 @@
-"""The public job contract: the options a client sends and the job object it gets back.
+"""The public job contract: the options a client sends (``jobs.options``) and the job object it gets back.
 
 The same :class:`JobPublic` is what ``GET /v1/jobs/{id}`` returns and what a webhook delivers, so
 it lives here, shared by the API and the workers. Request-only schemas are in ``api/schemas.py``.
@@ -9,56 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, Field
 
-from jobs.model import Status, WebhookEvent
+from ipfvr_core.progress import LIBRARY_STAGES, ProgressEvent
+from jobs.model import Status
 
-ALL_EVENTS = [WebhookEvent.START, WebhookEvent.PROGRESS, WebhookEvent.COMPLETED]
-
-
-class JobOptions(BaseModel):
-    """What to do with the inputs. Everything is optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: str | None = Field(None, description="restoration engine; default: the service's default engine")
-    faces: Literal["target", "all"] = Field("target", description="restore the reference's person only, or every face")
-    prompt: str | None = Field(None, max_length=1000, description="text describing the face (ipfvr engine)")
-    negative_prompt: str | None = Field(None, max_length=1000, description="extra negative text (ipfvr engine)")
-    guidance: float | None = Field(
-        None, ge=0, le=30, description="total weight of the negative guidance streams, their ratios kept (ipfvr engine)"
-    )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="makes stochastic engines reproducible")
-    identity: str | None = Field(
-        None, pattern=r"^idt_[0-9a-hjkmnp-tv-z]{26}$",
-        description="a ready identity (POST /v1/identities): its photos join the references, and its "
-                    "per-identity module (ipfvr: the LoRA) conditions the engine; references become optional",
-    )
-    upscale: StrictInt = Field(
-        1, description="output size factor for the whole frame, 1, 2 or 4; faces are pasted at that scale",
-        json_schema_extra={"enum": [1, 2, 4]},
-    )
-    background: Literal["realesrgan", "bicubic"] = Field(
-        "realesrgan", description="how `upscale` enlarges the frame around the faces: Real-ESRGAN x4plus or bicubic"
-    )
-    webhook: AnyHttpUrl | None = Field(None, description="HTTPS endpoint that receives signed job events")
-    webhook_events_filter: list[WebhookEvent] = Field(
-        default_factory=lambda: list(ALL_EVENTS), min_length=1, description="events sent to `webhook`"
-    )
-
-    @field_validator("upscale")
-    @classmethod
-    def _upscale_factor(cls, value: int) -> int:
-        if value not in (1, 2, 4):
-            raise ValueError(f"must be 1, 2 or 4, got {value}")
-        return value
+SERVICE_STAGES = ("download", "upload")  # what a worker reports around the library's stages
 
 
 class ProgressPublic(BaseModel):
-    stage: str = Field(description="references | analyze | restore (library) or download | upload (service)")
+    """A job's latest ``ipfvr_core.progress.ProgressEvent``, with its fraction as a percentage."""
+
+    stage: str = Field(description=f"{' | '.join(LIBRARY_STAGES)} (library) or {' | '.join(SERVICE_STAGES)} (service)")
     current: int = Field(description="units done in this stage")
     total: int = Field(description="units in this stage")
     percent: float = Field(description="overall progress, 0-100")
+
+    @classmethod
+    def of(cls, event: ProgressEvent) -> ProgressPublic:
+        return cls(stage=event.stage, current=event.current, total=event.total, percent=round(event.fraction * 100, 1))
 
 
 class MetricsPublic(BaseModel):

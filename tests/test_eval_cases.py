@@ -18,7 +18,9 @@ from PIL import Image
 import media_factory as mf
 from ipfvr_core.errors import InputError, OutputError
 from ipfvr_core.evaluation import cases as cases_module
-from ipfvr_core.evaluation.cases import EvalCase, builtin_suite, psnr, read_frames
+from ipfvr_core.evaluation.cases import EvalCase, builtin_suite
+from ipfvr_core.evaluation.metrics import psnr
+from ipfvr_core.evaluation.suite_builder import SuiteBuilder, read_frames
 from ipfvr_core.evaluation.synth import camera_path, reference_variant, render_path
 
 QUICK_NAMES = {
@@ -163,7 +165,7 @@ def test_builds_are_deterministic_and_atomic(quick, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(cases_module._Builder, "still_case", interrupted)
+        patch.setattr(SuiteBuilder, "still_case", interrupted)
         with pytest.raises(KeyboardInterrupt):
             builtin_suite(cache_b, quick=True)
     assert list(cache_b.iterdir()) == []

@@ -19,19 +19,9 @@ from ipfvr_core.errors import InputError
 from ipfvr_core.evaluation import metrics as M
 from ipfvr_core.evaluation.cases import EvalCase
 from ipfvr_core.evaluation.report import CSV_FIELDS, json_value, summary_table, write_csv, write_json
-from ipfvr_core.evaluation.runner import (
-    FRAME_METRICS,
-    CaseInfo,
-    EvalResult,
-    FrameRow,
-    Judges,
-    ResultRow,
-    _CaseScorer,
-    _Stream,
-    _restore_options,
-    check_case,
-    run_eval,
-)
+from ipfvr_core.evaluation.results import FRAME_METRICS, CaseInfo, EvalResult, FrameRow, ResultRow
+from ipfvr_core.evaluation.runner import _restore_options, run_eval
+from ipfvr_core.evaluation.scoring import Judges, _CaseScorer, _Stream, check_case
 from ipfvr_core.video_io import VideoWriter, iter_frames, probe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,8 @@ from ipfvr_core.faces.smoothing import (
     one_euro_smooth,
     smooth_landmarks,
 )
-from ipfvr_core.faces.tracks import Track, bbox_iou, link_tracks, select_tracks, track_identity_distance
+from ipfvr_core.faces.targets import select_tracks, track_identity_distance
+from ipfvr_core.faces.tracks import Track, bbox_iou, link_tracks
 
 # Astronaut (skimage.data.astronaut(), 512x512) landmarks, read once off dlib's 68-point model
 # (eye centres, nose tip 30, mouth corners 48/54) and rounded: left eye, right eye, nose, mouth L/R.

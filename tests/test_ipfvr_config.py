@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from ipfvr_core.diffusion.config import IPFVRConfig
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.diffusion.weights import (
     CONFIG_FILE,
     IDENTITY_KV_FILE,
     load_pipeline,
     read_config,
     write_config,
-    write_tiny_checkpoint,
 )
 from ipfvr_core.errors import ConfigError
 

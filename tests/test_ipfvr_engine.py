@@ -11,7 +11,7 @@ import torch
 from skimage import data, transform
 
 from ipfvr_core.diffusion.clips import plan_clips
-from ipfvr_core.diffusion.weights import write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.engines.base import IdentityCondition
 from ipfvr_core.engines.ipfvr import IPFVREngine
 from ipfvr_core.errors import Canceled, ConfigError, InputError

@@ -19,7 +19,8 @@ from ipfvr_core.diffusion.config import SAMPLERS
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.lora import add_identity_lora, save_identity_lora
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
-from ipfvr_core.diffusion.weights import CONV_IN_LQ_FILE, load_pipeline, widen_conv_in, write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+from ipfvr_core.diffusion.weights import CONV_IN_LQ_FILE, load_pipeline, widen_conv_in
 from ipfvr_core.errors import Canceled, ConfigError, InputError
 from ipfvr_core.faces.base import Face
 

@@ -31,7 +31,8 @@ from ipfvr_core.diffusion.config import SAMPLERS, IPFVRConfig
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.samplers import make_sampler, training_noise_scheduler
-from ipfvr_core.diffusion.weights import load_pipeline, write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+from ipfvr_core.diffusion.weights import load_pipeline
 from ipfvr_core.engines.base import IdentityCondition
 from ipfvr_core.engines.ipfvr import IPFVREngine
 from ipfvr_core.errors import ConfigError, InputError

@@ -16,6 +16,7 @@ from ipfvr_core.errors import ConfigError
 from ipfvr_core.evaluation.judges import DlibJudge
 from ipfvr_core.faces.align import estimate_affine, native_size, warp_face
 from ipfvr_core.faces.paste import template_face_mask
+from ipfvr_core.report import Transfer
 from ipfvr_core.video_io import iter_frames
 
 S = 256  # crop side for these tests (the engine's default is 512; everything scales with it)
@@ -185,8 +186,8 @@ def test_no_hijack_through_the_pipeline(short_carphone: Path, astronaut_png: Pat
                                                            options)
     Restorer(analyzer, BaselineEngine(BaselineConfig(face_size=size))).restore(
         short_carphone, [astronaut_png], tmp_path / "base.mp4", options)
-    transfers = [t for fr in guarded["frames"] for t in fr["transfer"]]
-    assert transfers and all(t == {"reference": None, "confidence": 0.0} for t in transfers), transfers
+    transfers = [t for fr in guarded.frames for t in fr.transfer]
+    assert transfers and all(t == Transfer(reference=None, confidence=0.0) for t in transfers), transfers
     ours = [f.image for f in iter_frames(tmp_path / "ref.mp4")]
     theirs = [f.image for f in iter_frames(tmp_path / "base.mp4")]
     assert len(ours) == len(theirs) == 12
@@ -204,9 +205,9 @@ def test_the_report_names_the_reference_of_each_frame(short_carphone: Path, carp
     Image.fromarray(next(iter(iter_frames(carphone_pristine))).image).save(ref)
     report = Restorer(analyzer, ReferenceEngine(ReferenceConfig(face_size=128, base="none"))).restore(
         short_carphone, [ref], tmp_path / "out.mp4", RestoreOptions())
-    restored = [fr for fr in report["frames"] if fr["restored"]]
+    restored = [fr for fr in report.frames if fr.restored]
     assert restored
     for fr in restored:
-        assert [t["reference"] for t in fr["transfer"]] == ["pristine0.png"]
-        assert all(0.0 < t["confidence"] <= 1.0 for t in fr["transfer"])
-    assert all(fr["transfer"] == [] for fr in report["frames"] if not fr["restored"])
+        assert [t.reference for t in fr.transfer] == ["pristine0.png"]
+        assert all(0.0 < t.confidence <= 1.0 for t in fr.transfer)
+    assert all(fr.transfer == [] for fr in report.frames if not fr.restored)

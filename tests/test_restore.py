@@ -19,6 +19,7 @@ import pytest
 
 from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
 from media_factory import first_frames
+from report_factory import sample_report
 from ipfvr_core.errors import Canceled, InputError
 from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
@@ -66,22 +67,22 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
     assert dst.frame_count == src.frame_count == 120
     assert dst.fps == src.fps
     assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps) + 1e-6
-    assert report["frames_total"] == 120
-    assert [fr["index"] for fr in report["frames"]] == list(range(120))
-    assert report["frames_restored"] >= 96, report["frames_restored"]  # dlib misses some degraded frames
-    assert engine.pushed == report["frames_restored"]
-    assert engine.sessions == len([t for t in report["tracks"] if t["restored"]])
+    assert report.frames_total == 120
+    assert [fr.index for fr in report.frames] == list(range(120))
+    assert report.frames_restored >= 96, report.frames_restored  # dlib misses some degraded frames
+    assert engine.pushed == report.frames_restored
+    assert engine.sessions == len([t for t in report.tracks if t.restored])
     assert all(n is not None and 16 <= n <= 128 for n in engine.native_sizes)
-    ident = report["identity"]
+    ident = report.identity
     # Embeddings sampled (every 4th frame, plus faces that start a track or crowd another); the report says so.
-    assert ident["metric"] == "l2" and ident["embed_every"] == 4
-    assert ident["before"]["n"] == ident["after"]["n"] == ident["frames_measured"]
-    assert report["frames_restored"] / 4 <= ident["frames_measured"] < report["frames_restored"]
+    assert ident.metric == "l2" and ident.embed_every == 4
+    assert ident.before.n == ident.after.n == ident.frames_measured
+    assert report.frames_restored / 4 <= ident.frames_measured < report.frames_restored
     # progress is monotone and ends at 1
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert {e.stage for e in events} >= {"analyze", "restore"}
-    assert set(report["timings_s"]) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
+    assert set(report.timings_s) >= {"decode", "detect", "embed", "align", "engine", "paste", "encode", "total"}
 
 
 def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorted, carphone_reference, tmp_path):
@@ -89,9 +90,9 @@ def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorte
     engine = CheckerboardEngineDouble(face_size=128, clip_length=8)
     report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4",
                                                 RestoreOptions(embed_every=1))
-    ident = report["identity"]
-    assert ident["embed_every"] == 1
-    assert ident["frames_measured"] == ident["after"]["n"] == report["frames_restored"] >= 32
+    ident = report.identity
+    assert ident.embed_every == 1
+    assert ident.frames_measured == ident.after.n == report.frames_restored >= 32
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1001, 2.5, True])
@@ -116,8 +117,8 @@ def test_every_face_gets_its_own_frames_crop(analyzer, carphone_pristine, astron
     report = Restorer(analyzer, engine).restore(
         src, [astronaut_png], out, RestoreOptions(faces="all", crf=0, smoothing_sigma=0)
     )
-    tracks = [t for t in report["tracks"] if t["restored"]]
-    assert engine.sessions == len(tracks) == 3 and sorted(t["frames"] for t in tracks) == [7, 8, 8]
+    tracks = [t for t in report.tracks if t.restored]
+    assert engine.sessions == len(tracks) == 3 and sorted(t.frames for t in tracks) == [7, 8, 8]
     inner = (slice(24, 104), slice(24, 104))  # the middle of the crop, well inside the paste mask
     stamps = {(s, k): stamp(s, k, 128)[inner].ravel().astype(np.float64) for s in range(3) for k in range(8)}
     first_frame: dict[int, int] = {}  # session -> the frame its crop 0 belongs to
@@ -138,8 +139,8 @@ def test_every_face_gets_its_own_frames_crop(analyzer, carphone_pristine, astron
             assert index - position == start, f"frame {index} shows crop {position} of a track from frame {start}"
             centres.setdefault(session, []).append(face.kps.mean(axis=0))
             named += 1
-        counts = report["frames"][index]
-        assert named == min(counts["restored"], counts["faces"]), index  # a bridged face is not detected here
+        counts = report.frames[index]
+        assert named == min(counts.restored, counts.faces), index  # a bridged face is not detected here
     assert sorted(first_frame) == [0, 1, 2]
     for session, points in centres.items():  # each session's crops sit on one face (the faces drift < 20 px)
         assert np.ptp(np.array(points), axis=0).max() < 40, (session, points)
@@ -154,10 +155,10 @@ def test_two_people_only_the_reference_person_changes(analyzer, carphone_pristin
     engine = CheckerboardEngineDouble(face_size=128, delay=0)
     report = Restorer(analyzer, engine).restore(src, [astronaut_png], out, RestoreOptions(crf=0, smoothing_sigma=0))
 
-    assert [t["restored"] for t in report["tracks"]].count(True) == 1
-    restored_frames = report["frames_restored"]
+    assert [t.restored for t in report.tracks].count(True) == 1
+    restored_frames = report.frames_restored
     assert restored_frames == len(frames)
-    assert all(fr["faces"] >= 2 for fr in report["frames"])
+    assert all(fr.faces >= 2 for fr in report.frames)
     changed_inside = 0
     for i, (a, b) in enumerate(zip(_frames(plain), _frames(out), strict=True)):
         diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)  # (H, W)
@@ -202,9 +203,9 @@ def test_frames_without_a_face_pass_through(analyzer, carphone_pristine, carphon
     result = _frames(out)
     assert len(result) == 40
     for i in blank:
-        assert report["frames"][i]["faces"] == 0 and report["frames"][i]["restored"] == 0
+        assert report.frames[i].faces == 0 and report.frames[i].restored == 0
         assert np.array_equal(result[i], plain[i]), f"frame {i} has no face and must be unchanged"
-    assert report["frames"][0]["restored"] == 1 and report["frames"][-1]["restored"] == 1
+    assert report.frames[0].restored == 1 and report.frames[-1].restored == 1
 
 
 def test_nobody_matches_among_several_faces_is_refused(analyzer, insightface_t1, astronaut_png, tmp_path):
@@ -222,15 +223,15 @@ def test_nobody_matches_among_several_faces_is_refused(analyzer, insightface_t1,
     report = Restorer(analyzer, CheckerboardEngineDouble()).restore(
         src, [astronaut_png], out, RestoreOptions(faces="all")
     )
-    assert all(fr["restored"] >= 4 for fr in report["frames"])
+    assert all(fr.restored >= 4 for fr in report.frames)
 
 
 def test_one_face_at_a_time_is_the_target_even_when_unverified(analyzer, carphone_pristine, astronaut_png, tmp_path):
     src = _write(tmp_path / "man.mp4", _frames(carphone_pristine)[:6])
     out = tmp_path / "out.mp4"
     report = Restorer(analyzer, CheckerboardEngineDouble()).restore(src, [astronaut_png], out)
-    assert report["frames_restored"] == 6
-    assert any("identity not verified" in w for w in report["warnings"])
+    assert report.frames_restored == 6
+    assert any("identity not verified" in w for w in report.warnings)
 
 
 def test_cancel_leaves_nothing_at_the_output(analyzer, carphone_distorted, carphone_reference, tmp_path):
@@ -286,11 +287,12 @@ def test_report_file_mode_follows_the_umask(tmp_path: Path) -> None:
     """The report is renamed from a temporary file; it must not keep mkstemp's private 0600."""
     from ipfvr_core.restore import write_report
 
+    report = sample_report()
     old = os.umask(0o022)
     try:
-        path = write_report({"ok": True}, tmp_path / "report.json")
+        path = write_report(report, tmp_path / "report.json")
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
-    assert json.loads(path.read_text()) == {"ok": True}
+    assert json.loads(path.read_text()) == report.to_dict()
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -23,10 +23,12 @@ import yaml
 
 import media_factory as mf
 
-from ipfvr_core.diffusion.weights import load_pipeline, read_config, write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
-from ipfvr_core.training.trainer import LOG_FILE, train
+from ipfvr_core.training.outputs import LOG_FILE
+from ipfvr_core.training.trainer import train
 from ipfvr_core.training.shards import ShardWriter, iter_tar_members, read_index, read_sample
 from ipfvr_core.video_io import VideoWriter
 
@@ -171,7 +173,7 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
     # the weights say which network they were trained against, and an evaluation says so too
     from ipfvr_core.engines.ipfvr import IPFVREngine
     from ipfvr_core.evaluation.report import trained_against_note
-    from ipfvr_core.evaluation.runner import EvalResult
+    from ipfvr_core.evaluation.results import EvalResult
 
     network = "training_doubles:tiny_identity_network_double"
     assert IPFVREngine.from_pretrained(out / "weights").versions()["trained_against"] == network
@@ -316,7 +318,7 @@ def test_identity_photos_must_show_one_person(astronaut_photos: list[Path], tiny
 def test_stage_identity_trains_the_lora_alone(astronaut_photos: list[Path], tiny: Path, tmp_path: Path) -> None:
     from ipfvr_core.faces.loader import load_analyzer
     from ipfvr_core.training.identities import IdentitySettings, train_identity
-    from ipfvr_core.training.trainer import trainable_parameters
+    from ipfvr_core.training.model import trainable_parameters
 
     pipe = load_pipeline(tiny)
     from ipfvr_core.diffusion.lora import add_identity_lora

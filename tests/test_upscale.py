@@ -197,7 +197,7 @@ def test_an_output_above_the_limits_is_refused_before_any_work(analyzer, carphon
 
 
 def test_the_worker_passes_upscale_and_background_to_the_library(tmp_path):
-    from jobs.schemas import JobOptions
+    from jobs.options import JobOptions
     from worker.restorer import LibraryRestorer, RestoreRequest, RestorerConfig
 
     seen = []
@@ -211,8 +211,8 @@ def test_the_worker_passes_upscale_and_background_to_the_library(tmp_path):
                             dtype=None, max_side=3840, max_pixels=3840 * 2160, max_duration_s=600.0,
                             max_reference_pixels=40_000_000)
     for raw in ('{"upscale": 4, "background": "bicubic"}', "{}"):
-        public = JobOptions.model_validate_json(raw).model_dump(mode="json")
-        request = RestoreRequest(video=tmp_path / "v.mp4", references=[], output=tmp_path / "o.mp4", options=public)
+        request = RestoreRequest(video=tmp_path / "v.mp4", references=[], output=tmp_path / "o.mp4",
+                                 options=JobOptions.model_validate_json(raw))
         LibraryRestorer(Capture(), config).restore(request, progress=lambda ev: None, should_cancel=lambda: False)
     assert [(o.upscale, o.background) for o in seen] == [(4, "bicubic"), (1, "realesrgan")]
 
@@ -237,9 +237,9 @@ def test_x2_and_x4_keep_timing_and_audio(analyzer, carphone_reference, tmp_path,
                                                                                   crf=0), progress=events.append)
         dst = probe(out)
         assert (dst.width, dst.height) == (64 * s, 48 * s)
-        assert (report["output"]["width"], report["output"]["height"]) == (64 * s, 48 * s)
-        assert report["options"]["upscale"] == s and report["options"]["background"] == "bicubic"
-        assert ("upscale" in report["timings_s"]) == (s > 1)
+        assert (report.output.width, report.output.height) == (64 * s, 48 * s)
+        assert report.options.upscale == s and report.options.background == "bicubic"
+        assert ("upscale" in report.timings_s) == (s > 1)
         assert (dst.frame_count, dst.time_base) == (src.frame_count, src.time_base)
         assert [f.time_s for f in iter_frames(out)] == src_times  # variable frame rate, to the tick
         assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps)
@@ -268,7 +268,7 @@ def test_faces_are_pasted_at_the_output_scale(analyzer, carphone_pristine, carph
         src, [carphone_reference], out,
         RestoreOptions(upscale=2, background="bicubic", crf=0, smoothing_sigma=0, compare_path=compare, embed_every=1),
     )
-    assert report["frames_restored"] == 4 and report["identity"]["after"]["n"] == 4
+    assert report.frames_restored == 4 and report.identity.after.n == 4
     plain = _encode(tmp_path / "plain.mp4", [bicubic_upscale(f, 2) for f in frames])  # the background alone
     result = _frames(out)
     for i, (frame, a, b) in enumerate(zip(frames, plain, result, strict=True)):
@@ -300,7 +300,7 @@ def test_realesrgan_background_loads_the_network_once(analyzer, carphone_referen
     outs = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     for out in outs:
         report = restorer.restore(clip, [carphone_reference], out, RestoreOptions(upscale=2, crf=0))
-        assert report["options"]["background"] == "realesrgan" and "upscale" in report["timings_s"]
+        assert report.options.background == "realesrgan" and "upscale" in report.timings_s
     assert len(loads) == 1, "the x4plus network is loaded once per Restorer"
     upscaler = BackgroundUpscaler(2, model=x4plus)
     expected = _encode(tmp_path / "expected.mp4", [upscaler.upscale(f) for f in _frames(clip)])

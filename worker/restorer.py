@@ -1,8 +1,8 @@
 """The resident restorer: what a worker loads once and calls for every job.
 
-The worker talks to a :class:`ResidentRestorer` (paths and the job's public options in, a report
-out). The default factory, :func:`load_restorer`, adapts ``ipfvr_core.restore.Restorer`` to it;
-another factory can be configured with ``IPFVR_RESTORER=module:callable`` (a lighter model, a
+The worker talks to a :class:`ResidentRestorer` (paths and the job's options in, a
+``ipfvr_core.report.RestoreReport`` out). The default factory, :func:`load_restorer`, adapts
+``ipfvr_core.restore.Restorer`` to it; another factory can be configured with ``IPFVR_RESTORER=module:callable`` (a lighter model, a
 remote backend). The library is imported lazily, inside the worker's child process only.
 """
 
@@ -13,21 +13,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ipfvr_core.limits import VideoLimits
+from ipfvr_core.progress import ProgressCallback
+from jobs.options import JobOptions, restore_options
 from jobs.settings import Settings
 
+if TYPE_CHECKING:
+    from ipfvr_core.report import RestoreReport
 
-class ProgressLike(Protocol):
-    """What a progress callback receives (``ipfvr_core.restore.ProgressEvent``)."""
-
-    stage: str
-    current: int
-    total: int
-    fraction: float
-
-
-ProgressFn = Callable[[ProgressLike], None]
 CancelFn = Callable[[], bool]
 
 
@@ -44,7 +39,7 @@ class RestoreRequest:
     video: Path  # downloaded input video
     references: list[Path]  # downloaded reference images (the identity's photos included)
     output: Path  # where the restored .mp4 goes
-    options: dict[str, Any]  # the job's public options (faces, prompt, negative_prompt, guidance, seed, upscale, ...)
+    options: JobOptions  # the job's options, as the client chose them
     identity: IdentityUse | None = None  # the job's identity, if it names one
 
 
@@ -57,7 +52,8 @@ class TrainedModule:
 
 
 class ResidentRestorer(Protocol):
-    def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
+                should_cancel: CancelFn) -> RestoreReport:
         """Restore one video; raise ipfvr_core errors (InputError, Canceled, ...) on failure."""
         ...
 
@@ -85,6 +81,12 @@ class RestorerConfig:
     identity_steps: int = 300  # optimizer steps of an identity's module
     identity_learning_rate: float = 1e-4  # and its learning rate
     max_identity_photos: int = 16  # photos of one identity
+
+    @property
+    def limits(self) -> VideoLimits:
+        """What a job's video must respect."""
+        return VideoLimits(max_width=self.max_side, max_height=self.max_side, max_pixels=self.max_pixels,
+                           max_duration_s=self.max_duration_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestorerConfig:
@@ -118,33 +120,18 @@ class LibraryRestorer:
         self._config = config
         self._modules: LoadedModules | None = None  # made on the first job that names an identity
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
-        from ipfvr_core.restore import RestoreOptions
-        from ipfvr_core.video_io import VideoLimits
-
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
+                should_cancel: CancelFn) -> RestoreReport:
         c = self._config
-        kwargs: dict[str, Any] = {
-            "faces": request.options.get("faces", "target"),
-            "prompt": request.options.get("prompt"),
-            "negative_prompt": request.options.get("negative_prompt"),
-            "seed": request.options.get("seed"),
-            "limits": VideoLimits(max_width=c.max_side, max_height=c.max_side, max_pixels=c.max_pixels,
-                                  max_duration_s=c.max_duration_s),
-            "reference_max_pixels": c.max_reference_pixels,
-        }
-        kwargs["guidance"] = request.options.get("guidance")
-        kwargs["upscale"] = request.options.get("upscale", 1)
-        kwargs["background"] = request.options.get("background", "realesrgan")
-        kwargs["identity"] = None
+        module = None
         if request.identity is not None and request.identity.fetch_module is not None:
             if self._modules is None:
                 self._modules = LoadedModules(self._restorer.engine, capacity=c.max_loaded_identities)
-            kwargs["identity"] = self._modules.use(request.identity, scratch=request.output.parent)
-        return self._restorer.restore(
-            request.video, request.references, request.output, options=RestoreOptions(**kwargs),
-            progress=progress, should_cancel=should_cancel,
-        )
-
+            module = self._modules.use(request.identity, scratch=request.output.parent)
+        options = restore_options(request.options, limits=c.limits, reference_max_pixels=c.max_reference_pixels,
+                                  identity=module)
+        return self._restorer.restore(request.video, request.references, request.output, options=options,
+                                      progress=progress, should_cancel=should_cancel)
 
     def train_identity(self, photos: list[Path], *, name: str, work_dir: Path,
                        should_cancel: CancelFn) -> TrainedModule:

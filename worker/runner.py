@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,14 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from ipfvr_core.errors import Canceled, InputError, IPFVRError
-from jobs.model import ErrorInfo, JobRecord, Progress, Status
+from ipfvr_core.progress import ProgressEvent
+from jobs.model import ErrorInfo, JobRecord, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
 from jobs.store.identities import IdentityStatus
 from jobs.store.results import Claim, Transition
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper, redelivery_grace_s
-from worker.restorer import IdentityUse, ProgressLike, ResidentRestorer, RestoreRequest
+from worker.restorer import IdentityUse, ResidentRestorer, RestoreRequest
 from worker.retry import Backoff, retry
 from worker.upload_journal import UploadJournal
 
@@ -71,7 +72,7 @@ class ProgressReporter:
         self._last_write = float("-inf")
         self._last_stage = ""
 
-    def __call__(self, event: ProgressLike) -> None:
+    def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
         due = now - self._last_write >= self._ctx.settings.progress_interval_s
         if not due and event.stage == self._last_stage and event.fraction < 1.0:
@@ -80,8 +81,7 @@ class ProgressReporter:
         try:
             ack = self._ctx.store.report_progress(
                 self._job_id, owner=self._owner,
-                progress=Progress(stage=event.stage, current=int(event.current), total=int(event.total),
-                                  fraction=min(max(float(event.fraction), 0.0), 1.0)),
+                progress=replace(event, fraction=min(max(event.fraction, 0.0), 1.0)),
                 webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
                 lease_ttl_s=self._ctx.settings.lease_ttl_s,
             )
@@ -94,15 +94,7 @@ class ProgressReporter:
     def stage(self, name: str, fraction: float) -> None:
         """A service-side stage (download, upload): always written."""
         self._last_write = float("-inf")
-        self(_ServiceStage(stage=name, current=0, total=1, fraction=fraction))
-
-
-@dataclass
-class _ServiceStage:
-    stage: str
-    current: int
-    total: int
-    fraction: float
+        self(ProgressEvent(stage=name, current=0, total=1, fraction=fraction))
 
 
 class _PublicNames:
@@ -238,21 +230,18 @@ class JobRunner:
             reporter.stage("download", 0.0)
             request = self._download(record, scratch)
             stages["download"] = time.monotonic() - started
-            report = _PublicNames(scratch, record, self._identity_names).report(
-                self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel))
+            report = self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel)
             if lease.lost:
                 return Outcome(status=None)
+            public = _PublicNames(scratch, record, self._identity_names).report(report.to_dict())
             started = time.monotonic()
             reporter.stage("upload", 1.0)
-            self._store_outputs(record, request.output, report, lease)
+            self._store_outputs(record, request.output, public, lease)
             stages["upload"] = time.monotonic() - started
-            for name, seconds in (report.get("timings_s") or {}).items():
-                if name != "total" and isinstance(seconds, int | float):
-                    stages[name] = float(seconds)
+            stages |= {name: seconds for name, seconds in report.timings_s.items() if name != "total"}
             if cuda is not None:
                 ctx.metrics.observe("gpu_peak_memory_bytes", float(cuda.max_memory_allocated()), engine=record.engine)
-            return Outcome(Status.SUCCEEDED, report=_summary(report), frames=int(report.get("frames_total") or 0),
-                           stage_seconds=stages)
+            return Outcome(Status.SUCCEEDED, report=_summary(public), frames=report.frames_total, stage_seconds=stages)
         except Canceled:
             if lease.lost:
                 return Outcome(status=None)
@@ -286,14 +275,14 @@ class JobRunner:
             references.append(path)
         identity = self._identity(record, scratch, references)
         return RestoreRequest(video=video, references=references, output=scratch / "restored.mp4",
-                              options=dict(record.options), identity=identity)
+                              options=record.options, identity=identity)
 
     def _identity(self, record: JobRecord, scratch: Path, references: list[Path]) -> IdentityUse | None:
         """The job's identity: its photos join ``references``; its module is fetched only if the engine lacks it."""
-        identity_id = record.options.get("identity")
-        if not identity_id:
+        identity_id = record.options.identity
+        if identity_id is None:
             return None
-        identity = self.ctx.identities.get(str(identity_id))
+        identity = self.ctx.identities.get(identity_id)
         if identity is None or identity.tenant != record.tenant or identity.status is not IdentityStatus.READY:
             raise InputError(f"identity {identity_id} was deleted after the job was created", field="identity",
                              code="identity_not_found")

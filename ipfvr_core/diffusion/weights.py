@@ -1,4 +1,4 @@
-"""The IP-FVR weights folder: layout, loader, and a tiny random checkpoint for tests.
+"""The IP-FVR weights folder: layout, loader and writer of our own files.
 
 Layout (every path relative to the weights folder; the component folder names are fields of
 ``ipfvr/config.json`` and may also be absolute paths, so a public SD-1.5 download can be shared)::
@@ -21,7 +21,7 @@ Layout (every path relative to the weights folder; the component folder names ar
       loras/<name>.safetensors        ours  per-identity LoRA psi_id, diffusers/PEFT LoRA format
 
 The stock parts come unchanged from public releases (e.g. an SD-1.5 checkpoint in diffusers format
-and ``guoyww/animatediff-motion-adapter-v1-5-*``); :func:`init_ipfvr_weights` writes untrained
+and ``guoyww/animatediff-motion-adapter-v1-5-*``); ``random_checkpoint.init_ipfvr_weights`` writes untrained
 ``ipfvr/`` files next to them (zero LQ weights, identity K/V copied from the text K/V, random
 identity projection; use ``identity_scale = 0`` and ``init_strength < 1`` until they are trained).
 Everything loads from local files only (safe under ``HF_HUB_OFFLINE=1``). A missing or invalid
@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
@@ -50,15 +50,9 @@ from ipfvr_core.diffusion.attention_processor import (
 )
 from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
-from ipfvr_core.diffusion.lora import (
-    LORA_SUFFIX,
-    add_identity_lora,
-    check_lora_name,
-    load_identity_lora,
-    save_identity_lora,
-)
+from ipfvr_core.diffusion.lora import LORA_SUFFIX, check_lora_name, load_identity_lora
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
-from ipfvr_core.diffusion.random_backbone import BackboneComponents, random_backbone
+from ipfvr_core.diffusion.random_backbone import BackboneComponents
 from ipfvr_core.errors import ConfigError
 from ipfvr_core.faces.base import FaceAnalyzer
 
@@ -395,117 +389,12 @@ def save_ipfvr_weights(weights_dir: str | Path, pipeline: IPFVRPipeline) -> None
     write_config(root, config)
 
 
-def init_ipfvr_weights(
-    weights_dir: str | Path,
-    config: IPFVRConfig,
-    *,
-    seed: int = 0,
-    lq_init: Literal["zero", "random"] = "zero",
-) -> None:
-    """Write untrained ``ipfvr/`` files for the stock components already in ``weights_dir``.
-
-    LQ conv_in weights are zero (``lq_init="random"`` gives small seeded values, to exercise the LQ
-    path in tests), the identity K/V copy each layer's text K/V, and the identity projection is
-    randomly initialised with ``seed``.
-    """
-    root = Path(weights_dir)
-    config.validate()
-    components = load_components(root, config, torch.float32)
-    lq_weight = None
-    if lq_init == "random":
-        out_channels = components.unet2d.conv_in.out_channels
-        kernel = components.unet2d.conv_in.kernel_size
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            lq_weight = 0.05 * torch.randn(out_channels, int(components.vae.config.latent_channels), *kernel)
-    pipeline = assemble_pipeline(components, config, lq_weight=lq_weight, seed=seed)
-    save_ipfvr_weights(root, pipeline)
-
-
-RANDOM_WEIGHTS_MARKER = "RANDOM_TEST_WEIGHTS.txt"  # written into every checkpoint write_tiny_checkpoint makes
+RANDOM_WEIGHTS_MARKER = "RANDOM_TEST_WEIGHTS.txt"  # in every checkpoint random_checkpoint.write_tiny_checkpoint makes
 
 
 def is_random_test_checkpoint(root: str | Path) -> bool:
     """Whether ``root`` is a checkpoint of random test weights (``ipfvr weights init-tiny``)."""
     return (Path(root) / RANDOM_WEIGHTS_MARKER).is_file()
-
-
-def write_tiny_checkpoint(
-    weights_dir: str | Path,
-    *,
-    seed: int = 0,
-    id_embedding_dim: int = 128,
-    resolution: int = 64,
-    identity_encoder: Literal["mlp", "mlp+perceiver"] = "mlp",
-    num_identity_tokens: int = 4,
-    lq_init: Literal["zero", "random"] = "random",
-    lora_names: Sequence[str] = (),
-    config_overrides: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a tiny random checkpoint in exactly the layout :func:`load_pipeline` reads.
-
-    A 2-level U-Net (32/64 channels) with motion modules, a scale-8 VAE, a 2-layer CLIP text model
-    with a character-level tokenizer, DDIM betas of SD-1.5 and (for the Perceiver path) a tiny
-    CLIP-vision tower; ``ipfvr/`` as :func:`init_ipfvr_weights` writes it (LQ weights random by
-    default here so the LQ path shows in tests); ``lora_names`` adds random LoRAs under ``loras/``.
-    Seeded: the same arguments write the same weights. Not a model of anything.
-    """
-    root = Path(weights_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    config = IPFVRConfig(
-        resolution=resolution,
-        id_embedding_dim=id_embedding_dim,
-        id_encoder="arcface" if id_embedding_dim == 512 else "dlib",
-        identity_encoder=identity_encoder,
-        num_identity_tokens=num_identity_tokens,
-        id_proj_hidden_dim=64,
-        perceiver_depth=1,
-        perceiver_heads=2,
-        perceiver_head_dim=16,
-        lora_rank=4,
-        lora_alpha=4.0,
-        num_inference_steps=4,
-    )
-    if config_overrides:
-        config = config.replace(**dict(config_overrides))
-    config.validate()
-    parts = random_backbone(
-        "tiny",
-        resolution=resolution,
-        tokenizer_dir=component_path(root, config.tokenizer_folder),
-        seed=seed,
-        with_image_encoder=identity_encoder == "mlp+perceiver",
-    )
-    save_components(root, config, parts)
-    init_ipfvr_weights(root, config, seed=seed, lq_init=lq_init)
-    if lora_names:
-        _write_random_loras(root, config, parts, lora_names, seed=seed)
-    (root / RANDOM_WEIGHTS_MARKER).write_text(
-        "These weights are random (ipfvr weights init-tiny): a test checkpoint that restores nothing.\n")
-    return root
-
-
-def save_components(root: Path, config: IPFVRConfig, parts: BackboneComponents) -> None:
-    """Save stock components into the folders ``config`` names."""
-    parts.unet2d.save_pretrained(component_path(root, config.unet_folder))
-    parts.motion_adapter.save_pretrained(component_path(root, config.motion_adapter_folder))
-    parts.vae.save_pretrained(component_path(root, config.vae_folder))
-    parts.text_encoder.save_pretrained(component_path(root, config.text_encoder_folder))
-    parts.tokenizer.save_pretrained(str(component_path(root, config.tokenizer_folder)))
-    parts.scheduler.save_pretrained(component_path(root, config.scheduler_folder))
-    if parts.image_encoder is not None:
-        parts.image_encoder.save_pretrained(component_path(root, config.image_encoder_folder))
-
-
-def _write_random_loras(
-    root: Path, config: IPFVRConfig, parts: BackboneComponents, names: Sequence[str], *, seed: int
-) -> None:
-    unet = UNetMotionModel.from_unet2d(parts.unet2d, parts.motion_adapter)
-    for index, name in enumerate(names):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1000 + index)
-            add_identity_lora(unet, name, config, init_random=True)
-        save_identity_lora(unet, name, lora_path(root, config, name))
 
 
 __all__ = [
@@ -515,7 +404,6 @@ __all__ = [
     "IDENTITY_PROJ_FILE",
     "assemble_pipeline",
     "available_loras",
-    "init_ipfvr_weights",
     "load_components",
     "load_pipeline",
     "lora_path",
@@ -523,5 +411,4 @@ __all__ = [
     "save_ipfvr_weights",
     "weights_fingerprint",
     "write_config",
-    "write_tiny_checkpoint",
 ]

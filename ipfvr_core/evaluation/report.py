@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ipfvr_core.errors import InputError
-from ipfvr_core.evaluation.runner import (
+from ipfvr_core.evaluation.results import (
     INPUT_ROW,
     STATUS_OK,
     SUMMARY_COLUMNS,

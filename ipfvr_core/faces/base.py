@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from ipfvr_core.errors import InputError
+
 
 @dataclass
 class Face:
@@ -51,3 +53,12 @@ class FaceAnalyzer(Protocol):
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """Identity distance between two embeddings under ``metric`` (0 = identical)."""
         ...
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """``image`` itself, once it is checked to be an RGB uint8 array (H, W, 3); else InputError(field="image")."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise InputError(f"expected an RGB uint8 array (H, W, 3), got {dtype} {shape}", field="image")
+    return image

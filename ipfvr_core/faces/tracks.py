@@ -1,4 +1,4 @@
-"""Face tracks: link per-frame detections over time, bridge short misses, pick the target identity.
+"""Face tracks: link per-frame detections over time and bridge short misses (``targets`` picks the ones to restore).
 
 Linking is frame by frame. Each live track predicts its box at the current frame (constant
 velocity from its last two detections), and detections are assigned to tracks by the Hungarian
@@ -19,7 +19,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -28,7 +27,6 @@ from ipfvr_core.errors import InputError
 from ipfvr_core.faces.base import Face
 
 DistanceFn = Callable[[np.ndarray, np.ndarray], float]
-SelectMode = Literal["target", "all"]
 
 _FORBIDDEN = 1e6  # assignment cost of a pair that must not be linked
 
@@ -301,59 +299,3 @@ def link_tracks(
                 next_id += 1
     done.extend(lt.track for lt in live)
     return sorted(done, key=lambda t: (t.start, t.id))
-
-
-def track_identity_distance(track: Track, references: np.ndarray, distance_fn: DistanceFn) -> float | None:
-    """Median over the track's detected faces of the mean distance to ``references`` (R, D); None without embeddings."""
-    embs = track.embeddings()  # (N, D)
-    if embs.shape[0] == 0:
-        return None
-    per_face = [float(np.mean([distance_fn(e, r) for r in references])) for e in embs]
-    return float(np.median(per_face))
-
-
-def select_tracks(
-    tracks: Sequence[Track],
-    reference_embeddings: Sequence[np.ndarray] | np.ndarray,
-    distance_fn: DistanceFn,
-    threshold: float,
-    mode: SelectMode = "target",
-    *,
-    min_length: int = 5,
-) -> list[Track]:
-    """The tracks to restore, ordered by first frame.
-
-    ``"target"``: the tracks of the reference person. A track's distance is
-    :func:`track_identity_distance` (median over its faces of the mean distance to the
-    references). Candidates are the tracks under ``threshold``; taken from the closest up, a
-    candidate is kept unless it shares a frame with a track already kept. One person is in a
-    frame at most once, so a candidate overlapping a closer match in time is another person
-    (a look-alike, a photo of them on the wall, a reflection), while the person leaving and coming
-    back yields several non-overlapping tracks, all kept. Returns [] when no track is under the
-    threshold; the caller decides what to do (pass frames through and report it).
-
-    ``"all"``: every track with at least ``min_length`` entries (detected + bridged), whatever
-    the identity; the references are not used.
-    """
-    if mode not in ("target", "all"):
-        raise InputError(f"mode must be target or all, got {mode!r}", field="mode", code="invalid_option")
-    if mode == "all":
-        if min_length < 1:
-            raise InputError(f"min_length must be >= 1, got {min_length!r}", field="min_length", code="invalid_option")
-        return sorted((t for t in tracks if len(t) >= min_length), key=lambda t: (t.start, t.id))
-    refs = [np.asarray(r, dtype=np.float64) for r in reference_embeddings]
-    if not refs:
-        raise InputError(
-            "target mode needs at least one reference embedding", field="reference_embeddings", code="invalid_option"
-        )
-    scored: list[tuple[float, Track]] = []
-    for track in tracks:
-        dist = track_identity_distance(track, np.stack(refs), distance_fn)  # refs: (R, D)
-        if dist is not None and dist < threshold:
-            scored.append((dist, track))
-    scored.sort(key=lambda item: (item[0], item[1].start, item[1].id))
-    kept: list[Track] = []
-    for _, track in scored:
-        if not any(track.overlaps(k) for k in kept):
-            kept.append(track)
-    return sorted(kept, key=lambda t: (t.start, t.id))

@@ -10,6 +10,9 @@ and the rest of the U-Net are frozen. Stage ``feedback`` trains the same paramet
 loss (``feedback_of``). Stage ``identity`` trains one new LoRA psi_id and nothing else, with the
 restore loss on one person's identity images and clips.
 
+The modules it trains and the frozen ones around them are in ``model``; what a run writes
+(weights, checkpoints, logs) in ``outputs``.
+
 One step:
  1. VAE latents of the clean clip (sampled) and of the degraded clip (mode): (B, C, F, h, w).
  2. Noise and a timestep per clip; the noised latents, concatenated with the LQ latents on channels.
@@ -25,9 +28,6 @@ schedule, EMA and the step counters. Logs go to ``train_log.csv`` and TensorBoar
 
 from __future__ import annotations
 
-import csv
-import math
-import shutil
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,13 +35,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ipfvr_core.diffusion.attention_processor import configure_identity
-from ipfvr_core.diffusion.config import COMPONENT_FOLDER_FIELDS
-from ipfvr_core.diffusion.guidance import frame_condition_embeds
-from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
 from ipfvr_core.diffusion.lora import (
     LORA_SUFFIX,
     activate_identity_lora,
@@ -49,43 +45,18 @@ from ipfvr_core.diffusion.lora import (
     loaded_loras,
     save_identity_lora,
 )
-from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 from ipfvr_core.diffusion.samplers import make_sampler, training_noise_scheduler
-from ipfvr_core.diffusion.weights import (
-    RANDOM_WEIGHTS_MARKER,
-    component_path,
-    load_pipeline,
-    save_ipfvr_weights,
-)
+from ipfvr_core.diffusion.weights import load_pipeline
 from ipfvr_core.engines.base import check_canceled
 from ipfvr_core.errors import ConfigError
 from ipfvr_core.training.config import TrainConfig
 from ipfvr_core.training.dataset import ClipDataset, collate
-
-LOG_FILE = "train_log.csv"
-LOG_FIELDS = ("step", "epoch", "loss", "reward", "lr", "eval_loss", "eval_reward", "replicas_equal")
-CHECKPOINTS = "checkpoints"
-BACKBONE_LORA = "backbone"  # name of the backbone LoRA of stages restore and feedback (a base LoRA of the output)
-
-
-class RestoreModel(nn.Module):
-    """The trained modules behind one forward, so that accelerate wraps (and DDP syncs) one module."""
-
-    def __init__(self, unet: nn.Module, identity_encoder: IdentityEncoder) -> None:
-        super().__init__()
-        self.unet = unet
-        self.identity_encoder = identity_encoder
-
-    def forward(self, model_input: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                id_embedding: torch.Tensor, keep_identity: torch.Tensor) -> torch.Tensor:
-        """``model_input`` (B, 2C, F, h, w), ``timesteps`` (B,), ``text`` (B, L, D), ``id_embedding``
-        (B, E), ``keep_identity`` (B,) 1/0 -> the U-Net's prediction (B, C, F, h, w)."""
-        num_frames = model_input.shape[2]
-        embeddings = id_embedding * keep_identity[:, None]  # (B, E); a dropped identity is the zero embedding
-        tokens = torch.cat([self.identity_encoder(e[None]) for e in embeddings])  # (B, N, D)
-        states = torch.cat([text, tokens.to(text.dtype)], dim=1)  # (B, L+N, D)
-        states = frame_condition_embeds(states, num_frames)  # (B*F, L+N, D)
-        return self.unet(model_input, timesteps, encoder_hidden_states=states).sample  # (B, C, F, h, w)
+from ipfvr_core.training.model import (
+    BACKBONE_LORA, RestoreModel, decode_latents, identity_network, trainable_parameters, vae_latents,
+)
+from ipfvr_core.training.outputs import (
+    LOG_FILE, CsvLog, has_tensorboard, resume_folder, save_checkpoint, save_weights,
+)
 
 
 class EpochShuffle(Sampler[int]):
@@ -123,79 +94,6 @@ def _generator(seed: int, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, (seed, *parts))).encode()))
 
 
-def _latents(pipe: IPFVRPipeline, frames: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """VAE latents (B, C, F, h, w) of frames (B, F, 3, H, W) in [0, 1]; sampled when a generator is given."""
-    batch, num_frames = frames.shape[:2]
-    x = frames.flatten(0, 1).to(device=pipe.vae.device, dtype=pipe.vae.dtype) * 2.0 - 1.0  # (B*F, 3, H, W)
-    dist = pipe.vae.encode(x).latent_dist
-    if generator is None:
-        z = dist.mode()
-    else:
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator).to(dist.mean)  # (B*F, C, h, w)
-    shift = pipe.vae.config.shift_factor or 0.0
-    z = (z - shift) * pipe.vae.config.scaling_factor
-    return z.unflatten(0, (batch, num_frames)).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
-
-
-def _decode(pipe: IPFVRPipeline, latents: torch.Tensor) -> torch.Tensor:
-    """Frames (B*F, 3, H, W) in [0, 1] from latents (B, C, F, h, w), with gradients (the VAE stays frozen)."""
-    shift = pipe.vae.config.shift_factor or 0.0
-    z = latents.permute(0, 2, 1, 3, 4).flatten(0, 1) / pipe.vae.config.scaling_factor + shift  # (B*F, C, h, w)
-    return (pipe.vae.decode(z.to(pipe.vae.dtype)).sample.float() / 2.0 + 0.5).clamp(0.0, 1.0)
-
-
-def _identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The frozen, differentiable identity network the feedback stage is rewarded by: the FaceNet port,
-    ``arcface:PATH`` (an insightface recogniser's ONNX file, run by torch ops), or a factory
-    ``package.module:function`` returning a module that maps (N, 3, S, S) RGB in [0, 1] to (N, E)
-    unit vectors and has ``input_size`` (S)."""
-    import importlib
-
-    from ipfvr_core.identity_nets.facenet import load_facenet
-
-    if config.identity_network == "facenet":
-        network = load_facenet()
-    elif config.identity_network.startswith("arcface:"):
-        from ipfvr_core.identity_nets.onnx_graph import ArcFaceNetwork
-
-        network = ArcFaceNetwork(config.identity_network.removeprefix("arcface:"))
-    else:
-        module_name, _, function = config.identity_network.partition(":")
-        try:
-            network = getattr(importlib.import_module(module_name), function)()
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"cannot load {config.identity_network!r}: {exc}", field="identity_network") from exc
-        if not isinstance(network, nn.Module) or not isinstance(getattr(network, "input_size", None), int):
-            raise ConfigError(f"{config.identity_network!r} did not return a torch module with an input_size",
-                              field="identity_network")
-    return network.to(device).requires_grad_(False)
-
-
-def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion: bool,
-                         whole_unet: bool = False, lora: str | None = None,
-                         backbone_lora: bool = False) -> list[nn.Parameter]:
-    """Freeze all but what the stage trains; returns those parameters (requires_grad set).
-
-    ``lora``: the LoRA adapter of that name alone (stage identity); ``backbone_lora``: also the
-    backbone LoRA (``BACKBONE_LORA``)."""
-    unet.requires_grad_(False)
-    if lora is not None:
-        identity_encoder.requires_grad_(False)
-        chosen = [p for n, p in unet.named_parameters() if "lora_" in n and f".{lora}." in n]
-        if not chosen:
-            raise ConfigError(f"LoRA {lora!r} has no parameters in this U-Net", field="identity_name")
-        return [p.requires_grad_(True) for p in chosen]
-    identity_encoder.requires_grad_(True)
-    chosen = []
-    for name, parameter in unet.named_parameters():
-        adapter = name == "conv_in.weight" or "to_k_id" in name or "to_v_id" in name
-        backbone = backbone_lora and "lora_" in name and f".{BACKBONE_LORA}." in name
-        if adapter or backbone or whole_unet or (motion and "motion_modules" in name):
-            parameter.requires_grad_(True)
-            chosen.append(parameter)
-    return chosen + list(identity_encoder.parameters())
-
-
 def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None,
           should_cancel: Callable[[], bool] | None = None) -> Path:
     """Run (or resume) the stage; returns the trained weights folder (``output_dir/weights``), or for
@@ -208,7 +106,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
 
     config = config.checked()
     output = Path(config.output_dir)
-    trackers = ["tensorboard"] if _has_tensorboard() else []
+    trackers = ["tensorboard"] if has_tensorboard() else []
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -267,11 +165,11 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     if config.resume:
-        accelerator.load_state(str(_resume_folder(output, config.resume)))
+        accelerator.load_state(str(resume_folder(output, config.resume)))
     if trackers:
         accelerator.init_trackers(f"ipfvr-{config.stage}", config={k: v for k, v in config.model_dump().items()
                                                            if isinstance(v, (int, float, str, bool))})
-    log = _CsvLog(output / LOG_FILE, append=bool(config.resume)) if accelerator.is_main_process else None
+    log = CsvLog(output / LOG_FILE, append=bool(config.resume)) if accelerator.is_main_process else None
     eval_batch = collate([dataset[i] for i in range(min(config.eval_samples, len(dataset)))])
     prediction = noise_scheduler.config.prediction_type
 
@@ -280,8 +178,8 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         """(the model's inputs, the target) of the diffusion loss on ``batch``."""
         batch_size = batch["hq"].shape[0]
         with torch.no_grad():
-            latents = _latents(pipe, batch["hq"], generator).float()  # (B, C, F, h, w)
-            lq_latents = _latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
+            latents = vae_latents(pipe, batch["hq"], generator).float()  # (B, C, F, h, w)
+            lq_latents = vae_latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
         noise = torch.randn(latents.shape, generator=generator).to(latents)  # (B, C, F, h, w)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps.to(latents.device))
@@ -302,7 +200,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         inputs, target = diffusion_inputs(batch, generator, drop=drop)
         return F.mse_loss(model(*inputs).float(), target.float())
 
-    judge = _identity_network(config, accelerator.device) if config.stage == "feedback" else None
+    judge = identity_network(config, accelerator.device) if config.stage == "feedback" else None
 
     def feedback_of(batch: dict[str, torch.Tensor], generator: torch.Generator,
                     step_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,7 +210,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         assert judge is not None
         batch_size = batch["hq"].shape[0]
         with torch.no_grad():
-            lq_latents = _latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
+            lq_latents = vae_latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
             reference = judge(F.interpolate(batch["reference"].to(lq_latents.device), size=judge.input_size,
                                             mode="bilinear", align_corners=False))  # (B, E)
         sampler = make_sampler(pipe.scheduler, "ddim", beta_schedule=pipe.ipfvr_config.beta_schedule)
@@ -341,7 +239,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             inputs = tuple(torch.cat([a, b.to(a)]) for a, b in zip(inputs, extra, strict=True))  # 2B rows
         predicted = model(*inputs)  # (B or 2B, C, F, h, w)
         x0 = sampler.step(predicted[:batch_size], t, latents).pred_original_sample  # (B, C, F, h, w)
-        frames = _decode(pipe, x0)  # (B*F, 3, H, W) in [0, 1], differentiable
+        frames = decode_latents(pipe, x0)  # (B*F, 3, H, W) in [0, 1], differentiable
         faces = F.interpolate(frames, size=judge.input_size, mode="bilinear", align_corners=False)
         embeddings = judge(faces.float()).unflatten(0, (batch_size, x0.shape[2]))  # (B, F, E)
         similarity = (embeddings * reference[:, None]).sum(dim=-1)  # (B, F) cosines (unit vectors)
@@ -414,7 +312,7 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             if progress.step % config.log_every == 0 or "eval_loss" in row or "replicas_equal" in row:
                 emit(row)
             if progress.step % config.checkpoint_every == 0:
-                _checkpoint(accelerator, output, progress.step, config.keep_checkpoints)
+                save_checkpoint(accelerator, output, progress.step, config.keep_checkpoints)
             if progress.step >= config.max_steps:
                 break
             check_canceled(should_cancel)
@@ -432,94 +330,8 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         if config.stage == "identity":
             save_identity_lora(accelerator.unwrap_model(model).unet, config.identity_name, weights)
         else:
-            _save_weights(pipe, config, weights)
+            save_weights(pipe, config, weights)
         if ema is not None:
             ema.restore(params)
     accelerator.end_training()
     return weights
-
-
-def _save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> None:
-    """``ipfvr/`` from the trained modules; stock components stay where they are (absolute folders)."""
-    source = Path(config.weights).resolve()
-    folders = {name: str(component_path(source, getattr(pipe.ipfvr_config, name)).resolve())
-               for name in COMPONENT_FOLDER_FIELDS}
-    if config.train_unet:
-        _save_unet2d(pipe, Path(folders["unet_folder"]), weights / "unet")
-        folders["unet_folder"] = "unet"
-    if config.train_motion_modules or config.train_unet:
-        pipe.unet.save_motion_modules(str(weights / "motion_adapter"))
-        folders["motion_adapter_folder"] = "motion_adapter"
-    source_loras = component_path(source, pipe.ipfvr_config.lora_folder).resolve()
-    folders["lora_folder"] = str(source_loras)
-    if config.backbone_lora:  # the trained backbone LoRA, and the other base LoRAs beside it, in weights/loras/
-        save_identity_lora(pipe.unet, BACKBONE_LORA, weights / "loras" / f"{BACKBONE_LORA}{LORA_SUFFIX}")
-        for name in pipe.ipfvr_config.base_loras:
-            if name != BACKBONE_LORA:
-                shutil.copyfile(source_loras / f"{name}{LORA_SUFFIX}", weights / "loras" / f"{name}{LORA_SUFFIX}")
-        folders["lora_folder"] = "loras"
-        folders["base_loras"] = tuple(dict.fromkeys((*pipe.ipfvr_config.base_loras, BACKBONE_LORA)))
-    if config.stage == "feedback":  # evaluation must judge with another network; the weights say which
-        folders["trained_identity_network"] = config.identity_network
-    pipe.ipfvr_config = pipe.ipfvr_config.replace(**folders, identity_scale=config.identity_scale)
-    save_ipfvr_weights(weights, pipe)
-    if (source / RANDOM_WEIGHTS_MARKER).is_file():
-        shutil.copyfile(source / RANDOM_WEIGHTS_MARKER, weights / RANDOM_WEIGHTS_MARKER)
-
-
-def _save_unet2d(pipe: IPFVRPipeline, source: Path, target: Path) -> None:
-    """The trained U-Net's 2-D part in the stock layout (``unet/``): no motion modules, no identity
-    K/V, and only the stock input channels of ``conv_in`` (the LQ ones go to ``ipfvr/``)."""
-    from diffusers import UNet2DConditionModel
-
-    unet2d = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(source)))
-    state = {k: v for k, v in pipe.unet.state_dict().items() if "motion_modules" not in k and ".processor." not in k}
-    state["conv_in.weight"] = state["conv_in.weight"][:, : pipe.latent_channels]  # (C0, C, k, k)
-    missing, unexpected = unet2d.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"the trained U-Net does not map onto {source}: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}", field="weights")
-    unet2d.save_pretrained(str(target))
-
-
-def _checkpoint(accelerator: Any, output: Path, step: int, keep: int) -> None:
-    accelerator.save_state(str(output / CHECKPOINTS / f"step-{step:08d}"))
-    if accelerator.is_main_process:
-        for old in sorted((output / CHECKPOINTS).glob("step-*"))[:-keep]:
-            shutil.rmtree(old)
-
-
-def _resume_folder(output: Path, resume: str) -> Path:
-    if resume != "latest":
-        folder = Path(resume)
-    else:
-        found = sorted((output / CHECKPOINTS).glob("step-*"))
-        if not found:
-            raise ConfigError(f"no checkpoint under {output / CHECKPOINTS}", field="resume")
-        folder = found[-1]
-    if not folder.is_dir():
-        raise ConfigError(f"checkpoint {folder} does not exist", field="resume")
-    return folder
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboardX  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class _CsvLog:
-    def __init__(self, path: Path, *, append: bool) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not (append and path.exists())
-        self.file = path.open("w" if fresh else "a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
-        if fresh:
-            self.writer.writeheader()
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) and math.isfinite(v) else v)
-                              for k, v in row.items()})
-        self.file.flush()

@@ -13,15 +13,17 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
+from ipfvr_core.progress import ProgressEvent
 from jobs.errors import Conflict, Gone, IdempotencyKeyReused, NotFound, TooManyJobs, Unavailable
 from jobs.ids import JOB_ID
-from jobs.model import ErrorInfo, JobInputs, JobRecord, Progress, Status, WebhookEvent, encode_events
+from jobs.model import ErrorInfo, JobInputs, JobRecord, Status, WebhookEvent, encode_events
+from jobs.options import JobOptions
 from jobs.store import lua
 from jobs.store.cursor import decode_cursor, encode_cursor
 from jobs.store.keys import Keys
@@ -37,7 +39,7 @@ class NewJob:
     id: str
     tenant: str
     engine: str
-    options: dict[str, object]  # public options, echoed in the job object
+    options: JobOptions  # as the client chose them, with the engine resolved
     inputs: JobInputs
     webhook_url: str | None
     webhook_events: frozenset[WebhookEvent]
@@ -118,7 +120,7 @@ class JobStore:
             "engine": job.engine,
             "created_at": repr(job.created_at),
             "expires_at": repr(job.expires_at),
-            "options": json.dumps(job.options),
+            "options": job.options.model_dump_json(exclude={"webhook_events_filter"}),
             "inputs": job.inputs.to_json(),
             "webhook_url": job.webhook_url or "",
             "webhook_events": encode_events(job.webhook_events),
@@ -262,14 +264,14 @@ class JobStore:
         return Beat(int(self._heartbeat(args=[self._prefix, job_id, owner, lease_ms, _now(now), node])))
 
     def report_progress(
-        self, job_id: str, *, owner: str, progress: Progress, webhook_interval_s: float,
+        self, job_id: str, *, owner: str, progress: ProgressEvent, webhook_interval_s: float,
         lease_ttl_s: float | None = None, now: float | None = None,
     ) -> ProgressAck:
         """Record progress if ``owner`` holds the run. With ``lease_ttl_s``, a lease that ran out
         while Redis was unreachable is taken back (as :meth:`heartbeat` does)."""
         lease_ms = int(lease_ttl_s * 1000) if lease_ttl_s is not None else 0
         outcome, cancel, delivery = self._progress(
-            args=[self._prefix, job_id, owner, _now(now), progress.to_json(), webhook_interval_s, lease_ms]
+            args=[self._prefix, job_id, owner, _now(now), json.dumps(asdict(progress)), webhook_interval_s, lease_ms]
         )
         return ProgressAck(lost=_decode(outcome) == "lost", cancel_requested=_decode(cancel) == "1",
                            delivery=_delivery(delivery))

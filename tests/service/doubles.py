@@ -26,21 +26,17 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from ipfvr_core.errors import Canceled, ConfigError
-from worker.restorer import CancelFn, ProgressFn, RestorerConfig, RestoreRequest
+from ipfvr_core.progress import ProgressCallback, ProgressEvent
+from ipfvr_core.report import RestoreReport
+from tests.report_factory import sample_report
+from worker.restorer import CancelFn, RestorerConfig, RestoreRequest
 
-
-@dataclass
-class ProgressEventDouble:
-    stage: str
-    current: int
-    total: int
-    fraction: float
+COPY_WARNING = "copy double: the video was copied, not restored"
 
 
 class CopyRestorerDouble:
@@ -49,9 +45,10 @@ class CopyRestorerDouble:
         self.step_s = step_s
         self.ignore_cancel = ignore_cancel
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
+                should_cancel: CancelFn) -> RestoreReport:
         steps, step_s, ignore_cancel = self.steps, self.step_s, self.ignore_cancel
-        prompt = str(request.options.get("prompt") or "")
+        prompt = request.options.prompt or ""
         spec: dict[str, str] = {}
         if prompt.startswith("double:"):
             spec = dict(item.split("=", 1) for item in prompt[len("double:"):].split(",") if item)
@@ -72,24 +69,18 @@ class CopyRestorerDouble:
                 raise Canceled("canceled by caller")
             if spec.get("crash") == "1" and step == 1:
                 os.kill(os.getpid(), signal.SIGKILL)
-            progress(ProgressEventDouble("restore", step, steps, step / steps))
+            progress(ProgressEvent("restore", step, steps, step / steps))
             self._sleep(step_s, ignore_soft_limit=spec.get("ignore_soft_limit") == "1")
         shutil.copyfile(request.video, request.output)
         if pad := int(spec.get("pad_bytes", "0")):
             with request.output.open("ab") as f:
                 f.write(bytes(pad))
-        progress(ProgressEventDouble("restore", steps, steps, 1.0))
+        progress(ProgressEvent("restore", steps, steps, 1.0))
         if (runs := spec.get("runs")) is not None:
             with open(runs, "a") as log:
                 log.write("done\n")
-        return {
-            "double": "copy",
-            "references": len(request.references),
-            "options": request.options,
-            "frames_total": 0,
-            "frames": [{"index": 0}],
-            "timings_s": {"restore": steps * step_s, "total": steps * step_s},
-        }
+        return sample_report(video=request.video.name, references=tuple(r.name for r in request.references),
+                             frames=1, seconds=steps * step_s, warnings=(COPY_WARNING,))
 
     @staticmethod
     def _sleep(seconds: float, *, ignore_soft_limit: bool) -> None:

@@ -11,30 +11,23 @@ stable code, which the worker must turn into a failed job without dying.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
-from typing import Any
 
 from ipfvr_core.errors import Canceled
 from ipfvr_core.image_io import read_image
-from ipfvr_core.video_io import VideoLimits, iter_frames, probe
-from worker.restorer import CancelFn, ProgressFn, RestorerConfig, RestoreRequest
-
-
-@dataclass
-class _StageDouble:
-    stage: str
-    current: int
-    total: int
-    fraction: float
+from ipfvr_core.progress import ProgressCallback, ProgressEvent
+from ipfvr_core.report import RestoreReport
+from ipfvr_core.video_io import iter_frames, probe
+from tests.report_factory import sample_report
+from worker.restorer import CancelFn, RestorerConfig, RestoreRequest
 
 
 class ProbingRestorerDouble:
     def __init__(self, config: RestorerConfig) -> None:
-        self.limits = VideoLimits(max_width=config.max_side, max_height=config.max_side,
-                                  max_pixels=config.max_pixels, max_duration_s=config.max_duration_s)
+        self.limits = config.limits
         self.max_reference_pixels = config.max_reference_pixels
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressFn, should_cancel: CancelFn) -> dict[str, Any]:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
+                should_cancel: CancelFn) -> RestoreReport:
         info = probe(request.video, self.limits)
         for index, reference in enumerate(request.references):
             read_image(reference, field=f"reference[{index}]", max_pixels=self.max_reference_pixels)
@@ -43,9 +36,9 @@ class ProbingRestorerDouble:
             frames += 1
             if should_cancel():
                 raise Canceled("canceled by caller")
-        progress(_StageDouble("restore", frames, frames, 1.0))
+        progress(ProgressEvent("restore", frames, frames, 1.0))
         shutil.copyfile(request.video, request.output)
-        return {"double": "probing", "frames_total": frames, "frames": [], "timings_s": {}}
+        return sample_report(video=request.video.name, frames=frames)
 
 
 def load_probing_restorer(config: RestorerConfig) -> ProbingRestorerDouble:

@@ -18,6 +18,7 @@ from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
+from jobs.options import JobOptions
 from jobs.settings import Settings
 from jobs.storage import StorageUnavailable, output_key, report_key
 from jobs.store.jobs import JobStore, NewJob
@@ -40,7 +41,7 @@ def store(redis_url: str, redis_prefix: Callable[[], str]) -> JobStore:
 def create(store: JobStore, *, webhook: bool = False) -> str:
     now, job_id = time.time(), new_job_id()
     store.create(NewJob(
-        id=job_id, tenant="acme", engine="baseline", options={},
+        id=job_id, tenant="acme", engine="baseline", options=JobOptions(),
         inputs=JobInputs(video=f"inputs/acme/{job_id}/video", references=[]),
         webhook_url="http://127.0.0.1:9/hook" if webhook else None, webhook_events=ALL if webhook else frozenset(),
         created_at=now, expires_at=now + 60,

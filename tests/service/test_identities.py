@@ -20,7 +20,7 @@ import skimage.data
 from PIL import Image
 
 from ipfvr.client import ApiError, Client
-from ipfvr_core.diffusion.weights import write_tiny_checkpoint
+from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.evaluation.synth import reference_variant
 from tests.media_factory import first_frames
 from tests.service.stack import ServiceStack

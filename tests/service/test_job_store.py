@@ -12,9 +12,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ipfvr.devstack import free_port
+from ipfvr_core.progress import ProgressEvent
 from jobs.errors import Conflict, Gone, IdempotencyKeyReused, InvalidRequest, NotFound, TooManyJobs, Unavailable
 from jobs.ids import new_job_id
-from jobs.model import ErrorInfo, JobInputs, Progress, Status, WebhookEvent
+from jobs.model import ErrorInfo, JobInputs, Status, WebhookEvent
+from jobs.options import JobOptions
 from jobs.store.jobs import JobStore, NewJob
 from jobs.store.uploads import Uploads
 from jobs.tenants.accounts import Tenants
@@ -32,7 +34,7 @@ def new_job(tenant: str = "acme", *, webhook: bool = True, engine: str = "baseli
     now = time.time()
     job_id = new_job_id()
     return NewJob(
-        id=job_id, tenant=tenant, engine=engine, options={"faces": "target"},
+        id=job_id, tenant=tenant, engine=engine, options=JobOptions(faces="target"),
         inputs=JobInputs(video=f"inputs/{tenant}/{job_id}/video", references=[f"inputs/{tenant}/{job_id}/reference-0"]),
         webhook_url="http://127.0.0.1:9/hook" if webhook else None, webhook_events=ALL if webhook else frozenset(),
         created_at=now, expires_at=now + ttl,
@@ -132,14 +134,14 @@ def test_claim_progress_complete_and_webhook_outbox(store: JobStore) -> None:
     first = claim(store, job_id, "w1:a")
     assert first.outcome == "claimed" and first.attempt == 1 and first.delivery is not None
     assert store.get(job_id).status is Status.STARTING
-    ack = store.report_progress(job_id, owner="w1:a", progress=Progress("restore", 1, 4, 0.25), webhook_interval_s=0)
+    ack = store.report_progress(job_id, owner="w1:a", progress=ProgressEvent("restore", 1, 4, 0.25), webhook_interval_s=0)
     assert not ack.lost and not ack.cancel_requested and ack.delivery is not None
-    throttled = store.report_progress(job_id, owner="w1:a", progress=Progress("restore", 2, 4, 0.5),
+    throttled = store.report_progress(job_id, owner="w1:a", progress=ProgressEvent("restore", 2, 4, 0.5),
                                       webhook_interval_s=3600)
     assert throttled.delivery is None
     record = store.get(job_id)
-    assert record.status is Status.PROCESSING and record.progress == Progress("restore", 2, 4, 0.5)
-    assert store.report_progress(job_id, owner="intruder", progress=Progress("x", 0, 1, 0),
+    assert record.status is Status.PROCESSING and record.progress == ProgressEvent("restore", 2, 4, 0.5)
+    assert store.report_progress(job_id, owner="intruder", progress=ProgressEvent("x", 0, 1, 0),
                                  webhook_interval_s=0).lost
     done = store.complete(job_id, owner="w1:a", status=Status.SUCCEEDED, output_key="o", report_key="r",
                           report={"ok": True})

@@ -11,6 +11,7 @@ from ipfvr.devstack import S3Server
 from jobs.broker import create_celery
 from jobs.ids import new_job_id
 from jobs.model import JobInputs, Status, WebhookEvent
+from jobs.options import JobOptions
 from jobs.settings import Settings
 from jobs.storage import input_key, output_key, report_key, upload_key
 from jobs.store.jobs import NewJob
@@ -39,7 +40,7 @@ def make_job(ctx: WorkerContext, *, queue_ttl_s: float = 60) -> str:
         ctx.storage.put_bytes(key, b"data", "application/octet-stream")
     now = time.time()
     ctx.store.create(
-        NewJob(id=job_id, tenant="acme", engine="baseline", options={}, inputs=inputs, webhook_url="http://127.0.0.1:9/",
+        NewJob(id=job_id, tenant="acme", engine="baseline", options=JobOptions(), inputs=inputs, webhook_url="http://127.0.0.1:9/",
                webhook_events=frozenset({WebhookEvent.COMPLETED}), created_at=now, expires_at=now + queue_ttl_s),
         idempotency_key=None, idempotency_ttl_s=60, max_queued=100,
     )
