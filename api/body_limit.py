@@ -36,8 +36,12 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope)
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes",
-                                      headers={"connection": "close"})
+            response = error_response(
+                413,
+                "payload_too_large",
+                f"the request body is larger than {limit} bytes",
+                headers={"connection": "close"},
+            )
             await response(scope, receive, send)
             return
         received = 0

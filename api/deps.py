@@ -41,7 +41,8 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 def current_tenant(
-    request: Request, services: ServicesDep,
+    request: Request,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """The tenant owning the request's API key (401 without a valid key), after the key's rate limit (429).

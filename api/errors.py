@@ -25,13 +25,19 @@ log = logging.getLogger(__name__)
 
 # Starlette's own HTTP errors (a route it does not know, a method the route lacks, a body it cannot parse).
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
 }
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     detail: dict[str, str] = {"code": code, "message": message}
     if field is not None:
         detail["field"] = field
@@ -58,8 +64,9 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
-    return error_response(422, "invalid_request", str(first.get("msg", "invalid request")),
-                          _field_of(tuple(first.get("loc", ()))))
+    return error_response(
+        422, "invalid_request", str(first.get("msg", "invalid request")), _field_of(tuple(first.get("loc", ())))
+    )
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -76,8 +83,9 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     """Redis (the job store and broker) unreachable, e.g. restarting: 503, never 500; retry shortly."""
     log.warning("the job store is unreachable: %s", exc)
-    return error_response(503, "store_unavailable", "the job store is unreachable; retry in a moment",
-                          headers={"Retry-After": "1"})
+    return error_response(
+        503, "store_unavailable", "the job store is unreachable; retry in a moment", headers={"Retry-After": "1"}
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -37,8 +37,9 @@ def api_document() -> dict[str, Any]:
     return openapi.build(app.routes, title=TITLE, version=VERSION, description=DESCRIPTION)
 
 
-def create_app(settings: Settings | None = None, *, resolver: Resolver = system_resolver,
-               configure_logs: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, resolver: Resolver = system_resolver, configure_logs: bool = True
+) -> FastAPI:
     """Build the app. Settings come from the environment unless given (and fail fast when invalid).
 
     ``resolver`` is the DNS used to check webhook targets. ``configure_logs=False`` leaves this
@@ -54,8 +55,9 @@ def create_app(settings: Settings | None = None, *, resolver: Resolver = system_
         yield
         services.close()
 
-    app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(
+        title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.services = services
     registry, http_metrics = build_registry(settings, services.redis)
     app.state.metrics_registry = registry

@@ -76,8 +76,16 @@ class _Tail:
 class _FileSink:
     """One file part: sniff and check its head, stream it into an S3 upload, check its tail."""
 
-    def __init__(self, storage: Storage, key: str, field_name: str, kind: Kind, limit: int,
-                 limits: MediaLimits, filename: str = "") -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        key: str,
+        field_name: str,
+        kind: Kind,
+        limit: int,
+        limits: MediaLimits,
+        filename: str = "",
+    ) -> None:
         self.storage = storage
         self.key = key
         self.field = field_name
@@ -127,8 +135,14 @@ class _FileSink:
             self.writer.feed(head)
         check_upload(self.kind, self.media_type, self.first, self.tail.value(), self.limits, self.field)
         await to_thread.run_sync(self.writer.complete)
-        return ReceivedFile(field=self.field, key=self.key, size=self.size, media_type=self.writer.content_type,
-                            filename=self.filename, sha256=self.digest.hexdigest())
+        return ReceivedFile(
+            field=self.field,
+            key=self.key,
+            size=self.size,
+            media_type=self.writer.content_type,
+            filename=self.filename,
+            sha256=self.digest.hexdigest(),
+        )
 
     async def abort(self) -> None:
         if self.writer is not None:
@@ -184,9 +198,14 @@ class _Events:
             self.items.append(("done", b""))
 
         return {
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+            "on_end": on_end,
         }
 
 
@@ -199,8 +218,14 @@ def boundary_of(content_type: str) -> bytes:
 
 
 async def receive_job_form(
-    request: Request, *, storage: Storage, settings: Settings, tenant: str, job_id: str,
-    key_of: Callable[[str], str] | None = None, max_references: int | None = None,
+    request: Request,
+    *,
+    storage: Storage,
+    settings: Settings,
+    tenant: str,
+    job_id: str,
+    key_of: Callable[[str], str] | None = None,
+    max_references: int | None = None,
 ) -> JobForm:
     """Parse the request body, streaming files into ``inputs/{tenant}/{job_id}/`` (or ``key_of(name)``,
     name = ``video`` or ``reference-<i>``)."""
@@ -222,9 +247,15 @@ async def receive_job_form(
             items, events.items = events.items, []
             for kind, data in items:
                 if kind == "headers":
-                    sink = _open_sink(data, form, storage, settings, limits,
-                                      key_of or (lambda name: input_key(tenant, job_id, name)),
-                                      max_references or settings.max_references)
+                    sink = _open_sink(
+                        data,
+                        form,
+                        storage,
+                        settings,
+                        limits,
+                        key_of or (lambda name: input_key(tenant, job_id, name)),
+                        max_references or settings.max_references,
+                    )
                 elif kind == "data" and sink is not None:
                     await sink.feed(data)
                 elif kind == "end" and sink is not None:
@@ -262,8 +293,13 @@ def display_name(raw: str) -> str:
 
 
 def _open_sink(
-    disposition: bytes, form: JobForm, storage: Storage, settings: Settings, limits: MediaLimits,
-    key_of: Callable[[str], str], max_references: int,
+    disposition: bytes,
+    form: JobForm,
+    storage: Storage,
+    settings: Settings,
+    limits: MediaLimits,
+    key_of: Callable[[str], str],
+    max_references: int,
 ) -> _FileSink | _TextSink:
     _, params = parse_options_header(disposition)
     name = params.get(b"name", b"").decode("utf-8", errors="replace")
@@ -271,22 +307,30 @@ def _open_sink(
     if name == "video":
         if form.video is not None:
             raise InvalidRequest("send one video", field="video", code="duplicate_field")
-        return _FileSink(storage, key_of("video"), "video", Kind.VIDEO, settings.max_video_bytes,
-                         limits, filename)
+        return _FileSink(storage, key_of("video"), "video", Kind.VIDEO, settings.max_video_bytes, limits, filename)
     if name == "reference":
         index = len(form.references)
         if index >= max_references:
-            raise InvalidRequest(f"send at most {max_references} references", field="reference",
-                                 code="too_many_references")
-        return _FileSink(storage, key_of(f"reference-{index}"), f"reference[{index}]",
-                         Kind.IMAGE, settings.max_reference_bytes, limits, filename)
+            raise InvalidRequest(
+                f"send at most {max_references} references", field="reference", code="too_many_references"
+            )
+        return _FileSink(
+            storage,
+            key_of(f"reference-{index}"),
+            f"reference[{index}]",
+            Kind.IMAGE,
+            settings.max_reference_bytes,
+            limits,
+            filename,
+        )
     if name == "options":
         if form.options is not None:
             raise InvalidRequest("send options once", field="options", code="duplicate_field")
         return _TextSink("options", settings.max_json_bytes)
     shown = name[:64]  # the client's text, echoed bounded (repr escapes control characters)
-    raise InvalidRequest(f"unknown form field {shown!r}; expected video, reference, options", field=shown or "form",
-                         code="unknown_field")
+    raise InvalidRequest(
+        f"unknown form field {shown!r}; expected video, reference, options", field=shown or "form", code="unknown_field"
+    )
 
 
 async def _discard(storage: Storage, sink: _FileSink | _TextSink | None, written: list[str]) -> None:

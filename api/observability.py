@@ -34,10 +34,19 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(f"{NAMESPACE}_http_requests", "HTTP requests by route and status",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram(f"{NAMESPACE}_http_request_duration_seconds", "HTTP request latency by route",
-                                 ["method", "route"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.requests = Counter(
+            f"{NAMESPACE}_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{NAMESPACE}_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
 
 
 def build_registry(settings: Settings, client: redis.Redis) -> tuple[CollectorRegistry, HttpMetrics]:
@@ -81,12 +90,21 @@ class ObservabilityMiddleware:
             state = scope.get("state") or {}
             client = scope.get("client")
             log.info(
-                "%s %s %d", method, scope["path"], status,
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
                 extra={
-                    "event": "http_request", "request_id": request_id, "method": method,
-                    "path": scope["path"], "query": scope.get("query_string", b"").decode("latin-1"),
-                    "route": route, "status": status, "duration_ms": round(seconds * 1000, 2),
+                    "event": "http_request",
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope["path"],
+                    "query": scope.get("query_string", b"").decode("latin-1"),
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
                     "client": client[0] if client else None,
-                    "tenant": state.get("tenant"), "key_hint": state.get("key_hint"),
+                    "tenant": state.get("tenant"),
+                    "key_hint": state.get("key_hint"),
                 },
             )

@@ -27,11 +27,15 @@ from api.error_codes import AUTHENTICATED, CODES, DECLARED, WITH_BODY
 from api.schemas import IdentityCreate, JobCreate
 from jobs.options import JobOptions
 
+
 def _multipart(required: list[str], files: dict[str, Any], options_schema: str) -> dict[str, Any]:
     """A multipart/form-data body: file parts and an ``options`` part holding ``options_schema`` as JSON text."""
-    options = {"type": "string", "contentMediaType": "application/json",
-               "contentSchema": {"$ref": f"#/components/schemas/{options_schema}"},
-               "description": f"{options_schema} as JSON text"}
+    options = {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": {"$ref": f"#/components/schemas/{options_schema}"},
+        "description": f"{options_schema} as JSON text",
+    }
     return {
         "schema": {"type": "object", "required": required, "properties": {**files, "options": options}},
         "encoding": {"options": {"contentType": "application/json"}},
@@ -44,12 +48,22 @@ CREATE_JOB_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": _multipart(["video"], {
-                "video": {"type": "string", "format": "binary",
-                          "description": "the video to restore: MP4, MOV, MKV or WebM"},
-                "reference": _PHOTOS | {"description": "one or more photos of the person: PNG, JPEG or WebP "
-                                                       "(optional when options name an `identity`)"},
-            }, "JobOptions"),
+            "multipart/form-data": _multipart(
+                ["video"],
+                {
+                    "video": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "the video to restore: MP4, MOV, MKV or WebM",
+                    },
+                    "reference": _PHOTOS
+                    | {
+                        "description": "one or more photos of the person: PNG, JPEG or WebP "
+                        "(optional when options name an `identity`)"
+                    },
+                },
+                "JobOptions",
+            ),
             "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
         },
     }
@@ -59,10 +73,14 @@ CREATE_IDENTITY_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": _multipart(["reference", "options"], {
-                "reference": _PHOTOS | {"description": "photos of one person: PNG, JPEG or WebP (the largest face "
-                                                       "of each)"},
-            }, "IdentityCreate"),
+            "multipart/form-data": _multipart(
+                ["reference", "options"],
+                {
+                    "reference": _PHOTOS
+                    | {"description": "photos of one person: PNG, JPEG or WebP (the largest face of each)"},
+                },
+                "IdentityCreate",
+            ),
         },
     }
 }
@@ -79,15 +97,17 @@ def error_schema(codes: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["error"],
-        "properties": {"error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "enum": codes},
-                "message": {"type": "string"},
-                "field": {"type": "string", "description": "the parameter, header, form or JSON field at fault"},
-            },
-        }},
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": codes},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "the parameter, header, form or JSON field at fault"},
+                },
+            }
+        },
     }
 
 
@@ -141,8 +161,7 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app.routes, title=app.title, version=app.version,
-                                       description=app.description)
+            app.openapi_schema = build(app.routes, title=app.title, version=app.version, description=app.description)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -15,8 +15,19 @@ from jobs.options import JobOptions
 from jobs.schemas import ErrorPublic, JobPublic, JobsPublic
 
 __all__ = [
-    "Health", "IdentitiesPublic", "IdentityCreate", "IdentityPublic", "JobCreate", "JobInputsCreate", "JobOptions",
-    "JobPublic", "JobsPublic", "Readiness", "UploadCreate", "UploadPublic", "WebhookSecretPublic",
+    "Health",
+    "IdentitiesPublic",
+    "IdentityCreate",
+    "IdentityPublic",
+    "JobCreate",
+    "JobInputsCreate",
+    "JobOptions",
+    "JobPublic",
+    "JobsPublic",
+    "Readiness",
+    "UploadCreate",
+    "UploadPublic",
+    "WebhookSecretPublic",
 ]
 
 
@@ -24,8 +35,9 @@ class JobInputsCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     video: str = Field(description="upload id of the video (from POST /v1/uploads)", pattern=r"^upl_")
-    references: list[str] = Field(default_factory=list,
-                                  description="upload ids of the reference images (at least one unless `identity`)")
+    references: list[str] = Field(
+        default_factory=list, description="upload ids of the reference images (at least one unless `identity`)"
+    )
 
 
 class JobCreate(JobOptions):
@@ -72,8 +84,9 @@ class IdentityCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=120, description="your label for the person (not unique)")
-    engine: str | None = Field(None, description="engine whose per-identity module is trained; default: the "
-                                                  "service's default engine")
+    engine: str | None = Field(
+        None, description="engine whose per-identity module is trained; default: the service's default engine"
+    )
 
 
 class IdentityUrls(BaseModel):

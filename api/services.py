@@ -33,8 +33,9 @@ class Services(Backends):
             storage=storage,
             dispatcher=Dispatcher(create_celery(settings), settings),
             webhook_policy=TargetPolicy.from_settings(settings, resolver),
-            rate_limiter=TokenBucket(client, settings.key_prefix, rate_per_s=settings.rate_limit_per_s,
-                                     burst=settings.rate_limit_burst),
+            rate_limiter=TokenBucket(
+                client, settings.key_prefix, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+            ),
             media_limits=MediaLimits.from_settings(settings),
         )
 

@@ -57,11 +57,13 @@ def fingerprint(content: dict[str, Any]) -> str:
 
 def multipart_fingerprint(options: JobOptions, form: JobForm) -> str:
     files = [form.video, *form.references] if form.video else form.references
-    return fingerprint({
-        "form": "multipart",
-        "options": options.model_dump(mode="json"),
-        "files": [[f.field, f.sha256, f.filename] for f in files],
-    })
+    return fingerprint(
+        {
+            "form": "multipart",
+            "options": options.model_dump(mode="json"),
+            "files": [[f.field, f.sha256, f.filename] for f in files],
+        }
+    )
 
 
 def invalid(exc: ValidationError, prefix: str) -> InvalidRequest:
@@ -105,32 +107,50 @@ class Submission:
         """
         engine = options.engine or self.settings.default_engine
         if engine not in self.settings.engines:
-            raise InvalidRequest(f"unknown engine {engine!r}; choose one of {', '.join(self.settings.engines)}",
-                                 field="options.engine", code="invalid_option")
+            raise InvalidRequest(
+                f"unknown engine {engine!r}; choose one of {', '.join(self.settings.engines)}",
+                field="options.engine",
+                code="invalid_option",
+            )
         if options.webhook is not None:
             self.services.webhook_policy.resolve(str(options.webhook), field="options.webhook")
         if options.identity is not None:
             identity = self.services.identities.get(options.identity)
             if identity is None or identity.tenant != tenant:
-                raise InvalidRequest(f"no identity {options.identity!r}", field="options.identity",
-                                     code="identity_not_found")
+                raise InvalidRequest(
+                    f"no identity {options.identity!r}", field="options.identity", code="identity_not_found"
+                )
             if identity.status is not IdentityStatus.READY:
-                raise Conflict(f"identity {options.identity} is {identity.status}, not ready",
-                               field="options.identity", code="identity_not_ready")
+                raise Conflict(
+                    f"identity {options.identity} is {identity.status}, not ready",
+                    field="options.identity",
+                    code="identity_not_ready",
+                )
         return engine
 
     def _create(
-        self, tenant: str, job_id: str, options: JobOptions, engine: str, inputs: JobInputs,
-        idempotency_key: str | None, request_fingerprint: str, upload_ids: list[str],
+        self,
+        tenant: str,
+        job_id: str,
+        options: JobOptions,
+        engine: str,
+        inputs: JobInputs,
+        idempotency_key: str | None,
+        request_fingerprint: str,
+        upload_ids: list[str],
     ) -> Submitted:
         now = time.time()
         created = self.services.store.create(
             NewJob(
-                id=job_id, tenant=tenant, engine=engine, options=options.model_copy(update={"engine": engine}),
+                id=job_id,
+                tenant=tenant,
+                engine=engine,
+                options=options.model_copy(update={"engine": engine}),
                 inputs=inputs,
                 webhook_url=str(options.webhook) if options.webhook else None,
                 webhook_events=frozenset(options.webhook_events_filter) if options.webhook else frozenset(),
-                created_at=now, expires_at=now + self.settings.queue_ttl_s,
+                created_at=now,
+                expires_at=now + self.settings.queue_ttl_s,
             ),
             idempotency_key=idempotency_key,
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
@@ -140,10 +160,17 @@ class Submission:
         )
         if created.created:
             self._enqueue(job_id, engine)
-            log.info("job %s created", job_id, extra={
-                "event": "job_created", "job_id": job_id, "tenant": tenant, "engine": engine,
-                "webhook": str(options.webhook) if options.webhook else None,
-            })
+            log.info(
+                "job %s created",
+                job_id,
+                extra={
+                    "event": "job_created",
+                    "job_id": job_id,
+                    "tenant": tenant,
+                    "engine": engine,
+                    "webhook": str(options.webhook) if options.webhook else None,
+                },
+            )
         record = self.services.store.get(created.job_id)
         if record is None:
             raise InvalidRequest(f"job {created.job_id} vanished while being created", code="conflict")
@@ -178,8 +205,9 @@ class Submission:
             if replayed is not None:
                 submitted = replayed
             else:
-                submitted = await self._create_from_form(tenant, job_id, options, form, idempotency_key,
-                                                         request_fingerprint)
+                submitted = await self._create_from_form(
+                    tenant, job_id, options, form, idempotency_key, request_fingerprint
+                )
         except BaseException:
             await to_thread.run_sync(storage.delete, form.object_keys())
             raise
@@ -187,15 +215,25 @@ class Submission:
             await to_thread.run_sync(storage.delete, form.object_keys())
         return submitted
 
-    async def _create_from_form(self, tenant: str, job_id: str, options: JobOptions, form: JobForm,
-                                idempotency_key: str | None, request_fingerprint: str) -> Submitted:
+    async def _create_from_form(
+        self,
+        tenant: str,
+        job_id: str,
+        options: JobOptions,
+        form: JobForm,
+        idempotency_key: str | None,
+        request_fingerprint: str,
+    ) -> Submitted:
         engine = await to_thread.run_sync(self.check_options, options, tenant)
         if form.video is None:
             raise InvalidRequest("a video file is required", field="video", code="missing_field")
         if not form.references and options.identity is None:
             raise InvalidRequest("at least one reference image is required", field="reference", code="missing_field")
-        inputs = JobInputs(video=form.video.key, references=[r.key for r in form.references],
-                           names=[form.video.filename, *(r.filename for r in form.references)])
+        inputs = JobInputs(
+            video=form.video.key,
+            references=[r.key for r in form.references],
+            names=[form.video.filename, *(r.filename for r in form.references)],
+        )
         return await to_thread.run_sync(
             self._create, tenant, job_id, options, engine, inputs, idempotency_key, request_fingerprint, []
         )
@@ -212,12 +250,18 @@ class Submission:
             return replayed
         engine = await to_thread.run_sync(self.check_options, request, tenant)
         if not request.inputs.references and request.identity is None:
-            raise InvalidRequest("at least one reference upload is required (or an identity)",
-                                 field="inputs.references", code="missing_field")
+            raise InvalidRequest(
+                "at least one reference upload is required (or an identity)",
+                field="inputs.references",
+                code="missing_field",
+            )
         uploads = [request.inputs.video, *request.inputs.references]
         if len(request.inputs.references) > self.settings.max_references:
-            raise InvalidRequest(f"send at most {self.settings.max_references} references",
-                                 field="inputs.references", code="too_many_references")
+            raise InvalidRequest(
+                f"send at most {self.settings.max_references} references",
+                field="inputs.references",
+                code="too_many_references",
+            )
         fields = ["inputs.video", *(f"inputs.references[{i}]" for i in range(len(request.inputs.references)))]
         kinds = [Kind.VIDEO, *([Kind.IMAGE] * len(request.inputs.references))]
         for upload_id, field, kind in zip(uploads, fields, kinds, strict=True):
@@ -226,7 +270,14 @@ class Submission:
         inputs = JobInputs(video=keys[0], references=keys[1:])
         options = JobOptions.model_validate(request.model_dump(exclude={"inputs"}))
         return await to_thread.run_sync(
-            self._create, tenant, new_job_id(), options, engine, inputs, idempotency_key, request_fingerprint,
+            self._create,
+            tenant,
+            new_job_id(),
+            options,
+            engine,
+            inputs,
+            idempotency_key,
+            request_fingerprint,
             uploads,
         )
 
@@ -240,8 +291,11 @@ class Submission:
             raise InvalidRequest(f"nothing was uploaded for {upload_id}", field=field, code="upload_not_found")
         limit = self.settings.max_video_bytes if kind is Kind.VIDEO else self.settings.max_reference_bytes
         if size > limit:
-            raise PayloadTooLarge(f"{field} is {size} bytes, above the limit of {limit}", field=field,
-                                  code="video_too_large" if kind is Kind.VIDEO else "reference_too_large")
+            raise PayloadTooLarge(
+                f"{field} is {size} bytes, above the limit of {limit}",
+                field=field,
+                code="video_too_large" if kind is Kind.VIDEO else "reference_too_large",
+            )
         head = self.services.storage.read_head(key, HEAD_BYTES)
         found = sniff(head[:SNIFF_BYTES])
         if found is None or found[0] is not kind:

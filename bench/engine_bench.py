@@ -163,11 +163,15 @@ def main() -> int:
             print(f"{label:<10} {name:<10} {per_frame:>19.3f} {per_face:>16.3f} {faces:>6}")
         ratio = res["reference"][1] / res["baseline"][1] if res["baseline"][1] > 0 else float("nan")
         print(f"{label:<10} reference / baseline engine time per face: {ratio:.2f}")
-    print(f"reference engine, first clip of a track (cold): {cold:.3f} s/face; same clip again (cached): "
-          f"{cached:.3f} s/face; ratio {cached / cold:.2f}")
-    print(f"base network (Real-ESRGAN x4plus, fp32, {torch.get_num_threads()} threads) at {side}x{side}: "
-          f"{net_s:.3f} s/crop, {net_gmacs:.1f} GMAC/s; one 64->64 3x3 conv at 256x256: {conv_gmacs:.1f} GMAC/s; "
-          f"ratio {net_gmacs / conv_gmacs:.2f} (near 1: bound by this CPU's convolution throughput)")
+    print(
+        f"reference engine, first clip of a track (cold): {cold:.3f} s/face; same clip again (cached): "
+        f"{cached:.3f} s/face; ratio {cached / cold:.2f}"
+    )
+    print(
+        f"base network (Real-ESRGAN x4plus, fp32, {torch.get_num_threads()} threads) at {side}x{side}: "
+        f"{net_s:.3f} s/crop, {net_gmacs:.1f} GMAC/s; one 64->64 3x3 conv at 256x256: {conv_gmacs:.1f} GMAC/s; "
+        f"ratio {net_gmacs / conv_gmacs:.2f} (near 1: bound by this CPU's convolution throughput)"
+    )
     return 0
 
 

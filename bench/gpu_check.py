@@ -214,10 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-tolerance", type=float, default=2e-2, help="max mean |frame difference| in [0, 1]")
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="a weights folder (e.g. from `ipfvr weights convert`) instead of random --size weights")
-    parser.add_argument("--train", action="store_true",
-                        help="also time one optimizer step of each training stage (restore, identity, feedback)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="a weights folder (e.g. from `ipfvr weights convert`) instead of random --size weights",
+    )
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="also time one optimizer step of each training stage (restore, identity, feedback)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -258,10 +265,18 @@ def main(argv: list[str] | None = None) -> int:
 
     build_start = time.perf_counter()
     if args.weights is not None:  # the folder's own config, with this run's shape and runtime fields
-        fields = ("resolution", "num_inference_steps", "clip_length", "overlap", "channels_last", "compile",
-                  "vae_slice_frames")
-        pipe = load_pipeline(args.weights, device=device, dtype=torch.float32,
-                             overrides={f: getattr(config, f) for f in fields})
+        fields = (
+            "resolution",
+            "num_inference_steps",
+            "clip_length",
+            "overlap",
+            "channels_last",
+            "compile",
+            "vae_slice_frames",
+        )
+        pipe = load_pipeline(
+            args.weights, device=device, dtype=torch.float32, overrides={f: getattr(config, f) for f in fields}
+        )
         report["size"] = f"weights:{args.weights.name}"
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -336,12 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.train:
         pipe.to(torch.float32)
-        report["training"] = {stage: train_step_probe(pipe, stage, args.frames, device, half)
-                              for stage in ("restore", "identity", "feedback")}
+        report["training"] = {
+            stage: train_step_probe(pipe, stage, args.frames, device, half)
+            for stage in ("restore", "identity", "feedback")
+        }
         for stage, entry in report["training"].items():
             peak = "n/a" if entry["peak_gib"] is None else f"{entry['peak_gib']:.2f} GiB"
-            print(f"  train {stage:8s} {entry['s_per_step']:.3f} s/step ({args.half} autocast, gradient "
-                  f"checkpointing, {entry['trained_params_m']:.3g}M trained), peak {peak}")
+            print(
+                f"  train {stage:8s} {entry['s_per_step']:.3f} s/step ({args.half} autocast, gradient "
+                f"checkpointing, {entry['trained_params_m']:.3g}M trained), peak {peak}"
+            )
     print("  OK" if ok else "  FAIL: half precision disagrees with float32")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -36,8 +36,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ipfvr_core.samples import sample_video  # noqa: E402
 from local_stack import local_stack  # noqa: E402
+
+from ipfvr_core.samples import sample_video  # noqa: E402
 
 SAMPLE_VIDEO = sample_video("carphone_distorted.mp4")
 PARKED_ENGINE = "ipfvr"  # the self-started stack runs no worker for this engine: its jobs stay queued
@@ -101,8 +102,10 @@ def load(url: str, keys: list[str], clients: int, duration_s: float, polls: int,
     options = {"engine": engine} if engine else {}
     tallies = [Tally() for _ in range(clients)]
     stop_at = time.monotonic() + duration_s
-    threads = [threading.Thread(target=run_client, args=(url, keys[i % len(keys)], files, options, polls, stop_at,
-                                                         tallies[i])) for i in range(clients)]
+    threads = [
+        threading.Thread(target=run_client, args=(url, keys[i % len(keys)], files, options, polls, stop_at, tallies[i]))
+        for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -115,13 +118,19 @@ def report(tallies: list[Tally], clients: int, duration_s: float, polls: int, wh
     submits = [s for t in tallies for s in t.submit_latency]
     statuses = [s for t in tallies for s in t.status_latency]
     errors: Counter[str] = sum((t.errors for t in tallies), Counter())
-    print(f"IP-FVR load run: {clients} clients x {duration_s:.0f} s, {polls} status reads per submission, "
-          f"{os.cpu_count()} CPUs, {where}")
-    print(f"  submissions   {submitted} accepted = {submitted / duration_s:.1f} /s sustained; "
-          f"latency p50 {percentile(submits, 50) * 1000:.0f} ms, p99 {percentile(submits, 99) * 1000:.0f} ms")
-    print(f"  status reads  {len(statuses)} = {len(statuses) / duration_s:.1f} /s; "
-          f"latency p50 {percentile(statuses, 50) * 1000:.1f} ms, p99 {percentile(statuses, 99) * 1000:.1f} ms, "
-          f"max {max(statuses, default=float('nan')) * 1000:.1f} ms")
+    print(
+        f"IP-FVR load run: {clients} clients x {duration_s:.0f} s, {polls} status reads per submission, "
+        f"{os.cpu_count()} CPUs, {where}"
+    )
+    print(
+        f"  submissions   {submitted} accepted = {submitted / duration_s:.1f} /s sustained; "
+        f"latency p50 {percentile(submits, 50) * 1000:.0f} ms, p99 {percentile(submits, 99) * 1000:.0f} ms"
+    )
+    print(
+        f"  status reads  {len(statuses)} = {len(statuses) / duration_s:.1f} /s; "
+        f"latency p50 {percentile(statuses, 50) * 1000:.1f} ms, p99 {percentile(statuses, 99) * 1000:.1f} ms, "
+        f"max {max(statuses, default=float('nan')) * 1000:.1f} ms"
+    )
     print(f"  errors        {sum(errors.values())}" + (f" ({dict(errors)})" if errors else ""))
     return 1 if errors else 0
 
@@ -166,10 +175,15 @@ def main() -> int:
     with local_stack("load", quiet) as local:
         local.stack.start_api()
         keys = [local.new_key(f"load{i}") for i in range(args.clients)]
-        tallies = load(local.stack.api_url, keys, args.clients, args.duration, args.polls,
-                       args.engine or PARKED_ENGINE)
-        return report(tallies, args.clients, args.duration, args.polls,
-                      f"self-started stack (one uvicorn worker, logs in {local.tmp / 'logs'})")
+        tallies = load(local.stack.api_url, keys, args.clients, args.duration, args.polls, args.engine or PARKED_ENGINE)
+        return report(
+            tallies,
+            args.clients,
+            args.duration,
+            args.polls,
+            f"self-started stack (one uvicorn worker, logs in {local.tmp / 'logs'})",
+        )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -46,9 +46,17 @@ def local_stack(name: str, extra_env: Mapping[str, str] = {}) -> Iterator[LocalS
     prefix = f"ipfvr-{name}-{secrets.token_hex(3)}"
     redis_server = RedisServer.reuse_or_start(tmp / "redis", db=14)
     s3 = S3Server.start(tmp / "s3")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "IPFVR_REDIS_URL": redis_server.url, "IPFVR_KEY_PREFIX": prefix,
-           "IPFVR_BROKER_KEY_PREFIX": f"{prefix}:celery:", "IPFVR_MAX_QUEUED_PER_TENANT": "1000000",
-           "IPFVR_WORK_DIR": str(tmp / "work"), **s3.env(bucket=f"ipfvr-{name}"), **extra_env}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "IPFVR_REDIS_URL": redis_server.url,
+        "IPFVR_KEY_PREFIX": prefix,
+        "IPFVR_BROKER_KEY_PREFIX": f"{prefix}:celery:",
+        "IPFVR_MAX_QUEUED_PER_TENANT": "1000000",
+        "IPFVR_WORK_DIR": str(tmp / "work"),
+        **s3.env(bucket=f"ipfvr-{name}"),
+        **extra_env,
+    }
     stack = Stack(env=env, log_dir=tmp / "logs")
     try:
         yield LocalStack(stack=stack, redis_url=redis_server.url, prefix=prefix, tmp=tmp, env=env)

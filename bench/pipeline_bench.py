@@ -67,7 +67,7 @@ def make_clip(path: Path, seconds: float, fps: int, width: int = 1280, height: i
             frame = background.copy()
             x = int((width - 300) * (0.5 + 0.4 * np.sin(2 * np.pi * i / (fps * 6))))
             y = int((height - 300) * (0.5 + 0.3 * np.cos(2 * np.pi * i / (fps * 9))))
-            frame[y:y + 300, x:x + 300] = face
+            frame[y : y + 300, x : x + 300] = face
             writer.write(frame)
     return path
 
@@ -96,19 +96,25 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the memory clip (s)")
     parser.add_argument("--fps", type=int, default=10, help="frame rate of the memory clip")
     parser.add_argument("--ratio-seconds", type=float, default=8.0, help="length of the fps-ratio clip (s)")
-    parser.add_argument("--embed-every", default="1,4",
-                        help="identity-embedding samplings to compare, comma-separated (1 = every face of every "
-                             "frame, the default of RestoreOptions)")
-    parser.add_argument("--face-backend", default="auto", help="face analysis backend (default: the service's, "
-                                                               "centerface unless an insightface pack is configured)")
+    parser.add_argument(
+        "--embed-every",
+        default="1,4",
+        help="identity-embedding samplings to compare, comma-separated (1 = every face of every "
+        "frame, the default of RestoreOptions)",
+    )
+    parser.add_argument(
+        "--face-backend",
+        default="auto",
+        help="face analysis backend (default: the service's, centerface unless an insightface pack is configured)",
+    )
     args = parser.parse_args()
 
     restorer = Restorer(load_analyzer(args.face_backend), PassThroughEngine())
     proc = psutil.Process(os.getpid())
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
-        from skimage import data
         from PIL import Image
+        from skimage import data
 
         ref = tmpd / "ref.png"
         Image.fromarray(data.astronaut()).save(ref)
@@ -128,12 +134,15 @@ def main() -> int:
             pipe_s = time.perf_counter() - t
             ident = report.identity
             name = f"pipeline, engine excluded, k={every}"
-            print(f"  {name:<34}{n / pipe_s:>8.1f}{plain_s / pipe_s:>8.3f}  {ident.before.mean:.3f} -> "
-                  f"{ident.after.mean:.3f} ({ident.frames_measured} of {report.frames_restored} "
-                  f"restored frames)")
+            print(
+                f"  {name:<34}{n / pipe_s:>8.1f}{plain_s / pipe_s:>8.3f}  {ident.before.mean:.3f} -> "
+                f"{ident.after.mean:.3f} ({ident.frames_measured} of {report.frames_restored} "
+                f"restored frames)"
+            )
             breakdowns[f"k={every}"] = {k: v for k, v in report.timings_s.items() if k not in ("total", "engine")}
-        stages = sorted({s for b in breakdowns.values() for s in b}, key=lambda s: -max(b.get(s, 0) for b in
-                                                                                           breakdowns.values()))
+        stages = sorted(
+            {s for b in breakdowns.values() for s in b}, key=lambda s: -max(b.get(s, 0) for b in breakdowns.values())
+        )
         width = max(len(s) for s in stages) + 2
         print("\n  time per stage (s)  " + "".join(f"{s:>{width}}" for s in stages))
         for run, b in breakdowns.items():
@@ -158,12 +167,18 @@ def main() -> int:
         restorer.restore(long_clip, [ref], tmpd / "out_long.mp4", RestoreOptions(limits=limits), progress=on_progress)
         long_s = time.perf_counter() - t
         frames = int(args.seconds * args.fps)
-        print(f"\nlong clip: {args.seconds:.0f} s, {frames} frames 1280x720 in {long_s:.1f} s ({frames / long_s:.1f} fps)")
-        print(f"RSS before: {rss_start:.0f} MiB; peak RSS by restore progress: "
-              + ", ".join(f"{k}% {v:.0f} MiB" for k, v in samples.items()))
+        print(
+            f"\nlong clip: {args.seconds:.0f} s, {frames} frames 1280x720 in {long_s:.1f} s ({frames / long_s:.1f} fps)"
+        )
+        print(
+            f"RSS before: {rss_start:.0f} MiB; peak RSS by restore progress: "
+            + ", ".join(f"{k}% {v:.0f} MiB" for k, v in samples.items())
+        )
         if 25 in samples and 100 in samples:
-            print(f"peak growth from 25% to 100%: {samples[100] - samples[25]:+.0f} MiB "
-                  f"(one decoded frame is {1280 * 720 * 3 / 2**20:.1f} MiB)")
+            print(
+                f"peak growth from 25% to 100%: {samples[100] - samples[25]:+.0f} MiB "
+                f"(one decoded frame is {1280 * 720 * 3 / 2**20:.1f} MiB)"
+            )
     return 0
 
 

@@ -64,8 +64,9 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def hammer(url: str, headers: dict[str, str], files: list, requests: int, concurrency: int,
-           server_pid: int) -> dict[str, float]:
+def hammer(
+    url: str, headers: dict[str, str], files: list, requests: int, concurrency: int, server_pid: int
+) -> dict[str, float]:
     """POST the same multipart body ``requests`` times from ``concurrency`` threads (keep-alive clients).
 
     Also the server process's CPU milliseconds per request over the timed part: how many requests one
@@ -92,31 +93,47 @@ def hammer(url: str, headers: dict[str, str], files: list, requests: int, concur
         cpu_start, start = cpu_seconds(server_pid), time.perf_counter()
         list(pool.map(one, range(requests)))
         wall, cpu = time.perf_counter() - start, cpu_seconds(server_pid) - cpu_start
-    return {"rps": requests / wall, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000, "cpu_ms": cpu / requests * 1000}
+    return {
+        "rps": requests / wall,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "cpu_ms": cpu / requests * 1000,
+    }
 
 
-def bench_creation(stack: Stack, api: Child, key: str, bare: Child, bare_url: str, tmp: Path, requests: int,
-                   concurrency: int) -> None:
+def bench_creation(
+    stack: Stack, api: Child, key: str, bare: Child, bare_url: str, tmp: Path, requests: int, concurrency: int
+) -> None:
     video, reference = small_inputs(tmp)
-    files = [("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
-             ("video", ("clip.mp4", video)), ("reference", ("face.png", reference))]
+    files = [
+        ("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
+        ("video", ("clip.mp4", video)),
+        ("reference", ("face.png", reference)),
+    ]
     bare_only = hammer(f"{bare_url}/bare", {}, files, requests, concurrency, bare.popen.pid)
     bare_s3 = hammer(f"{bare_url}/bare-s3", {}, files, requests, concurrency, bare.popen.pid)
-    real = hammer(f"{stack.api_url}/v1/jobs", {"authorization": f"Bearer {key}"}, files, requests, concurrency,
-                  api.popen.pid)
+    real = hammer(
+        f"{stack.api_url}/v1/jobs", {"authorization": f"Bearer {key}"}, files, requests, concurrency, api.popen.pid
+    )
     size = len(video) + len(reference)
     print(f"\n1. job creation ({requests} requests, {concurrency} concurrent, {size} B of files)")
     print(f"   {'':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'server CPU ms/req':>19}{'req/s per core':>16}")
-    for name, row in (("bare endpoint, reads the body", bare_only), ("bare endpoint, body into S3", bare_s3),
-                      ("POST /v1/jobs", real)):
+    for name, row in (
+        ("bare endpoint, reads the body", bare_only),
+        ("bare endpoint, body into S3", bare_s3),
+        ("POST /v1/jobs", real),
+    ):
         per_core = f"{1000 / row['cpu_ms']:.0f}" if row["cpu_ms"] > 0 else "n/a"  # under one clock tick in all
-        print(f"   {name:<34}{row['rps']:>10.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['cpu_ms']:>19.2f}"
-              f"{per_core:>16}")
+        print(
+            f"   {name:<34}{row['rps']:>10.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['cpu_ms']:>19.2f}"
+            f"{per_core:>16}"
+        )
     for name, row in (("into S3", bare_s3), ("reads the body", bare_only)):
-        print(f"   ratio jobs / bare ({name}): throughput {real['rps'] / row['rps']:.2f}x, "
-              f"p50 {real['p50_ms'] / row['p50_ms']:.2f}x, p99 {real['p99_ms'] / row['p99_ms']:.2f}x"
-              + (f", server CPU per request {real['cpu_ms'] / row['cpu_ms']:.2f}x" if row["cpu_ms"] > 0 else ""))
+        print(
+            f"   ratio jobs / bare ({name}): throughput {real['rps'] / row['rps']:.2f}x, "
+            f"p50 {real['p50_ms'] / row['p50_ms']:.2f}x, p99 {real['p99_ms'] / row['p99_ms']:.2f}x"
+            + (f", server CPU per request {real['cpu_ms'] / row['cpu_ms']:.2f}x" if row["cpu_ms"] > 0 else "")
+        )
 
 
 def bench_upload_memory(stack: Stack, api: Child, key: str, tmp: Path, upload_mb: int, clients: int) -> None:
@@ -137,10 +154,16 @@ def bench_upload_memory(stack: Stack, api: Child, key: str, tmp: Path, upload_mb
             time.sleep(0.02)
 
     def upload(_: int) -> int:
-        with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=600) as client, \
-                big.open("rb") as video, reference.open("rb") as ref:
-            files = [("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
-                     ("video", ("big.mp4", video)), ("reference", ("r.png", ref))]
+        with (
+            httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=600) as client,
+            big.open("rb") as video,
+            reference.open("rb") as ref,
+        ):
+            files = [
+                ("options", (None, json.dumps({"engine": PARKED_ENGINE}), "application/json")),
+                ("video", ("big.mp4", video)),
+                ("reference", ("r.png", ref)),
+            ]
             return client.post(f"{stack.api_url}/v1/jobs", files=files).status_code
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -154,16 +177,24 @@ def bench_upload_memory(stack: Stack, api: Child, key: str, tmp: Path, upload_mb
     if any(s != 202 for s in statuses):
         raise RuntimeError(f"uploads answered {statuses}")
     total = clients * upload_mb
-    print(f"\n2. upload memory ({clients} clients x {upload_mb} MB at once = {total} MB in {wall:.1f} s, "
-          f"{total / wall:.0f} MB/s)")
-    print(f"   API RSS before {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
-          f"growth {(peak - baseline) / MiB:.0f} MiB ({(peak - baseline) / (total * MiB):.1%} of the bytes uploaded)")
+    print(
+        f"\n2. upload memory ({clients} clients x {upload_mb} MB at once = {total} MB in {wall:.1f} s, "
+        f"{total / wall:.0f} MB/s)"
+    )
+    print(
+        f"   API RSS before {baseline / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB, "
+        f"growth {(peak - baseline) / MiB:.0f} MiB ({(peak - baseline) / (total * MiB):.1%} of the bytes uploaded)"
+    )
 
 
 def bench_start_latency(stack: Stack, key: str, redis_url: str, prefix: str, tmp: Path, starts: int) -> None:
     registry = WorkerRegistry(redis.Redis.from_url(redis_url, decode_responses=True), prefix)
-    wait_until(lambda: any(w.state is WorkerState.READY for w in registry.list()), timeout_s=300,
-               what="the restore worker (model load)", interval_s=0.5)
+    wait_until(
+        lambda: any(w.state is WorkerState.READY for w in registry.list()),
+        timeout_s=300,
+        what="the restore worker (model load)",
+        interval_s=0.5,
+    )
     video, reference = small_inputs(tmp)
     server_side, client_side = [], []
     with httpx.Client(base_url=stack.api_url, headers={"authorization": f"Bearer {key}"}, timeout=60) as client:
@@ -182,8 +213,10 @@ def bench_start_latency(stack: Stack, key: str, redis_url: str, prefix: str, tmp
             while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in ("canceled", "succeeded", "failed"):
                 time.sleep(0.05)
     print(f"\n3. submit-to-start with an idle worker ({starts} jobs, real restorer loaded)")
-    print(f"   created_at -> started_at: p50 {statistics.median(server_side) * 1000:.0f} ms, "
-          f"p99 {percentile(server_side, 99) * 1000:.0f} ms, max {max(server_side) * 1000:.0f} ms")
+    print(
+        f"   created_at -> started_at: p50 {statistics.median(server_side) * 1000:.0f} ms, "
+        f"p99 {percentile(server_side, 99) * 1000:.0f} ms, max {max(server_side) * 1000:.0f} ms"
+    )
     print(f"   client: POST sent -> status not queued: p50 {statistics.median(client_side) * 1000:.0f} ms")
 
 
@@ -198,14 +231,31 @@ def main() -> int:
 
     # The stack this run measures: throughput, not the per-key rate limit (its own tests cover it), so the
     # limit is lifted; uploads up to --upload-mb are allowed.
-    stack_env = {"IPFVR_MAX_VIDEO_BYTES": str((args.upload_mb + 1) * MiB),
-                 "IPFVR_RATE_LIMIT_PER_S": "1000000", "IPFVR_RATE_LIMIT_BURST": "1000000"}
+    stack_env = {
+        "IPFVR_MAX_VIDEO_BYTES": str((args.upload_mb + 1) * MiB),
+        "IPFVR_RATE_LIMIT_PER_S": "1000000",
+        "IPFVR_RATE_LIMIT_BURST": "1000000",
+    }
     with local_stack("bench", stack_env) as local:
         stack, tmp = local.stack, local.tmp
-        bare = Child.start("bare", [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "bench"),
-                                    "service_bare_app:app", "--host", "127.0.0.1",
-                                    "--port", str(bare_port := free_port()), "--no-access-log"],
-                           env=local.env, log_path=tmp / "logs" / "bare.log")
+        bare = Child.start(
+            "bare",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(REPO / "bench"),
+                "service_bare_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bare_port := free_port()),
+                "--no-access-log",
+            ],
+            env=local.env,
+            log_path=tmp / "logs" / "bare.log",
+        )
         try:
             api = stack.start_api()
             bare_url = f"http://127.0.0.1:{bare_port}"
@@ -219,6 +269,7 @@ def main() -> int:
             return 0
         finally:
             bare.stop()
+
 
 def _answers(url: str) -> Callable[[], bool]:
     def check() -> bool:

@@ -19,8 +19,14 @@ def add_option_flags(parser: argparse.ArgumentParser, *, service: bool) -> None:
     for option in job_options():
         if not (option.spec.service if service else option.spec.cli):
             continue
-        parser.add_argument(option.flag, dest=option.name, type=option.kind, metavar=_metavar(option),
-                            default=None if service else option.default, help=_help(option))
+        parser.add_argument(
+            option.flag,
+            dest=option.name,
+            type=option.kind,
+            metavar=_metavar(option),
+            default=None if service else option.default,
+            help=_help(option),
+        )
 
 
 def chosen_options(args: argparse.Namespace, *, service: bool) -> dict[str, Any]:

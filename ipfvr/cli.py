@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the edge of the program: one line, traceback on request
         if args.debug:
             raise
-        print(f"ipfvr: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"ipfvr: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -52,10 +52,15 @@ class ApiError(Exception):
 class Client:
     """One API key against one service. ``transport`` is injectable (tests, proxies)."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers={"authorization": f"Bearer {api_key}"},
-                                  timeout=httpx.Timeout(timeout_s), transport=transport)
+    def __init__(
+        self, base_url: str, api_key: str, *, timeout_s: float = 60.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+        )
         self._downloads = httpx.Client(timeout=httpx.Timeout(timeout_s), transport=transport)
 
     @classmethod
@@ -69,8 +74,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -83,8 +89,9 @@ class Client:
         return response.json() if response.content else None
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, video: str | Path, references: Sequence[str | Path], *, idempotency_key: str | None = None,
-               **options: Any) -> Job:
+    def submit(
+        self, video: str | Path, references: Sequence[str | Path], *, idempotency_key: str | None = None, **options: Any
+    ) -> Job:
         """Upload ``video`` and ``references`` (streamed from disk) and create a job.
 
         ``options`` are the API's job options: engine, faces, prompt, negative_prompt, guidance,
@@ -93,8 +100,10 @@ class Client:
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         with ExitStack() as files:
             parts: list[tuple[str, Any]] = [
-                ("options", (None, json.dumps({k: v for k, v in options.items() if v is not None}),
-                             "application/json")),
+                (
+                    "options",
+                    (None, json.dumps({k: v for k, v in options.items() if v is not None}), "application/json"),
+                ),
                 ("video", (Path(video).name, files.enter_context(Path(video).open("rb")))),
             ]
             for ref in references:
@@ -143,8 +152,14 @@ class Client:
     def delete(self, job_id: str) -> None:
         self._json(self._http.delete(f"/v1/jobs/{job_id}"))
 
-    def wait(self, job_id: str, *, timeout_s: float | None = None, poll_s: float = 2.0,
-             on_update: Callable[[Job], None] | None = None) -> Job:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        poll_s: float = 2.0,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
         """Poll until the job is terminal; raises TimeoutError after ``timeout_s``.
 
         ``on_update`` sees the job whenever what a person watches changes (status, progress,

@@ -36,8 +36,10 @@ def free_port_pair(offset: int) -> tuple[int, int]:
         port = free_port()
         if port + offset > 65535:
             port -= offset  # ephemeral ports sit high; the pair fits below them
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
-                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b,
+        ):
             try:
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + offset))
@@ -65,12 +67,20 @@ class Child:
     log_path: Path
 
     @classmethod
-    def start(cls, name: str, argv: list[str], *, env: dict[str, str], log_path: Path,
-              cwd: Path | None = None) -> Child:
+    def start(
+        cls, name: str, argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path | None = None
+    ) -> Child:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            popen = subprocess.Popen(argv, env=env, cwd=cwd or _REPO, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd or _REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return cls(name, popen, log_path)
 
     def alive(self) -> bool:
@@ -112,25 +122,59 @@ class S3Server:
     secret_key: str
 
     @classmethod
-    def start(cls, data_dir: Path, *, access_key: str = "ipfvr-dev", secret_key: str = "ipfvr-dev-secret",
-              timeout_s: float = 60.0) -> S3Server:
+    def start(
+        cls,
+        data_dir: Path,
+        *,
+        access_key: str = "ipfvr-dev",
+        secret_key: str = "ipfvr-dev-secret",
+        timeout_s: float = 60.0,
+    ) -> S3Server:
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "ipfvr", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "ipfvr",
+                            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         weed = Path(sys.executable).parent / "weed"
-        ports = {name: free_port() for name in (
-            "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-            "filer.port", "filer.port.grpc", "s3.port.iceberg", "s3.port.lance",
-        )}
+        ports = {
+            name: free_port()
+            for name in (
+                "s3.port",
+                "s3.port.grpc",
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.iceberg",
+                "s3.port.lance",
+            )
+        }
         # mini's built-in maintenance worker dials the admin HTTP port + 10000 whatever -admin.port.grpc
         # says; any other pair makes it log a failed connection every 5 s.
         ports["admin.port"], ports["admin.port.grpc"] = free_port_pair(10000)
-        argv = [str(weed if weed.exists() else "weed"), "mini", f"-dir={data_dir / 'data'}", "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
-                *(f"-{name}={port}" for name, port in ports.items())]
+        argv = [
+            str(weed if weed.exists() else "weed"),
+            "mini",
+            f"-dir={data_dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.config={config}",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]
         child = Child.start("s3", argv, env=dict(os.environ), log_path=data_dir / "weed.log", cwd=data_dir)
         server = cls(child, f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key)
 
@@ -172,9 +216,24 @@ class RedisServer:
             pass  # no server there: start one below
         port = free_port()
         work_dir.mkdir(parents=True, exist_ok=True)
-        child = Child.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir",
-                                      str(work_dir), "--appendonly", "yes", "--save", ""],
-                            env=dict(os.environ), log_path=work_dir / "redis.log")
+        child = Child.start(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(work_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+            env=dict(os.environ),
+            log_path=work_dir / "redis.log",
+        )
         url = f"redis://127.0.0.1:{port}/{db}"
 
         def answers() -> bool:
@@ -198,8 +257,18 @@ class Stack:
 
     def start_api(self, *, port: int | None = None, timeout_s: float = 30.0) -> Child:
         port = port or free_port()
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
-                "--port", str(port), "--no-access-log"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
         child = self._start("api", argv)
         self.api_url = f"http://127.0.0.1:{port}"
 
@@ -214,17 +283,52 @@ class Stack:
         wait_until(ready, timeout_s=timeout_s, what="the API")
         return child
 
-    def start_restore_worker(self, name: str, *, engine: str = "reference", extra_env: dict[str, str] | None = None
-                             ) -> Child:
-        argv = [sys.executable, "-m", "celery", "-A", "worker.restore_worker", "worker", "-Q", f"restore.{engine},train.{engine}",
-                "--pool", "prefork", "--concurrency", "1", "--hostname", f"{name}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle"]
+    def start_restore_worker(
+        self, name: str, *, engine: str = "reference", extra_env: dict[str, str] | None = None
+    ) -> Child:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.restore_worker",
+            "worker",
+            "-Q",
+            f"restore.{engine},train.{engine}",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         return self._start(name, argv, extra_env)
 
     def start_service_worker(self, name: str = "service", *, beat: bool = True) -> Child:
-        argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "webhooks,maintenance",
-                "--pool", "threads", "--concurrency", "4", "--hostname", f"{name}@%h", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-Q",
+            "webhooks,maintenance",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--hostname",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         if beat:
             argv += ["--beat", "--schedule", str(self.log_dir / f"{name}-beat-schedule")]
         return self._start(name, argv)

@@ -19,17 +19,31 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score engines against ground truth: identity, PSNR/SSIM, E_warp; HTML report")
     p.add_argument("--suite", choices=("builtin",), help="evaluate the builtin suite (built once, cached)")
     p.add_argument("--quick", action="store_true", help="the builtin suite's small subset (short clips)")
-    p.add_argument("--cache-dir", type=Path, default=Path("~/.cache/ipfvr/eval"),
-                   help="where the builtin suite's media are cached (default ~/.cache/ipfvr/eval)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("~/.cache/ipfvr/eval"),
+        help="where the builtin suite's media are cached (default ~/.cache/ipfvr/eval)",
+    )
     p.add_argument("--degraded", type=Path, help="one explicit case: the degraded video")
     p.add_argument("--ground-truth", type=Path, help="one explicit case: its ground-truth video")
-    p.add_argument("-r", "--reference", dest="references", type=Path, action="append",
-                   help="one explicit case: reference photo (repeat for several)")
+    p.add_argument(
+        "-r",
+        "--reference",
+        dest="references",
+        type=Path,
+        action="append",
+        help="one explicit case: reference photo (repeat for several)",
+    )
     faces = job_option("faces")
-    p.add_argument("--faces", choices=faces.spec.choices, default=faces.default,
-                   help=f"explicit case: {faces.spec.help}")
-    p.add_argument("--engines", default="baseline",
-                   help=f"comma-separated engines to compare ({', '.join(ENGINES)}; default baseline)")
+    p.add_argument(
+        "--faces", choices=faces.spec.choices, default=faces.default, help=f"explicit case: {faces.spec.help}"
+    )
+    p.add_argument(
+        "--engines",
+        default="baseline",
+        help=f"comma-separated engines to compare ({', '.join(ENGINES)}; default baseline)",
+    )
     p.add_argument("--weights", type=Path, help="weights folder for the ipfvr engine")
     p.add_argument("--device", default="cpu", help="torch device for the engines")
     p.add_argument("--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
@@ -47,24 +61,35 @@ def run_eval(args: argparse.Namespace) -> int:
     engines = check_engines([e.strip() for e in args.engines.split(",") if e.strip()])
     explicit = args.degraded is not None or args.ground_truth is not None or args.references
     if args.suite is not None and explicit:
-        raise InputError("give --suite or --degraded/--ground-truth/-r, not both", field="suite",
-                         code="invalid_option")
+        raise InputError("give --suite or --degraded/--ground-truth/-r, not both", field="suite", code="invalid_option")
     if args.suite is None:
         if not explicit:
-            raise InputError("give --suite builtin, or --degraded D --ground-truth G -r REF", field="suite",
-                             code="invalid_option")
+            raise InputError(
+                "give --suite builtin, or --degraded D --ground-truth G -r REF", field="suite", code="invalid_option"
+            )
         from ipfvr_core.evaluation.cases import EvalCase
 
-        for name, value in (("degraded", args.degraded), ("ground_truth", args.ground_truth),
-                            ("reference", args.references)):
+        for name, value in (
+            ("degraded", args.degraded),
+            ("ground_truth", args.ground_truth),
+            ("reference", args.references),
+        ):
             if not value:
                 raise InputError("is required with an explicit case", field=name, code="invalid_option")
         for ref in args.references:
             if not ref.is_file():
                 raise InputError(f"{ref} does not exist", field="reference", code="invalid_reference")
-        cases = [EvalCase(name=args.degraded.stem, degraded=args.degraded, ground_truth=args.ground_truth,
-                          references=tuple(args.references), faces=args.faces, group="explicit",
-                          note=f"{args.degraded.name} vs {args.ground_truth.name}")]
+        cases = [
+            EvalCase(
+                name=args.degraded.stem,
+                degraded=args.degraded,
+                ground_truth=args.ground_truth,
+                references=tuple(args.references),
+                faces=args.faces,
+                group="explicit",
+                note=f"{args.degraded.name} vs {args.ground_truth.name}",
+            )
+        ]
         check_case(cases[0])  # a bad explicit case is an error, not a failed row
     else:
         from ipfvr_core.evaluation.cases import builtin_suite
@@ -76,8 +101,9 @@ def run_eval(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"eval: {message}", file=sys.stderr, flush=True)
 
-    result = evaluate(cases, engines, args.out, device=args.device, weights=args.weights,
-                      progress=None if args.quiet else say)
+    result = evaluate(
+        cases, engines, args.out, device=args.device, weights=args.weights, progress=None if args.quiet else say
+    )
     print(summary_table(result.rows))
     if note := trained_against_note(result):
         print(note)

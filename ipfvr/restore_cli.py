@@ -42,13 +42,21 @@ def _positive_int(text: str) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
-                   help=f"restoration engine (default: {DEFAULT_ENGINE}; baseline ignores the reference's detail)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help=f"restoration engine (default: {DEFAULT_ENGINE}; baseline ignores the reference's detail)",
+    )
     p.add_argument("--weights", type=Path, help="weights folder for --engine ipfvr (layout: README)")
-    p.add_argument("--face-backend", choices=FACE_BACKENDS, default="auto",
-                   help="face analysis: auto = insightface when --insightface-dir is set, else centerface "
-                        "(CenterFace detection, which finds the face in degraded video, with dlib identity); "
-                        "dlib = dlib's HOG detector and identity (default: auto)")
+    p.add_argument(
+        "--face-backend",
+        choices=FACE_BACKENDS,
+        default="auto",
+        help="face analysis: auto = insightface when --insightface-dir is set, else centerface "
+        "(CenterFace detection, which finds the face in degraded video, with dlib identity); "
+        "dlib = dlib's HOG detector and identity (default: auto)",
+    )
     p.add_argument("--insightface-dir", type=Path, help="local insightface model pack (buffalo_l layout)")
     p.add_argument("--device", default="cpu", help="torch device for the engine, e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="engine dtype (default: engine's)")
@@ -57,8 +65,15 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a face video, keeping the reference's identity")
     p.add_argument("input", type=Path, help="degraded video (mp4, mov, mkv, webm)")
-    p.add_argument("-r", "--reference", dest="references", type=Path, action="append", required=True,
-                   help="high-quality photo of the person (repeat for several)")
+    p.add_argument(
+        "-r",
+        "--reference",
+        dest="references",
+        type=Path,
+        action="append",
+        required=True,
+        help="high-quality photo of the person (repeat for several)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
     _add_model_options(p)
     p.add_argument("--report", type=Path, help="write the JSON report here")
@@ -93,8 +108,14 @@ def _progress_printer(quiet: bool):
             if state["bar"] is not None:
                 state["bar"].close()
             state["stage"] = ev.stage
-            state["bar"] = tqdm(total=ev.total, desc=labels.get(ev.stage, ev.stage), unit="frame",
-                                file=sys.stderr, dynamic_ncols=True, leave=True)
+            state["bar"] = tqdm(
+                total=ev.total,
+                desc=labels.get(ev.stage, ev.stage),
+                unit="frame",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
         bar = state["bar"]
         bar.total = ev.total
         bar.update(ev.current - bar.n)
@@ -109,8 +130,14 @@ def _progress_printer(quiet: bool):
     return on_progress, close
 
 
-def _restore(args: argparse.Namespace, input_path: Path, references: list[Path], output: Path,
-             report_path: Path | None, options: RestoreOptions) -> RestoreReport:
+def _restore(
+    args: argparse.Namespace,
+    input_path: Path,
+    references: list[Path],
+    output: Path,
+    report_path: Path | None,
+    options: RestoreOptions,
+) -> RestoreReport:
     from ipfvr_core.restore import Restorer
     from ipfvr_core.video_io import check_output_path, probe
 
@@ -123,8 +150,12 @@ def _restore(args: argparse.Namespace, input_path: Path, references: list[Path],
         raise InputError(f"folder {report_path.parent} does not exist", field="report", code="invalid_option")
     probe(input_path, options.limits)
     restorer = Restorer.load(
-        engine=args.engine, weights=args.weights, face_backend=args.face_backend,
-        insightface_dir=args.insightface_dir, device=args.device, dtype=args.dtype,
+        engine=args.engine,
+        weights=args.weights,
+        face_backend=args.face_backend,
+        insightface_dir=args.insightface_dir,
+        device=args.device,
+        dtype=args.dtype,
     )
     on_progress, close = _progress_printer(args.quiet)
     try:
@@ -144,8 +175,10 @@ def _print_summary(report: RestoreReport, out: Path, report_path: Path | None, c
     def fmt(s: DistanceStats) -> str:
         return "n/a" if s.n == 0 else f"mean {s.mean:.3f}  median {s.median:.3f}  (n={s.n})"
 
-    print(f"restored {report.frames_restored}/{report.frames_total} frames "
-          f"in {report.timings_s['total']:.1f} s ({report.fps:.2f} fps) -> {out}")
+    print(
+        f"restored {report.frames_restored}/{report.frames_total} frames "
+        f"in {report.timings_s['total']:.1f} s ({report.fps:.2f} fps) -> {out}"
+    )
     print(f"identity distance to reference ({ident.metric}, same person < {ident.same_person_threshold}):")
     print(f"  input : {fmt(ident.before)}")
     print(f"  output: {fmt(ident.after)}")
@@ -191,8 +224,14 @@ def _print_judged(distorted: Path, reference: Path, restored: Path, engine: str)
     from ipfvr_core.evaluation.report import summary_table
     from ipfvr_core.evaluation.scoring import score_videos
 
-    case = EvalCase(name="carphone/demo", degraded=distorted, ground_truth=sample_video("carphone_pristine.mp4"),
-                    references=(reference,), group="carphone", note="demo; frame 0 is also the reference")
+    case = EvalCase(
+        name="carphone/demo",
+        degraded=distorted,
+        ground_truth=sample_video("carphone_pristine.mp4"),
+        references=(reference,),
+        group="carphone",
+        note="demo; frame 0 is also the reference",
+    )
     rows = score_videos(case, {engine: restored})
     print("judged against carphone_pristine.mp4, frame by frame (dlib ResNet and FaceNet; no engine uses either):")
     print(summary_table(rows))

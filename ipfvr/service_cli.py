@@ -37,8 +37,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------- parsers
 def _client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("IPFVR_URL", DEFAULT_URL),
-                   help=f"service URL (default: $IPFVR_URL or {DEFAULT_URL})")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("IPFVR_URL", DEFAULT_URL),
+        help=f"service URL (default: $IPFVR_URL or {DEFAULT_URL})",
+    )
     p.add_argument("--api-key", default=os.environ.get("IPFVR_API_KEY"), help="API key (default: $IPFVR_API_KEY)")
 
 
@@ -48,31 +51,48 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
     create = keys_sub.add_parser("create", help="create an API key for a tenant and print it (shown once)")
     create.add_argument("--tenant", required=True, help="tenant name: lower-case letters, digits, '-', '_'")
     create.add_argument("--redis-url", help="Redis of the service (default: IPFVR_REDIS_URL, else the local one)")
-    create.add_argument("--key-prefix", help="Redis key prefix of the service (default: IPFVR_KEY_PREFIX, else ipfvr; "
-                                             f"the one `ipfvr dev` starts uses {DEV_PREFIX})")
+    create.add_argument(
+        "--key-prefix",
+        help="Redis key prefix of the service (default: IPFVR_KEY_PREFIX, else ipfvr; "
+        f"the one `ipfvr dev` starts uses {DEV_PREFIX})",
+    )
     create.set_defaults(func=run_keys_create)
 
 
 def _add_dev(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dev", help="run the whole service locally: API, worker, Redis, S3 (Ctrl-C stops all)")
     p.add_argument("--port", type=int, default=8000, help="API port on 127.0.0.1 (default 8000)")
-    p.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "ipfvr" / "dev",
-                   help="where S3 data, logs and a private Redis live (default ~/.cache/ipfvr/dev)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "ipfvr" / "dev",
+        help="where S3 data, logs and a private Redis live (default ~/.cache/ipfvr/dev)",
+    )
     p.add_argument("--engine", default="reference", help="engine the worker loads (default reference)")
     p.add_argument("--tenant", default="dev", help="tenant of the printed API key (default dev)")
     p.add_argument("--redis-db", type=int, default=0, help="Redis database number (default 0)")
     p.add_argument("--key-prefix", default=DEV_PREFIX, help=f"Redis key prefix of this stack (default {DEV_PREFIX})")
-    p.add_argument("--fresh", action="store_true",
-                   help="start empty: forget the earlier runs' jobs, keys, queued webhooks and files (the stack "
-                        "otherwise keeps them between runs, in Redis under its prefix and in --data-dir)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty: forget the earlier runs' jobs, keys, queued webhooks and files (the stack "
+        "otherwise keeps them between runs, in Redis under its prefix and in --data-dir)",
+    )
     p.set_defaults(func=run_dev)
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="submit a video and reference photos to the job service")
     p.add_argument("video", type=Path, help="video to restore")
-    p.add_argument("-r", "--reference", dest="references", type=Path, action="append", default=[],
-                   help="photo of the person (repeat for several; optional with --identity)")
+    p.add_argument(
+        "-r",
+        "--reference",
+        dest="references",
+        type=Path,
+        action="append",
+        default=[],
+        help="photo of the person (repeat for several; optional with --identity)",
+    )
     p.add_argument("--identity", help="a ready identity of POST /v1/identities (idt_...): its photos and module")
     p.add_argument("--engine", help="engine (default: the service's)")
     add_option_flags(p, service=True)
@@ -142,8 +162,13 @@ def run_submit(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             job = client.submit(
-                args.video, args.references, idempotency_key=args.idempotency_key, engine=args.engine,
-                webhook=args.webhook, identity=args.identity, **chosen_options(args, service=True),
+                args.video,
+                args.references,
+                idempotency_key=args.idempotency_key,
+                engine=args.engine,
+                webhook=args.webhook,
+                identity=args.identity,
+                **chosen_options(args, service=True),
             )
             if not args.wait:
                 print(json.dumps(job, indent=2))
@@ -269,10 +294,15 @@ def run_dev(args: argparse.Namespace) -> int:
         s3 = S3Server.start(data / "s3")
         servers.append(s3)
         overrides = {
-            "IPFVR_ENV": "development", "IPFVR_REDIS_URL": redis_server.url, "IPFVR_KEY_PREFIX": args.key_prefix,
-            "IPFVR_BROKER_KEY_PREFIX": f"{args.key_prefix}:celery:", "IPFVR_WORKER_ENGINE": args.engine,
-            "IPFVR_PUBLIC_URL": f"http://127.0.0.1:{args.port}", "IPFVR_WEBHOOK_ALLOW_PRIVATE": "true",
-            "IPFVR_WORK_DIR": str(data / "work"), **s3.env(bucket="ipfvr-dev"),
+            "IPFVR_ENV": "development",
+            "IPFVR_REDIS_URL": redis_server.url,
+            "IPFVR_KEY_PREFIX": args.key_prefix,
+            "IPFVR_BROKER_KEY_PREFIX": f"{args.key_prefix}:celery:",
+            "IPFVR_WORKER_ENGINE": args.engine,
+            "IPFVR_PUBLIC_URL": f"http://127.0.0.1:{args.port}",
+            "IPFVR_WEBHOOK_ALLOW_PRIVATE": "true",
+            "IPFVR_WORK_DIR": str(data / "work"),
+            **s3.env(bucket="ipfvr-dev"),
         }
         env = {**os.environ, **overrides}
         stack = Stack(env=env, log_dir=data / "logs")
@@ -288,8 +318,10 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"  Redis     {redis_server.url}" + ("" if redis_server.child else " (reused)"))
         print(f"  export IPFVR_URL={stack.api_url}")
         print(f"  export IPFVR_API_KEY={key}")
-        print(f"  more keys: ipfvr keys create --tenant NAME --redis-url {redis_server.url} "
-              f"--key-prefix {args.key_prefix}")
+        print(
+            f"  more keys: ipfvr keys create --tenant NAME --redis-url {redis_server.url} "
+            f"--key-prefix {args.key_prefix}"
+        )
         print("Press Ctrl-C to stop everything.", flush=True)
         registry = WorkerRegistry(client, args.key_prefix)
         announced = False

@@ -18,14 +18,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     prepare.add_argument("sources", type=Path, nargs="+", help="videos, photos or folders of them")
     prepare.add_argument("out", type=Path, help="output folder (shards, indexes, manifest.json)")
     defaults = PrepareConfig()
-    prepare.add_argument("--face-backend", default="dlib",
-                         help="analyzer whose embeddings the model's identity encoder reads (default dlib)")
+    prepare.add_argument(
+        "--face-backend",
+        default="dlib",
+        help="analyzer whose embeddings the model's identity encoder reads (default dlib)",
+    )
     prepare.add_argument("--resolution", type=int, default=defaults.resolution, help="aligned crop side (px)")
     prepare.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip")
-    prepare.add_argument("--min-face-px", type=float, default=defaults.min_face_px,
-                         help="least face size in the source (px)")
-    prepare.add_argument("--min-sharpness", type=float, default=defaults.min_sharpness,
-                         help="least Laplacian variance per 512 px side")
+    prepare.add_argument(
+        "--min-face-px", type=float, default=defaults.min_face_px, help="least face size in the source (px)"
+    )
+    prepare.add_argument(
+        "--min-sharpness", type=float, default=defaults.min_sharpness, help="least Laplacian variance per 512 px side"
+    )
     prepare.add_argument("--max-clips-per-track", type=int, default=defaults.max_clips_per_track)
     prepare.set_defaults(func=run_prepare)
 
@@ -37,16 +42,32 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     identities_sub = identities.add_subparsers(dest="identities_command", required=True)
     settings = IdentitySettings()
     train_id = identities_sub.add_parser("train", help="train NAME from photos of one person into <weights>/loras/")
-    train_id.add_argument("-r", "--photo", dest="photos", type=Path, action="append", required=True,
-                          help="a photo of the person (repeat; one person, the largest face of each photo)")
+    train_id.add_argument(
+        "-r",
+        "--photo",
+        dest="photos",
+        type=Path,
+        action="append",
+        required=True,
+        help="a photo of the person (repeat; one person, the largest face of each photo)",
+    )
     train_id.add_argument("--name", required=True, help="the identity's name (letters, digits, '_', '.', '-')")
     train_id.add_argument("--weights", type=Path, required=True, help="the ipfvr weights folder to train for")
-    train_id.add_argument("--steps", type=int, default=settings.steps, help=f"optimizer steps (default {settings.steps})")
-    train_id.add_argument("--learning-rate", type=float, default=settings.learning_rate,
-                          help=f"AdamW learning rate (default {settings.learning_rate:g})")
+    train_id.add_argument(
+        "--steps", type=int, default=settings.steps, help=f"optimizer steps (default {settings.steps})"
+    )
+    train_id.add_argument(
+        "--learning-rate",
+        type=float,
+        default=settings.learning_rate,
+        help=f"AdamW learning rate (default {settings.learning_rate:g})",
+    )
     train_id.add_argument("--seed", type=int, default=settings.seed)
-    train_id.add_argument("--face-backend", default="auto",
-                          help="face analysis (its embeddings must match the weights' identity encoder; default auto)")
+    train_id.add_argument(
+        "--face-backend",
+        default="auto",
+        help="face analysis (its embeddings must match the weights' identity encoder; default auto)",
+    )
     train_id.add_argument("--insightface-dir", type=Path, help="local insightface model pack (buffalo_l layout)")
     train_id.add_argument("--overwrite", action="store_true", help="replace an identity of the same name")
     train_id.set_defaults(func=run_identities_train)
@@ -59,11 +80,22 @@ def run_prepare(args: argparse.Namespace) -> int:
     from ipfvr_core.faces.loader import load_analyzer
     from ipfvr_core.training.prepare import prepare_dataset
 
-    config = PrepareConfig(resolution=args.resolution, clip_frames=args.clip_frames, min_face_px=args.min_face_px,
-                           min_sharpness=args.min_sharpness, max_clips_per_track=args.max_clips_per_track)
+    config = PrepareConfig(
+        resolution=args.resolution,
+        clip_frames=args.clip_frames,
+        min_face_px=args.min_face_px,
+        min_sharpness=args.min_sharpness,
+        max_clips_per_track=args.max_clips_per_track,
+    )
     analyzer = load_analyzer(args.face_backend)
-    manifest = prepare_dataset(args.sources, args.out, analyzer, config, backend_name=args.face_backend,
-                               progress=lambda name: print(f"preparing {name}", file=sys.stderr))
+    manifest = prepare_dataset(
+        args.sources,
+        args.out,
+        analyzer,
+        config,
+        backend_name=args.face_backend,
+        progress=lambda name: print(f"preparing {name}", file=sys.stderr),
+    )
     print(json.dumps({"clips": manifest.clips, "images": manifest.images, "rejected": manifest.rejected}))
     return 0
 
@@ -103,12 +135,22 @@ def run_identities_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"identity {args.name!r} exists ({target}); pass --overwrite to replace it", field="name")
     analyzer = load_analyzer(args.face_backend, insightface_dir=args.insightface_dir)
     if analyzer.embedding_dim != config.id_embedding_dim:
-        raise ConfigError(f"{analyzer.name} embeddings are {analyzer.embedding_dim}-d; these weights read "
-                          f"{config.id_embedding_dim}-d {config.id_encoder} embeddings", field="face_backend")
+        raise ConfigError(
+            f"{analyzer.name} embeddings are {analyzer.embedding_dim}-d; these weights read "
+            f"{config.id_embedding_dim}-d {config.id_encoder} embeddings",
+            field="face_backend",
+        )
     settings = IdentitySettings(steps=args.steps, learning_rate=args.learning_rate, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="ipfvr-identity-") as work:
-        trained = train_identity(args.photos, name=args.name, weights=args.weights, analyzer=analyzer,
-                                 work_dir=Path(work), resolution=config.resolution, settings=settings)
+        trained = train_identity(
+            args.photos,
+            name=args.name,
+            weights=args.weights,
+            analyzer=analyzer,
+            work_dir=Path(work),
+            resolution=config.resolution,
+            settings=settings,
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.with_name(f".{target.name}.part")
         shutil.copyfile(trained.lora, staged)

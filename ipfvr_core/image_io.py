@@ -90,9 +90,7 @@ def read_image(
                 f"{name}: its header declares too many pixels ({exc})", field=field, code="reference_too_large"
             ) from exc
         except _DECODE_ERRORS as exc:
-            raise InputError(
-                f"{name} is truncated or corrupt ({exc})", field=field, code="invalid_reference"
-            ) from exc
+            raise InputError(f"{name} is truncated or corrupt ({exc})", field=field, code="invalid_reference") from exc
 
 
 def _read_source(source: str | Path | bytes, field: str, max_bytes: int) -> tuple[str, bytes]:

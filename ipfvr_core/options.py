@@ -102,54 +102,105 @@ def _one_of(choices: tuple[Any, ...]) -> str:
 class RestoreOptions:
     """Per-job choices. Everything model-related lives in the engine's own config."""
 
-    faces: FaceMode = option("target", OptionSpec(
-        "restore the reference's person only, or every face", choices=("target", "all"), cli=True, service=True))
-    face_size: int | None = option(None, OptionSpec(
-        "aligned face size", minimum=64, maximum=2048, none_means="the engine's, 512", cli=True))
-    smoothing_sigma: float = option(3.0, OptionSpec(
-        "zero-lag Gaussian landmark smoothing over time, in frames (0 = off)", minimum=0))
+    faces: FaceMode = option(
+        "target",
+        OptionSpec(
+            "restore the reference's person only, or every face", choices=("target", "all"), cli=True, service=True
+        ),
+    )
+    face_size: int | None = option(
+        None, OptionSpec("aligned face size", minimum=64, maximum=2048, none_means="the engine's, 512", cli=True)
+    )
+    smoothing_sigma: float = option(
+        3.0, OptionSpec("zero-lag Gaussian landmark smoothing over time, in frames (0 = off)", minimum=0)
+    )
     target_max_distance: float | None = None  # max identity distance for the target track; None = analyzer default
     min_track_frames: int = 5  # shorter tracks are detector noise and stay untouched
-    min_track_score: float | None = option(None, OptionSpec(
-        "ignore face tracks whose best detection scores below this: centerface 0-1, clean faces 0.8+; dlib HOG: "
-        "0 is its decision boundary", none_means="keep weak detections, which degraded video needs",
-        cli=True, flag="--min-face-score"))
+    min_track_score: float | None = option(
+        None,
+        OptionSpec(
+            "ignore face tracks whose best detection scores below this: centerface 0-1, clean faces 0.8+; dlib HOG: "
+            "0 is its decision boundary",
+            none_means="keep weak detections, which degraded video needs",
+            cli=True,
+            flag="--min-face-score",
+        ),
+    )
     target_margin: float = 0.1  # with several faces on screen, the target must be this much closer than the rest
     max_gap_frames: int = 20  # detector misses up to this long are bridged by interpolation
-    crf: int = option(18, OptionSpec(
-        "x264 constant rate factor of the output, 0-51: lower is better and larger", minimum=0, maximum=51,
-        cli=True))
+    crf: int = option(
+        18,
+        OptionSpec(
+            "x264 constant rate factor of the output, 0-51: lower is better and larger", minimum=0, maximum=51, cli=True
+        ),
+    )
     preset: str = "medium"  # x264 preset
     limits: VideoLimits = field(default_factory=VideoLimits)  # refuse inputs above these
     reference_max_pixels: int = 40_000_000  # refuse reference images above this many pixels
     compare_path: str | Path | None = None  # also write input|output side by side here
-    prompt: str | None = option(None, OptionSpec(
-        "text describing the face (ipfvr engine)", max_length=1000, cli=True, service=True))
-    negative_prompt: str | None = option(None, OptionSpec(
-        "extra negative text (ipfvr engine)", max_length=1000, cli=True, service=True))
-    guidance: float | None = option(None, OptionSpec(
-        "total weight of the negative guidance streams, their ratios kept (ipfvr engine)", minimum=0, maximum=30,
-        none_means="the weights' config", cli=True, service=True))
-    seed: int | None = option(None, OptionSpec(
-        "random seed: makes stochastic engines reproducible", minimum=0, maximum=2**32 - 1, cli=True, service=True))
-    upscale: int = option(1, OptionSpec(
-        "output size factor for the whole frame; faces are pasted at that scale", choices=(1, 2, 4), cli=True,
-        service=True))
-    background: str = option("realesrgan", OptionSpec(
-        "how upscale enlarges the frame around the faces: realesrgan, the Real-ESRGAN x4plus network in tiles, or "
-        "bicubic, faster",
-        choices=("realesrgan", "bicubic"), cli=True, service=True))
-    identity: str | None = option(None, OptionSpec(
-        "the person's trained identity module (ipfvr engine: the LoRA <weights>/loras/NAME, from ipfvr identities "
-        "train)", cli=True, metavar="NAME"))
+    prompt: str | None = option(
+        None, OptionSpec("text describing the face (ipfvr engine)", max_length=1000, cli=True, service=True)
+    )
+    negative_prompt: str | None = option(
+        None, OptionSpec("extra negative text (ipfvr engine)", max_length=1000, cli=True, service=True)
+    )
+    guidance: float | None = option(
+        None,
+        OptionSpec(
+            "total weight of the negative guidance streams, their ratios kept (ipfvr engine)",
+            minimum=0,
+            maximum=30,
+            none_means="the weights' config",
+            cli=True,
+            service=True,
+        ),
+    )
+    seed: int | None = option(
+        None,
+        OptionSpec(
+            "random seed: makes stochastic engines reproducible", minimum=0, maximum=2**32 - 1, cli=True, service=True
+        ),
+    )
+    upscale: int = option(
+        1,
+        OptionSpec(
+            "output size factor for the whole frame; faces are pasted at that scale",
+            choices=(1, 2, 4),
+            cli=True,
+            service=True,
+        ),
+    )
+    background: str = option(
+        "realesrgan",
+        OptionSpec(
+            "how upscale enlarges the frame around the faces: realesrgan, the Real-ESRGAN x4plus network in tiles, or "
+            "bicubic, faster",
+            choices=("realesrgan", "bicubic"),
+            cli=True,
+            service=True,
+        ),
+    )
+    identity: str | None = option(
+        None,
+        OptionSpec(
+            "the person's trained identity module (ipfvr engine: the LoRA <weights>/loras/NAME, from ipfvr identities "
+            "train)",
+            cli=True,
+            metavar="NAME",
+        ),
+    )
     # Identity embeddings (the slowest analysis step) on every k-th frame, plus the faces where tracks start
     # or could swap (faces.tracks.faces_to_embed); the report's before/after distances are measured on the
     # faces embedded (identity.frames_measured). 1 = every face of every frame. With the default backend, 4
     # restores the same frames with the same identity means as 1 (carphone: 120/120; pipeline_bench's 720p
     # clip: 200/200), at 0.100 instead of 0.056 x plain decode+encode; on dlib HOG's fragmented detections
     # of that clip, sampling restored fewer frames (122 instead of 156).
-    embed_every: int = option(4, OptionSpec(
-        "identity embeddings on every k-th frame, plus where tracks start or could swap", minimum=1, maximum=1000))
+    embed_every: int = option(
+        4,
+        OptionSpec(
+            "identity embeddings on every k-th frame, plus where tracks start or could swap", minimum=1, maximum=1000
+        ),
+    )
 
     def validate(self) -> None:
         """Raise InputError(code="invalid_option") naming the first option whose value is refused."""

@@ -25,8 +25,12 @@ class ProgressEvent:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
-        return cls(stage=str(data["stage"]), current=int(data["current"]), total=int(data["total"]),
-                   fraction=float(data["fraction"]))
+        return cls(
+            stage=str(data["stage"]),
+            current=int(data["current"]),
+            total=int(data["total"]),
+            fraction=float(data["fraction"]),
+        )
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -127,16 +127,18 @@ class RestoreReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RestoreReport:
-        return cls(**{
-            **data,
-            "input": VideoSummary(**data["input"]),
-            "output": VideoSummary(**data["output"]),
-            "options": RestoreOptions.from_dict(data["options"]),
-            "references": [ReferenceSummary(**r) for r in data["references"]],
-            "identity": IdentitySummary.from_dict(data["identity"]),
-            "tracks": [TrackSummary(**t) for t in data["tracks"]],
-            "frames": [FrameReport.from_dict(f) for f in data["frames"]],
-        })
+        return cls(
+            **{
+                **data,
+                "input": VideoSummary(**data["input"]),
+                "output": VideoSummary(**data["output"]),
+                "options": RestoreOptions.from_dict(data["options"]),
+                "references": [ReferenceSummary(**r) for r in data["references"]],
+                "identity": IdentitySummary.from_dict(data["identity"]),
+                "tracks": [TrackSummary(**t) for t in data["tracks"]],
+                "frames": [FrameReport.from_dict(f) for f in data["frames"]],
+            }
+        )
 
 
 def write_report(report: RestoreReport, path: str | Path) -> Path:

@@ -142,8 +142,9 @@ class BackgroundUpscaler:
         if scale == 1:
             raise InputError("x1 needs no upscaler", field="upscale", code="invalid_option")
         if method == "realesrgan" and model is None:
-            raise InputError("the realesrgan background needs the x4plus network", field="background",
-                             code="invalid_option")
+            raise InputError(
+                "the realesrgan background needs the x4plus network", field="background", code="invalid_option"
+            )
         self.scale = scale
         self.method = method
         self.config = config or TilingConfig()
@@ -157,8 +158,11 @@ class BackgroundUpscaler:
     def upscale(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (sH, sW, 3) uint8."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise InputError(f"expected an (H, W, 3) uint8 frame, got {image.shape} {image.dtype}", field="frame",
-                             code="invalid_option")
+            raise InputError(
+                f"expected an (H, W, 3) uint8 frame, got {image.shape} {image.dtype}",
+                field="frame",
+                code="invalid_option",
+            )
         if self.method == "bicubic":
             return bicubic_upscale(image, self.scale)
         return self._tiled(image)

@@ -81,8 +81,9 @@ class Dispatcher:
 
     def train_identity(self, identity_id: str, engine: str) -> None:
         """Queue an identity's training on its engine's train queue; the task id is the identity id."""
-        self.app.send_task(TRAIN_IDENTITY_TASK, args=[identity_id], task_id=identity_id,
-                           queue=self.settings.train_queue_for(engine))
+        self.app.send_task(
+            TRAIN_IDENTITY_TASK, args=[identity_id], task_id=identity_id, queue=self.settings.train_queue_for(engine)
+        )
 
     def webhook(self, delivery_id: str | None) -> None:
         """Queue the first attempt of a webhook delivery recorded by a transition (None: nothing).

@@ -32,16 +32,31 @@ HANDLER_NAME = "ipfvr"  # the root handler this module installs (replaced, never
 
 # Libraries that log signatures, canonical requests or request lines with credentials at DEBUG.
 QUIET_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "python_multipart")
-_SENSITIVE_FIELDS = frozenset({"authorization", "api_key", "apikey", "secret", "password", "token", "cookie",
-                               "webhook_secret", "secret_key", "x-api-key"})
+_SENSITIVE_FIELDS = frozenset(
+    {
+        "authorization",
+        "api_key",
+        "apikey",
+        "secret",
+        "password",
+        "token",
+        "cookie",
+        "webhook_secret",
+        "secret_key",
+        "x-api-key",
+    }
+)
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)(\s+)(?!bearer\b|basic\b)[A-Za-z0-9._~+/=-]{4,}"), r"\1\2" + REDACTED),
     (re.compile(r"\b(ipfvr_)[A-Za-z0-9_-]{16,}"), r"\1" + REDACTED),
     (re.compile(r"\b(whsec_)[A-Za-z0-9+/=]{8,}"), r"\1" + REDACTED),
-    (re.compile(
-        r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|credential|awsaccesskeyid|"
-        r"access_token|id_token|token|secret|password|passwd|api[_-]?key|sig|key)(=|%3D)[^&\s\"'<>,;]+"
-    ), r"\1\2" + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|credential|awsaccesskeyid|"
+            r"access_token|id_token|token|secret|password|passwd|api[_-]?key|sig|key)(=|%3D)[^&\s\"'<>,;]+"
+        ),
+        r"\1\2" + REDACTED,
+    ),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]*@"), r"\1" + REDACTED + "@"),
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
 )
@@ -143,8 +158,7 @@ def configure_logging(settings: Settings, *, service: str, stream: Any = None) -
     redactor = redactor_for(settings)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(JsonFormatter(redactor, service) if settings.log_format == "json"
-                         else TextFormatter(redactor))
+    handler.setFormatter(JsonFormatter(redactor, service) if settings.log_format == "json" else TextFormatter(redactor))
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == HANDLER_NAME:

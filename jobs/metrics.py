@@ -91,8 +91,9 @@ class MetricsRecorder:
 class RedisCollector(Collector):
     """prometheus_client collector: counters and histograms from Redis, queue depth and workers live."""
 
-    def __init__(self, client: redis.Redis, prefix: str, engines: Iterable[str],
-                 queue_for: Callable[[str], str]) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, engines: Iterable[str], queue_for: Callable[[str], str]
+    ) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.engines = list(engines)

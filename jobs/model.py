@@ -72,9 +72,14 @@ class WebhookState:
     def from_json(cls, text: str) -> WebhookState:
         data = json.loads(text)
         next_at = data.get("next_attempt_at")
-        return cls(event=str(data["event"]), state=str(data["state"]), attempts=int(data["attempts"]),
-                   last_error=data.get("last_error"), last_attempt_at=float(data["last_attempt_at"]),
-                   next_attempt_at=float(next_at) if next_at is not None else None)
+        return cls(
+            event=str(data["event"]),
+            state=str(data["state"]),
+            attempts=int(data["attempts"]),
+            last_error=data.get("last_error"),
+            last_attempt_at=float(data["last_attempt_at"]),
+            next_attempt_at=float(next_at) if next_at is not None else None,
+        )
 
 
 @dataclass(frozen=True)

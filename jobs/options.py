@@ -38,9 +38,10 @@ class ServiceOptions(BaseModel):
 
     engine: str | None = Field(None, description="restoration engine; default: the service's default engine")
     identity: str | None = Field(
-        None, pattern=r"^idt_[0-9a-hjkmnp-tv-z]{26}$",
+        None,
+        pattern=r"^idt_[0-9a-hjkmnp-tv-z]{26}$",
         description="a ready identity (POST /v1/identities): its photos join the references, and its "
-                    "per-identity module (ipfvr: the LoRA) conditions the engine; references become optional",
+        "per-identity module (ipfvr: the LoRA) conditions the engine; references become optional",
     )
     webhook: AnyHttpUrl | None = Field(None, description="HTTPS endpoint that receives signed job events")
     webhook_events_filter: list[WebhookEvent] = Field(
@@ -50,6 +51,7 @@ class ServiceOptions(BaseModel):
 
 def _library_check(option: JobOption) -> AfterValidator:
     """The library's check of ``option``, as a pydantic validator (its message becomes the 422's)."""
+
     def check(value: Any) -> Any:
         try:
             option.check(value)
@@ -87,8 +89,9 @@ JobOptions = create_model(
 )
 
 
-def restore_options(options: JobOptions, *, limits: VideoLimits, reference_max_pixels: int,
-                    identity: str | None) -> RestoreOptions:
+def restore_options(
+    options: JobOptions, *, limits: VideoLimits, reference_max_pixels: int, identity: str | None
+) -> RestoreOptions:
     """The library's options for a job: its client's choices, the worker's limits and its identity module's name.
 
     ``identity`` is the module's name inside the loaded engine (None: the job names no identity, or

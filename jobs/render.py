@@ -56,8 +56,12 @@ def render_job(
     if record.webhook is not None:
         w = record.webhook
         webhook = WebhookPublic(
-            event=w.event, state=w.state, attempts=w.attempts, last_error=w.last_error,  # type: ignore[arg-type]
-            last_attempt_at=datetime.fromtimestamp(w.last_attempt_at, UTC), next_attempt_at=_when(w.next_attempt_at),
+            event=w.event,
+            state=w.state,
+            attempts=w.attempts,
+            last_error=w.last_error,  # type: ignore[arg-type]
+            last_attempt_at=datetime.fromtimestamp(w.last_attempt_at, UTC),
+            next_attempt_at=_when(w.next_attempt_at),
         )
     return JobPublic(
         id=record.id,

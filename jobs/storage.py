@@ -116,8 +116,15 @@ class ObjectWriter:
     sent with a single PUT.
     """
 
-    def __init__(self, client: BaseClient, bucket: str, key: str, content_type: str, part_size: int,
-                 journal: UploadJournal | None = None) -> None:
+    def __init__(
+        self,
+        client: BaseClient,
+        bucket: str,
+        key: str,
+        content_type: str,
+        part_size: int,
+        journal: UploadJournal | None = None,
+    ) -> None:
         self._client = client
         self._journal = journal
         self._bucket = bucket
@@ -168,12 +175,17 @@ class ObjectWriter:
                 if self._buffer or not self._parts:
                     number = len(self._parts) + 1
                     sent = self._client.upload_part(
-                        Bucket=self._bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
+                        Bucket=self._bucket,
+                        Key=self.key,
+                        UploadId=self._upload_id,
+                        PartNumber=number,
                         Body=bytes(self._buffer),
                     )
                     self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
                 self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=self.key, UploadId=self._upload_id,
+                    Bucket=self._bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
                 )
                 if self._journal is not None:
@@ -206,8 +218,9 @@ class ObjectWriter:
 class Storage:
     """One bucket. Every method raises :class:`StorageUnavailable` when S3 fails."""
 
-    def __init__(self, client: BaseClient, bucket: str, *, part_size: int,
-                 presign_client: BaseClient | None = None) -> None:
+    def __init__(
+        self, client: BaseClient, bucket: str, *, part_size: int, presign_client: BaseClient | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size

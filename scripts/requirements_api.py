@@ -1,7 +1,7 @@
 """Write deploy/requirements-api.txt, what the API image installs, from the ``api`` extra of pyproject.toml.
 
-    python scripts/requirements_api.py           # write the file
-    python scripts/requirements_api.py --check   # exit 1 when the file is not what the extra gives
+python scripts/requirements_api.py           # write the file
+python scripts/requirements_api.py --check   # exit 1 when the file is not what the extra gives
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = render()
     if args.check:
         if not TARGET.is_file() or TARGET.read_text() != wanted:
-            print(f"{TARGET.relative_to(REPO)} is out of date: run python scripts/requirements_api.py",
-                  file=sys.stderr)
+            print(f"{TARGET.relative_to(REPO)} is out of date: run python scripts/requirements_api.py", file=sys.stderr)
             return 1
         return 0
     TARGET.write_text(wanted)

@@ -27,14 +27,23 @@ class CheckerboardSessionDouble(EngineSession):
         stack = np.stack(crops).astype(np.int16) + checkerboard(size)[None]  # (T, S, S, 3)
         return np.clip(stack, 0, 255).astype(np.uint8)
 
-    def push(self, clip: np.ndarray, *, native_size: int | None = None, progress: ProgressFn | None = None,
-             should_cancel: CancelFn | None = None) -> np.ndarray:
+    def push(
+        self,
+        clip: np.ndarray,
+        *,
+        native_size: int | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> np.ndarray:
         check_canceled(should_cancel)
         assert clip.ndim == 4 and clip.shape[1:] == (self.engine.face_size, self.engine.face_size, 3)
         self.engine.pushed += len(clip)
         self.engine.native_sizes.append(native_size)
         self.held.extend(clip)
-        out, self.held = self.held[: -self.engine.delay or None], self.held[-self.engine.delay:] if self.engine.delay else []
+        out, self.held = (
+            self.held[: -self.engine.delay or None],
+            self.held[-self.engine.delay :] if self.engine.delay else [],
+        )
         return self._mark(out)
 
     def flush(self, *, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> np.ndarray:
@@ -82,14 +91,20 @@ class StampSessionDouble(EngineSession):
         self.received = 0
         self.held: list[np.ndarray] = []
 
-    def push(self, clip: np.ndarray, *, native_size: int | None = None, progress: ProgressFn | None = None,
-             should_cancel: CancelFn | None = None) -> np.ndarray:
+    def push(
+        self,
+        clip: np.ndarray,
+        *,
+        native_size: int | None = None,
+        progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None,
+    ) -> np.ndarray:
         for crop in clip:
             marked = crop.astype(np.int16) + stamp(self.index, self.received, self.face_size)[..., None]  # (S, S, 3)
             self.held.append(np.clip(marked, 0, 255).astype(np.uint8))
             self.received += 1
         cut = len(self.held) - self.delay
-        out, self.held = self.held[: max(cut, 0)], self.held[max(cut, 0):]
+        out, self.held = self.held[: max(cut, 0)], self.held[max(cut, 0) :]
         return np.stack(out) if out else np.zeros((0, self.face_size, self.face_size, 3), np.uint8)
 
     def flush(self, *, progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> np.ndarray:

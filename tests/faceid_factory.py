@@ -28,19 +28,28 @@ SD_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBl
 def sd15_unet_config(*, tiny: bool) -> dict:
     """SD-1.5's U-Net config (the public unet/config.json's structure); ``tiny`` keeps the blocks, shrinks widths."""
     return dict(
-        sample_size=8 if tiny else 64, in_channels=4, out_channels=4, layers_per_block=2,
+        sample_size=8 if tiny else 64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
         block_out_channels=(32, 32, 64, 64) if tiny else (320, 640, 1280, 1280),
-        down_block_types=SD_DOWN, up_block_types=SD_UP,
-        cross_attention_dim=32 if tiny else 768, attention_head_dim=8, norm_num_groups=8 if tiny else 32,
+        down_block_types=SD_DOWN,
+        up_block_types=SD_UP,
+        cross_attention_dim=32 if tiny else 768,
+        attention_head_dim=8,
+        norm_num_groups=8 if tiny else 32,
     )
 
 
 def motion_adapter_config(*, tiny: bool) -> dict:
     """guoyww/animatediff-motion-adapter-v1-5-2's structure (motion mid block included)."""
     return dict(
-        block_out_channels=(32, 32, 64, 64) if tiny else (320, 640, 1280, 1280), motion_layers_per_block=2,
-        motion_num_attention_heads=2 if tiny else 8, motion_norm_num_groups=8 if tiny else 32,
-        motion_max_seq_length=32, use_motion_mid_block=True,
+        block_out_channels=(32, 32, 64, 64) if tiny else (320, 640, 1280, 1280),
+        motion_layers_per_block=2,
+        motion_num_attention_heads=2 if tiny else 8,
+        motion_norm_num_groups=8 if tiny else 32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
     )
 
 
@@ -82,28 +91,38 @@ def faceid_state(
     c = int(unet.config.cross_attention_dim)
     hidden = 2 * id_dim if plus_clip_dim is not None else 1024
     image_proj = {
-        "proj.0.weight": tensor(hidden, id_dim), "proj.0.bias": tensor(hidden),
-        "proj.2.weight": tensor(num_tokens * c, hidden), "proj.2.bias": tensor(num_tokens * c),
-        "norm.weight": 1.0 + tensor(c), "norm.bias": tensor(c),
+        "proj.0.weight": tensor(hidden, id_dim),
+        "proj.0.bias": tensor(hidden),
+        "proj.2.weight": tensor(num_tokens * c, hidden),
+        "proj.2.bias": tensor(num_tokens * c),
+        "norm.weight": 1.0 + tensor(c),
+        "norm.bias": tensor(c),
     }
     if plus_clip_dim is not None:
         heads = perceiver_heads or c // 64
         inner = heads * 64
         p = "perceiver_resampler."
         image_proj |= {
-            f"{p}proj_in.weight": tensor(c, plus_clip_dim), f"{p}proj_in.bias": tensor(c),
-            f"{p}proj_out.weight": tensor(c, c), f"{p}proj_out.bias": tensor(c),
-            f"{p}norm_out.weight": 1.0 + tensor(c), f"{p}norm_out.bias": tensor(c),
+            f"{p}proj_in.weight": tensor(c, plus_clip_dim),
+            f"{p}proj_in.bias": tensor(c),
+            f"{p}proj_out.weight": tensor(c, c),
+            f"{p}proj_out.bias": tensor(c),
+            f"{p}norm_out.weight": 1.0 + tensor(c),
+            f"{p}norm_out.bias": tensor(c),
         }
         for i in range(perceiver_depth):
             image_proj |= {
-                f"{p}layers.{i}.0.norm1.weight": 1.0 + tensor(c), f"{p}layers.{i}.0.norm1.bias": tensor(c),
-                f"{p}layers.{i}.0.norm2.weight": 1.0 + tensor(c), f"{p}layers.{i}.0.norm2.bias": tensor(c),
+                f"{p}layers.{i}.0.norm1.weight": 1.0 + tensor(c),
+                f"{p}layers.{i}.0.norm1.bias": tensor(c),
+                f"{p}layers.{i}.0.norm2.weight": 1.0 + tensor(c),
+                f"{p}layers.{i}.0.norm2.bias": tensor(c),
                 f"{p}layers.{i}.0.to_q.weight": tensor(inner, c),
                 f"{p}layers.{i}.0.to_kv.weight": tensor(2 * inner, c),
                 f"{p}layers.{i}.0.to_out.weight": tensor(c, inner),
-                f"{p}layers.{i}.1.0.weight": 1.0 + tensor(c), f"{p}layers.{i}.1.0.bias": tensor(c),
-                f"{p}layers.{i}.1.1.weight": tensor(4 * c, c), f"{p}layers.{i}.1.3.weight": tensor(c, 4 * c),
+                f"{p}layers.{i}.1.0.weight": 1.0 + tensor(c),
+                f"{p}layers.{i}.1.0.bias": tensor(c),
+                f"{p}layers.{i}.1.1.weight": tensor(4 * c, c),
+                f"{p}layers.{i}.1.3.weight": tensor(c, 4 * c),
             }
     modules = dict(unet.named_modules())
     ip_adapter: dict[str, torch.Tensor] = {}
@@ -111,8 +130,12 @@ def faceid_state(
         attn = modules[name.removesuffix(".processor")]
         inner_dim, kv_in = attn.to_q.out_features, attn.to_k.in_features
         if with_lora:
-            for proj, (fan_in, fan_out) in {"to_q": (attn.to_q.in_features, inner_dim), "to_k": (kv_in, inner_dim),
-                                            "to_v": (kv_in, inner_dim), "to_out": (inner_dim, inner_dim)}.items():
+            for proj, (fan_in, fan_out) in {
+                "to_q": (attn.to_q.in_features, inner_dim),
+                "to_k": (kv_in, inner_dim),
+                "to_v": (kv_in, inner_dim),
+                "to_out": (inner_dim, inner_dim),
+            }.items():
                 ip_adapter[f"{index}.{proj}_lora.down.weight"] = tensor(rank, fan_in, scale=0.2)
                 ip_adapter[f"{index}.{proj}_lora.up.weight"] = tensor(fan_out, rank, scale=0.2)
         if attn.is_cross_attention:

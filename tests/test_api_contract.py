@@ -14,9 +14,22 @@ from api.openapi import error_table
 
 REPO = Path(__file__).resolve().parents[1]
 # Modules whose errors reach HTTP answers; a job's failure codes (ErrorInfo) are not HTTP errors.
-RAISING = [*sorted((REPO / "api").rglob("*.py")),
-           *(REPO / "jobs" / f"{n}.py" for n in ("errors", "media/checks", "store/jobs", "store/cursor",
-                                                 "store/identities", "tenants/ratelimit", "storage", "webhooks/ssrf"))]
+RAISING = [
+    *sorted((REPO / "api").rglob("*.py")),
+    *(
+        REPO / "jobs" / f"{n}.py"
+        for n in (
+            "errors",
+            "media/checks",
+            "store/jobs",
+            "store/cursor",
+            "store/identities",
+            "tenants/ratelimit",
+            "storage",
+            "webhooks/ssrf",
+        )
+    ),
+]
 
 
 def error_codes(response: dict[str, Any]) -> list[str]:
@@ -30,13 +43,19 @@ def raised_codes(path: Path) -> set[str]:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) != "ErrorInfo":
             for keyword in node.keywords:
                 if keyword.arg == "code":
-                    values = [keyword.value] if not isinstance(keyword.value, ast.IfExp) else [
-                        keyword.value.body, keyword.value.orelse]
+                    values = (
+                        [keyword.value]
+                        if not isinstance(keyword.value, ast.IfExp)
+                        else [keyword.value.body, keyword.value.orelse]
+                    )
                     codes.update(v.value for v in values if isinstance(v, ast.Constant))
         elif isinstance(node, ast.ClassDef):
             for statement in node.body:
-                if (isinstance(statement, ast.Assign) and [getattr(t, "id", None) for t in statement.targets] == ["code"]
-                        and isinstance(statement.value, ast.Constant)):
+                if (
+                    isinstance(statement, ast.Assign)
+                    and [getattr(t, "id", None) for t in statement.targets] == ["code"]
+                    and isinstance(statement.value, ast.Constant)
+                ):
                     codes.add(statement.value.value)
     return codes
 

@@ -321,9 +321,7 @@ def test_half_precision_path_matches_float32(small_engine: BaselineEngine, face_
         (np.zeros((1, 128, 128, 3), np.uint8), 0, "native_size"),
     ],
 )
-def test_push_rejects_bad_input(
-    small_engine: BaselineEngine, clip: np.ndarray, native: int, field: str
-) -> None:
+def test_push_rejects_bad_input(small_engine: BaselineEngine, clip: np.ndarray, native: int, field: str) -> None:
     with pytest.raises(InputError) as caught:
         small_engine.open_session(NO_IDENTITY).push(clip, native_size=native)
     assert caught.value.field == field

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import zlib
-import struct
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-
 from media_factory import first_frames, remux_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ipfvr(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ipfvr", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, code: str, *outputs: Path) -> None:
@@ -38,11 +42,17 @@ def assert_clean_failure(result: subprocess.CompletedProcess, code: str, *output
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A valid PNG that claims width×height (a decompression bomb when large), with a tiny IDAT."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     raw = zlib.compress(b"\x00" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -73,14 +83,20 @@ def bad(tmp_path_factory, carphone_distorted) -> dict[str, Path]:
     _png_header_only(d / "bomb.png", 30000, 30000)
     _audio_only(d / "audio.m4a")
     from PIL import Image
+
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(d / "noface.png")
     return {p.stem: p for p in d.iterdir()}
 
 
 @pytest.mark.parametrize(
     "video, code",
-    [("empty", "empty_video"), ("text", "invalid_video"), ("random", "invalid_video"),
-     ("truncated", "invalid_video"), ("audio", "no_video_stream")],
+    [
+        ("empty", "empty_video"),
+        ("text", "invalid_video"),
+        ("random", "invalid_video"),
+        ("truncated", "invalid_video"),
+        ("audio", "no_video_stream"),
+    ],
 )
 def test_bad_video(bad, video, code, carphone_reference, tmp_path):
     out = tmp_path / "out.mp4"
@@ -103,8 +119,12 @@ def test_bad_reference(bad, reference, code, carphone_distorted, tmp_path):
 def test_bad_reference_with_progress_bars_shows_only_the_error(bad, carphone_distorted, tmp_path):
     """Without --quiet the references bar has started when the photo is refused; its line is wiped."""
     out = tmp_path / "out.mp4"
-    r = subprocess.run([sys.executable, "-m", "ipfvr", "restore", str(carphone_distorted), "-r", str(bad["noface"]),
-                        "-o", str(out)], capture_output=True, timeout=300, cwd=ROOT)  # bytes: keep the \r
+    r = subprocess.run(
+        [sys.executable, "-m", "ipfvr", "restore", str(carphone_distorted), "-r", str(bad["noface"]), "-o", str(out)],
+        capture_output=True,
+        timeout=300,
+        cwd=ROOT,
+    )  # bytes: keep the \r
     stderr = r.stderr.decode()
     # what a terminal shows: each line ends as its last carriage-return segment left it
     visible = [line.split("\r")[-1] for line in stderr.split("\n") if line.split("\r")[-1].strip()]
@@ -147,17 +167,34 @@ def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, ca
     assert r.returncode == 0, r.stderr
     assert (weights / "ipfvr" / "config.json").is_file() and (weights / "unet").is_dir()
     # no library chatter; one warning that the weights are random
-    assert r.stderr.strip().splitlines() == ["warning: its weights are random: it tests the plumbing and restores "
-                                             "nothing"], r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "warning: its weights are random: it tests the plumbing and restores nothing"
+    ], r.stderr
     r = ipfvr("weights", "check", weights)
     assert r.returncode == 0 and json.loads(r.stdout)["engine"] == "ipfvr"
     assert r.stderr.strip().splitlines() == [
         "warning: the weights in tiny are random test weights (ipfvr weights init-tiny): the output is noise "
-        "pasted on the faces, not a restoration"], r.stderr
+        "pasted on the faces, not a restoration"
+    ], r.stderr
     out, report = tmp_path / "out.mp4", tmp_path / "report.json"
     clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)  # two 24-frame clips with their overlap
-    r = ipfvr("restore", clip, "-r", carphone_reference, "-o", out, "--engine", "ipfvr",
-              "--weights", weights, "--report", report, "--seed", "1", "--quiet")
+    r = ipfvr(
+        "restore",
+        clip,
+        "-r",
+        carphone_reference,
+        "-o",
+        out,
+        "--engine",
+        "ipfvr",
+        "--weights",
+        weights,
+        "--report",
+        report,
+        "--seed",
+        "1",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     src, dst = _probe(clip), _probe(out)
     assert (dst.frame_count, dst.fps, dst.width, dst.height) == (src.frame_count, src.fps, src.width, src.height)
@@ -171,8 +208,18 @@ def test_ipfvr_engine_with_tiny_weights_restores_carphone(carphone_distorted, ca
 def test_ipfvr_engine_needs_weights(carphone_distorted, carphone_reference, tmp_path):
     r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", tmp_path / "o.mp4", "--engine", "ipfvr")
     assert_clean_failure(r, "weights_invalid", tmp_path / "o.mp4")
-    r = ipfvr("restore", carphone_distorted, "-r", carphone_reference, "-o", tmp_path / "o.mp4", "--engine", "ipfvr",
-              "--weights", tmp_path)
+    r = ipfvr(
+        "restore",
+        carphone_distorted,
+        "-r",
+        carphone_reference,
+        "-o",
+        tmp_path / "o.mp4",
+        "--engine",
+        "ipfvr",
+        "--weights",
+        tmp_path,
+    )
     assert_clean_failure(r, "weights_invalid", tmp_path / "o.mp4")
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
+from faceid_factory import faceid_state, make_motion_adapter, motion_adapter_config, sd15_unet_config
+from media_factory import first_frames
 from safetensors.torch import load_file, save_file
 
-from faceid_factory import faceid_state, make_motion_adapter, motion_adapter_config, sd15_unet_config
 from ipfvr_core.diffusion.attention_processor import identity_processors, install_identity_processors
 from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.convert import (
@@ -36,7 +37,6 @@ from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
 from ipfvr_core.diffusion.random_backbone import random_backbone
 from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.errors import ConfigError
-from media_factory import first_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,8 @@ def test_full_size_faceid_maps_by_name_onto_the_motion_unet(
 
 @pytest.mark.parametrize("plus", [False, True])
 def test_full_size_image_proj_loads_strictly_into_our_encoder(
-    sd15_meta: tuple[UNet2DConditionModel, UNetMotionModel], plus: bool,
+    sd15_meta: tuple[UNet2DConditionModel, UNetMotionModel],
+    plus: bool,
 ) -> None:
     state = faceid_state(sd15_meta[0], rank=128, device="meta", plus_clip_dim=1280 if plus else None)
     converted, fields = convert_image_proj(state["image_proj"])
@@ -103,8 +104,12 @@ def test_full_size_image_proj_loads_strictly_into_our_encoder(
     config = IPFVRConfig().replace(**fields)
     assert config.identity_encoder == ("mlp+perceiver" if plus else "mlp")
     if plus:
-        assert (feature_dim, config.perceiver_depth, config.perceiver_heads, config.id_proj_hidden_dim) == \
-            (1280, 4, 12, 1024)
+        assert (feature_dim, config.perceiver_depth, config.perceiver_heads, config.id_proj_hidden_dim) == (
+            1280,
+            4,
+            12,
+            1024,
+        )
     with torch.device("meta"):
         encoder = IdentityEncoder.from_config(config, token_dim=768, feature_dim=feature_dim)
     encoder.load_state_dict(converted, strict=True, assign=True)  # every key, every shape
@@ -115,9 +120,16 @@ def _write_sd15_folder(root: Path, unet2d: UNet2DConditionModel) -> Path:
     """A diffusers-format "SD-1.5" folder (model_index.json and the five component folders, as downloaded):
     the tiny SD-shaped U-Net plus the tiny backbone's other parts."""
     parts = random_backbone("tiny", resolution=64, tokenizer_dir=root.parent / "tokenizer-src", seed=0)
-    StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=unet2d,
-                            scheduler=parts.scheduler, safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(root)
+    StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=unet2d,
+        scheduler=parts.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(root)
     return root
 
 
@@ -139,10 +151,13 @@ def public_like(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def converted(public_like: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("converted")
-    report = convert_faceid(sd15=public_like["sd15"], motion_adapter=public_like["motion_adapter"],
-                            ip_adapter_faceid=public_like["faceid"], output=out,
-                            config_overrides={"resolution": 64, "num_inference_steps": 4, "clip_length": 8,
-                                              "overlap": 2})
+    report = convert_faceid(
+        sd15=public_like["sd15"],
+        motion_adapter=public_like["motion_adapter"],
+        ip_adapter_faceid=public_like["faceid"],
+        output=out,
+        config_overrides={"resolution": 64, "num_inference_steps": 4, "clip_length": 8, "overlap": 2},
+    )
     assert report.variant == "faceid" and report.identity_layers == 16 and report.lora_rank == 4
     return out
 
@@ -162,11 +177,19 @@ def test_unet_output_matches_diffusers_load_ip_adapter(converted: Path, public_l
     """diffusers' FaceID path (load_ip_adapter: IPAdapterAttnProcessor2_0, the LoRA as PEFT adapter faceid_0)
     and ours (converter, IdentityAttnProcessor, base LoRA) give the same noise prediction per frame."""
     scale = 0.7
-    reference = StableDiffusionPipeline.from_pretrained(public_like["sd15"], safety_checker=None,
-                                                        feature_extractor=None, requires_safety_checker=False,
-                                                        local_files_only=True)
-    reference.load_ip_adapter(str(public_like["faceid"].parent), subfolder="", image_encoder_folder=None,
-                              weight_name=public_like["faceid"].name)
+    reference = StableDiffusionPipeline.from_pretrained(
+        public_like["sd15"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+    reference.load_ip_adapter(
+        str(public_like["faceid"].parent),
+        subfolder="",
+        image_encoder_folder=None,
+        weight_name=public_like["faceid"].name,
+    )
     reference.set_ip_adapter_scale(scale)
     ours = load_pipeline(converted, overrides={"identity_scale": scale})
 
@@ -178,7 +201,9 @@ def test_unet_output_matches_diffusers_load_ip_adapter(converted: Path, public_l
     t = torch.tensor(501)
     with torch.no_grad():
         expected = reference.unet(
-            noise, t, encoder_hidden_states=text.expand(frames, -1, -1),
+            noise,
+            t,
+            encoder_hidden_states=text.expand(frames, -1, -1),
             added_cond_kwargs={"image_embeds": [embedding[:, None].expand(frames, -1, -1)]},  # (F, 1, 512)
         ).sample  # (F, 4, h, w)
         tokens = ours.identity_encoder(embedding)  # (1, 4, D)
@@ -197,7 +222,9 @@ def test_unet_output_matches_diffusers_load_ip_adapter(converted: Path, public_l
 
 
 def test_a_separate_kohya_format_lora_converts_to_the_same_adapter(
-    public_like: dict[str, Path], converted: Path, tmp_path: Path,
+    public_like: dict[str, Path],
+    converted: Path,
+    tmp_path: Path,
 ) -> None:
     """ip-adapter-faceid_sd15_lora.safetensors is kohya-format (lora_unet_..., alpha): read through diffusers."""
     state = torch.load(public_like["faceid"], weights_only=True)
@@ -215,8 +242,13 @@ def test_a_separate_kohya_format_lora_converts_to_the_same_adapter(
     lora_file = tmp_path / "ip-adapter-faceid_sd15_lora.safetensors"
     save_file(kohya, str(lora_file))
     out = tmp_path / "w"
-    convert_faceid(sd15=public_like["sd15"], motion_adapter=public_like["motion_adapter"],
-                   ip_adapter_faceid=public_like["faceid"], faceid_lora=lora_file, output=out)
+    convert_faceid(
+        sd15=public_like["sd15"],
+        motion_adapter=public_like["motion_adapter"],
+        ip_adapter_faceid=public_like["faceid"],
+        faceid_lora=lora_file,
+        output=out,
+    )
     a = load_file(str(out / "loras" / "faceid.safetensors"))
     b = load_file(str(converted / "loras" / "faceid.safetensors"))
     assert a.keys() == b.keys()
@@ -235,42 +267,58 @@ def test_plus_v2_needs_the_image_encoder_and_maps_the_perceiver(public_like: dic
     parts = random_backbone("tiny", resolution=64, tokenizer_dir=tmp_path / "tok", with_image_encoder=True)
     assert parts.image_encoder is not None
     parts.image_encoder.save_pretrained(tmp_path / "image_encoder")
-    report = convert_faceid(**args, image_encoder=tmp_path / "image_encoder", output=tmp_path / "b",
-                            config_overrides={"resolution": 64})
+    report = convert_faceid(
+        **args, image_encoder=tmp_path / "image_encoder", output=tmp_path / "b", config_overrides={"resolution": 64}
+    )
     config = read_config(tmp_path / "b")
     assert report.variant == "faceid-plusv2"
     assert (config.identity_encoder, config.perceiver_depth, config.perceiver_heads) == ("mlp+perceiver", 2, 1)
     load_pipeline(tmp_path / "b")  # strict load of every converted key
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda s: s["ip_adapter"].pop("1.to_k_ip.weight"), "ip_adapter_faceid"),
-    (lambda s: s["ip_adapter"].__setitem__("99.to_k_ip.weight", torch.zeros(1)), "ip_adapter_faceid"),
-    (lambda s: s["ip_adapter"].__setitem__("1.to_k_ip.weight", torch.zeros(32, 8)), "ip_adapter_faceid"),
-    (lambda s: s["image_proj"].pop("norm.weight"), "ip_adapter_faceid"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s["ip_adapter"].pop("1.to_k_ip.weight"), "ip_adapter_faceid"),
+        (lambda s: s["ip_adapter"].__setitem__("99.to_k_ip.weight", torch.zeros(1)), "ip_adapter_faceid"),
+        (lambda s: s["ip_adapter"].__setitem__("1.to_k_ip.weight", torch.zeros(32, 8)), "ip_adapter_faceid"),
+        (lambda s: s["image_proj"].pop("norm.weight"), "ip_adapter_faceid"),
+    ],
+)
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_argument(
-    public_like: dict[str, Path], tmp_path: Path, mutate: object, field: str,
+    public_like: dict[str, Path],
+    tmp_path: Path,
+    mutate: object,
+    field: str,
 ) -> None:
     state = torch.load(public_like["faceid"], weights_only=True)
     mutate(state)  # type: ignore[operator]
     bad = tmp_path / "bad.bin"
     torch.save(state, bad)
     with pytest.raises(ConfigError) as err:
-        convert_faceid(sd15=public_like["sd15"], motion_adapter=public_like["motion_adapter"],
-                       ip_adapter_faceid=bad, output=tmp_path / "out")
+        convert_faceid(
+            sd15=public_like["sd15"],
+            motion_adapter=public_like["motion_adapter"],
+            ip_adapter_faceid=bad,
+            output=tmp_path / "out",
+        )
     assert err.value.field == field and err.value.code == "weights_invalid"
     assert not (tmp_path / "out" / "ipfvr" / "config.json").exists()
 
 
 # ---------------------------------------------------------------------- the CLI, end to end
 def _ipfvr(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
 
 
 def test_cli_converts_then_restores_carphone(
-    public_like: dict[str, Path], converted: Path, carphone_distorted: Path, astronaut_png: Path, tmp_path: Path,
+    public_like: dict[str, Path],
+    converted: Path,
+    carphone_distorted: Path,
+    astronaut_png: Path,
+    tmp_path: Path,
 ) -> None:
     """The real FaceID takes 512-d ArcFace embeddings from an insightface pack, which is not on this machine:
     here the synthetic checkpoint's projection takes dlib's 128-d embeddings (``--set id_encoder=dlib``), so
@@ -279,10 +327,30 @@ def test_cli_converts_then_restores_carphone(
     faceid = tmp_path / "ip-adapter-faceid_sd15.bin"
     torch.save(faceid_state(unet2d, rank=4, seed=4, id_dim=128), faceid)
     weights = tmp_path / "weights"
-    convert = ["weights", "convert", "--sd15", public_like["sd15"], "--motion-adapter",
-               public_like["motion_adapter"], "--ip-adapter-faceid", faceid, "-o", weights,
-               "--set", "id_encoder=dlib", "--set", "resolution=64", "--set", "num_inference_steps=2",
-               "--set", "clip_length=8", "--set", "overlap=2", "--init-strength", "0.5"]
+    convert = [
+        "weights",
+        "convert",
+        "--sd15",
+        public_like["sd15"],
+        "--motion-adapter",
+        public_like["motion_adapter"],
+        "--ip-adapter-faceid",
+        faceid,
+        "-o",
+        weights,
+        "--set",
+        "id_encoder=dlib",
+        "--set",
+        "resolution=64",
+        "--set",
+        "num_inference_steps=2",
+        "--set",
+        "clip_length=8",
+        "--set",
+        "overlap=2",
+        "--init-strength",
+        "0.5",
+    ]
     r = _ipfvr(*convert)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["lora_rank"] == 4
@@ -292,8 +360,22 @@ def test_cli_converts_then_restores_carphone(
     clip = first_frames(carphone_distorted, tmp_path / "clip.mp4", 6)
     out = tmp_path / "restored.mp4"
     report = tmp_path / "report.json"
-    r = _ipfvr("restore", clip, "-r", astronaut_png, "-o", out, "--engine", "ipfvr", "--weights", weights,
-               "--face-backend", "dlib", "--report", report)
+    r = _ipfvr(
+        "restore",
+        clip,
+        "-r",
+        astronaut_png,
+        "-o",
+        out,
+        "--engine",
+        "ipfvr",
+        "--weights",
+        weights,
+        "--face-backend",
+        "dlib",
+        "--report",
+        report,
+    )
     assert r.returncode == 0, r.stderr
     assert out.stat().st_size > 0
     assert json.loads(report.read_text())["versions"]["engine_lora"] == "none"  # the base LoRA is under every one

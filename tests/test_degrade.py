@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+import media_factory as mf
 import numpy as np
 import pytest
 
@@ -21,7 +22,6 @@ from ipfvr_core.degrade import (
     sample_params,
     x264_roundtrip,
 )
-import media_factory as mf
 from ipfvr_core.errors import ConfigError, InputError
 
 

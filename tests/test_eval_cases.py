@@ -11,11 +11,11 @@ import math
 import shutil
 from pathlib import Path
 
+import media_factory as mf
 import numpy as np
 import pytest
 from PIL import Image
 
-import media_factory as mf
 from ipfvr_core.errors import InputError, OutputError
 from ipfvr_core.evaluation import cases as cases_module
 from ipfvr_core.evaluation.cases import EvalCase, builtin_suite
@@ -191,7 +191,8 @@ def test_builds_are_deterministic_and_atomic(quick, tmp_path, monkeypatch):
                 assert np.array_equal(frames_a, frames_b), relative
         elif a.suffix == ".json":  # the manifest: what it measured on a degraded video may move with it
             assert without_degraded_measures(json.loads(a.read_text())) == without_degraded_measures(
-                json.loads(b.read_text())), relative
+                json.loads(b.read_text())
+            ), relative
         else:  # byte for byte: the photos
             assert a.read_bytes() == b.read_bytes(), relative
     assert [c.name for c in cases_a] == [c.name for c in cases_b]

@@ -34,8 +34,11 @@ def _cut(src: Path, dst: Path, start: int, n: int, size: tuple[int, int] | None 
     with VideoWriter(dst, width=w, height=h, fps=info.fps, crf=0, preset="veryfast") as writer:
         for frame in iter_frames(src, info):
             if start <= frame.index < start + n:
-                image = frame.image if size is None else np.ascontiguousarray(
-                    np.asarray(Image.fromarray(frame.image).resize(size)))
+                image = (
+                    frame.image
+                    if size is None
+                    else np.ascontiguousarray(np.asarray(Image.fromarray(frame.image).resize(size)))
+                )
                 writer.write(image)
     return dst
 
@@ -60,26 +63,51 @@ def judges():
 
 @pytest.fixture(scope="module")
 def result(tiny, tmp_path_factory, judges):
-    ok = EvalCase(name="carphone/tiny", degraded=tiny["degraded"], ground_truth=tiny["gt"],
-                  references=(tiny["ref"],), group="carphone", note="frames 1-6")
-    missing = EvalCase(name="bad/missing-video", degraded=tiny["root"] / "nope.mp4", ground_truth=tiny["gt"],
-                       references=(tiny["ref"],), group="bad")
-    faceless = EvalCase(name="bad/faceless-reference", degraded=tiny["degraded"], ground_truth=tiny["gt"],
-                        references=(tiny["blank"],), group="bad")
+    ok = EvalCase(
+        name="carphone/tiny",
+        degraded=tiny["degraded"],
+        ground_truth=tiny["gt"],
+        references=(tiny["ref"],),
+        group="carphone",
+        note="frames 1-6",
+    )
+    missing = EvalCase(
+        name="bad/missing-video",
+        degraded=tiny["root"] / "nope.mp4",
+        ground_truth=tiny["gt"],
+        references=(tiny["ref"],),
+        group="bad",
+    )
+    faceless = EvalCase(
+        name="bad/faceless-reference",
+        degraded=tiny["degraded"],
+        ground_truth=tiny["gt"],
+        references=(tiny["blank"],),
+        group="bad",
+    )
     messages: list[str] = []
     out = tmp_path_factory.mktemp("eval_out")
     # face_size 128 caps the network input at 32 px (carphone's ~50 px face would give 48): a cheaper plumbing run
-    res = run_eval([ok, missing, faceless], ["baseline"], out, progress=messages.append,
-                   restore_options={"face_size": 128}, judges=judges)
+    res = run_eval(
+        [ok, missing, faceless],
+        ["baseline"],
+        out,
+        progress=messages.append,
+        restore_options={"face_size": 128},
+        judges=judges,
+    )
     return res, messages
 
 
 def test_scores_input_and_engine_on_every_frame(result):
     res, messages = result
     assert [(r.case, r.engine, r.status) for r in res.rows] == [
-        ("carphone/tiny", "input", "ok"), ("carphone/tiny", "baseline", "ok"),
-        ("bad/missing-video", "input", "failed"), ("bad/missing-video", "baseline", "failed"),
-        ("bad/faceless-reference", "input", "failed"), ("bad/faceless-reference", "baseline", "failed"),
+        ("carphone/tiny", "input", "ok"),
+        ("carphone/tiny", "baseline", "ok"),
+        ("bad/missing-video", "input", "failed"),
+        ("bad/missing-video", "baseline", "failed"),
+        ("bad/faceless-reference", "input", "failed"),
+        ("bad/faceless-reference", "baseline", "failed"),
     ]
     info = res.cases[0]
     assert info.frames == FRAMES and (info.width, info.height, info.scale) == (176, 144, 1)
@@ -139,12 +167,17 @@ def test_a_video_whose_frame_count_differs_from_the_gt_fails_its_row_only(tiny, 
     short = _cut(carphone_pristine, tmp_path / "short.mp4", 1, 2)
     long = _cut(carphone_pristine, tmp_path / "long.mp4", 1, 4)
     case = EvalCase(name="counts", degraded=gt, ground_truth=gt, references=(tiny["ref"],))
-    info = CaseInfo("counts", "", "", str(gt), str(gt), [str(tiny["ref"])], [str(tiny["ref"])], "target",
-                    width=176, height=144)
+    info = CaseInfo(
+        "counts", "", "", str(gt), str(gt), [str(tiny["ref"])], [str(tiny["ref"])], "target", width=176, height=144
+    )
     scorer = _CaseScorer(case, info, judges, M.MetricsConfig())
     scorer.embed_references()
-    streams = [_Stream(row=ResultRow(case="counts", group="", engine=e, status="ok", video=str(p)),
-                       frames=iter(iter_frames(p))) for e, p in (("same", gt), ("short", short), ("long", long))]
+    streams = [
+        _Stream(
+            row=ResultRow(case="counts", group="", engine=e, status="ok", video=str(p)), frames=iter(iter_frames(p))
+        )
+        for e, p in (("same", gt), ("short", short), ("long", long))
+    ]
     scorer.score(streams, scorer.find_gt_boxes())
     same, shorter, longer = streams
     assert same.failed is None and len(same.row.per_frame) == 3
@@ -162,8 +195,9 @@ def _row(**metrics) -> ResultRow:
 
 def test_inf_is_written_as_the_string_inf_everywhere(tmp_path):
     row = _row(frame_psnr=math.inf, frame_ssim=1.0, e_warp=0.0)
-    res = EvalResult(out_dir=tmp_path, engines=[], cases=[CaseInfo("c", "g", "", "d", "g", [], [], "target")],
-                     rows=[row], config={})
+    res = EvalResult(
+        out_dir=tmp_path, engines=[], cases=[CaseInfo("c", "g", "", "d", "g", [], [], "target")], rows=[row], config={}
+    )
     write_json(res, tmp_path / "r.json")
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["rows"][0]["frame_psnr"] == "inf" and doc["rows"][0]["per_frame"][0]["frame_psnr"] == "inf"
@@ -191,8 +225,9 @@ def test_case_sizes_must_be_1_2_or_4_times(tiny, carphone_distorted, tmp_path):
 
 def _ipfvr(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
 
 
 def _one_line_error(r: subprocess.CompletedProcess, prefix: str) -> None:
@@ -202,10 +237,30 @@ def _one_line_error(r: subprocess.CompletedProcess, prefix: str) -> None:
 
 
 def test_cli_missing_file_is_one_line(tiny, tmp_path):
-    r = _ipfvr("eval", "--degraded", tmp_path / "nope.mp4", "--ground-truth", tiny["gt"], "-r", tiny["ref"],
-               "--out", tmp_path / "out")
+    r = _ipfvr(
+        "eval",
+        "--degraded",
+        tmp_path / "nope.mp4",
+        "--ground-truth",
+        tiny["gt"],
+        "-r",
+        tiny["ref"],
+        "--out",
+        tmp_path / "out",
+    )
     _one_line_error(r, "ipfvr: error: degraded: ")
     assert r.stderr.strip().endswith("[invalid_video]") and not (tmp_path / "out").exists()
-    r = _ipfvr("eval", "--degraded", tiny["degraded"], "--ground-truth", tiny["gt"], "-r", tiny["ref"],
-               "--engines", "baseline,nope", "--out", tmp_path / "out")
+    r = _ipfvr(
+        "eval",
+        "--degraded",
+        tiny["degraded"],
+        "--ground-truth",
+        tiny["gt"],
+        "-r",
+        tiny["ref"],
+        "--engines",
+        "baseline,nope",
+        "--out",
+        tmp_path / "out",
+    )
     _one_line_error(r, "ipfvr: error: engines: unknown engine 'nope'")

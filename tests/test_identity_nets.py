@@ -33,7 +33,10 @@ def crops(image: np.ndarray, judge: FaceNetJudge) -> list[tuple[np.ndarray, np.n
 
 
 def test_the_port_matches_opencv_on_the_astronaut_and_every_t1_face(
-    judge: FaceNetJudge, facenet: torch.nn.Module, astronaut_rgb: np.ndarray, insightface_t1: Path,
+    judge: FaceNetJudge,
+    facenet: torch.nn.Module,
+    astronaut_rgb: np.ndarray,
+    insightface_t1: Path,
 ) -> None:
     cosines = []
     for image in (astronaut_rgb, read_image(insightface_t1)):
@@ -47,7 +50,9 @@ def test_the_port_matches_opencv_on_the_astronaut_and_every_t1_face(
 
 
 def test_the_port_is_differentiable_and_tells_people_apart(
-    judge: FaceNetJudge, facenet: torch.nn.Module, insightface_t1: Path,
+    judge: FaceNetJudge,
+    facenet: torch.nn.Module,
+    insightface_t1: Path,
 ) -> None:
     faces = [crop for _, crop in crops(read_image(insightface_t1), judge)]
     batch = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float().div(255.0).requires_grad_(True)
@@ -63,10 +68,10 @@ def test_the_port_is_differentiable_and_tells_people_apart(
 def test_an_insightface_onnx_recogniser_runs_as_a_differentiable_torch_network(tmp_path, astronaut_rgb) -> None:
     import onnxruntime
     import torch
+    from tiny_insightface import write_tiny_arcface
 
     from ipfvr_core.errors import ConfigError
     from ipfvr_core.identity_nets.onnx_graph import ArcFaceNetwork
-    from tiny_insightface import write_tiny_arcface
 
     path = write_tiny_arcface(tmp_path / "w600k_r50.onnx")
     network = ArcFaceNetwork(path)

@@ -242,8 +242,13 @@ def test_init_strength_runs_the_tail_of_the_schedule(pipe: IPFVRPipeline) -> Non
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_runs_with_sdedit_and_blending(pipe: IPFVRPipeline, sampler: str) -> None:
     sdedit = pipe.with_config(sampler=sampler, num_inference_steps=4, init_strength=0.5)
-    expected = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
-                "euler_ancestral": "EulerAncestralDiscreteScheduler", "unipc": "UniPCMultistepScheduler"}[sampler]
+    expected = {
+        "ddim": "DDIMScheduler",
+        "dpmsolver++": "DPMSolverMultistepScheduler",
+        "euler": "EulerDiscreteScheduler",
+        "euler_ancestral": "EulerAncestralDiscreteScheduler",
+        "unipc": "UniPCMultistepScheduler",
+    }[sampler]
     scheduler = sdedit.make_scheduler()
     assert type(scheduler).__name__ == expected
     assert sampler != "dpmsolver++" or scheduler.config.algorithm_type == "dpmsolver++"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from report_factory import sample_report
 
 from ipfvr_core.errors import InputError
 from ipfvr_core.limits import VideoLimits
@@ -16,14 +17,19 @@ from ipfvr_core.progress import ProgressEvent
 from ipfvr_core.report import RestoreReport
 from jobs.options import JobOptions, restore_options
 from jobs.schemas import ProgressPublic
-from report_factory import sample_report
 
 SERVICE_OPTIONS = [o for o in job_options() if o.spec.service]
 # Fields the worker sets from its own configuration and the job's identity.
 WORKER_SETTINGS = {"limits", "reference_max_pixels", "identity"}
 # Fields without a spec that a service job leaves at the library's default: tracking and encoding settings.
-LIBRARY_SETTINGS = {"target_max_distance", "min_track_frames", "target_margin", "max_gap_frames", "preset",
-                    "compare_path"}
+LIBRARY_SETTINGS = {
+    "target_max_distance",
+    "min_track_frames",
+    "target_margin",
+    "max_gap_frames",
+    "preset",
+    "compare_path",
+}
 
 
 def other_value(option: JobOption) -> Any:
@@ -52,7 +58,8 @@ def test_every_restore_option_is_a_client_choice_a_worker_setting_or_a_library_d
     plain = {f.name for f in dataclasses.fields(RestoreOptions)} - specified
     assert plain <= WORKER_SETTINGS | LIBRARY_SETTINGS, plain - WORKER_SETTINGS - LIBRARY_SETTINGS
     assert {"faces", "prompt", "negative_prompt", "guidance", "seed", "upscale", "background"} <= {
-        o.name for o in SERVICE_OPTIONS}
+        o.name for o in SERVICE_OPTIONS
+    }
     assert not WORKER_SETTINGS & {o.name for o in SERVICE_OPTIONS}
 
 
@@ -60,11 +67,13 @@ def test_every_restore_option_is_a_client_choice_a_worker_setting_or_a_library_d
 def test_each_client_option_reaches_the_library_unchanged(option: JobOption) -> None:
     value = other_value(option)
     limits = VideoLimits(max_width=640, max_height=480, max_pixels=640 * 480, max_duration_s=30.0)
-    mapped = restore_options(JobOptions.model_validate({option.name: value}), limits=limits,
-                             reference_max_pixels=1234, identity="idt_module")
+    mapped = restore_options(
+        JobOptions.model_validate({option.name: value}), limits=limits, reference_max_pixels=1234, identity="idt_module"
+    )
     mapped.validate()
-    expected = dataclasses.replace(RestoreOptions(), limits=limits, reference_max_pixels=1234, identity="idt_module",
-                                   **{option.name: value})
+    expected = dataclasses.replace(
+        RestoreOptions(), limits=limits, reference_max_pixels=1234, identity="idt_module", **{option.name: value}
+    )
     assert mapped == expected
 
 
@@ -75,8 +84,9 @@ def test_a_job_without_options_gets_the_library_defaults() -> None:
 
 def test_guidance_keeps_its_value_from_the_request_json_to_the_engine_options() -> None:
     stored = JobOptions.model_validate_json('{"guidance": 7.5, "engine": "ipfvr"}').model_dump_json()
-    options = restore_options(JobOptions.model_validate_json(stored), limits=VideoLimits(),
-                              reference_max_pixels=1, identity=None)
+    options = restore_options(
+        JobOptions.model_validate_json(stored), limits=VideoLimits(), reference_max_pixels=1, identity=None
+    )
     assert options.guidance == 7.5 and isinstance(options.guidance, float)
 
 
@@ -85,11 +95,14 @@ def test_the_api_schema_is_the_library_definition(option: JobOption) -> None:
     schema = JobOptions.model_json_schema()["properties"][option.name]
     spec = option.spec
     assert schema["description"] == spec.help and schema["default"] == option.default
-    typed = next((s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"))
+    typed = next(s for s in schema.get("anyOf", [schema]) if s.get("type") != "null")
     assert typed["type"] == {int: "integer", float: "number", str: "string"}[option.kind]
     assert typed.get("enum", []) == list(spec.choices)
     assert (typed.get("minimum"), typed.get("maximum"), typed.get("maxLength")) == (
-        spec.minimum, spec.maximum, spec.max_length)
+        spec.minimum,
+        spec.maximum,
+        spec.max_length,
+    )
     assert ({"type": "null"} in schema.get("anyOf", [])) == option.optional
 
 
@@ -105,8 +118,12 @@ def test_the_api_and_the_library_refuse_the_same_value(option: JobOption) -> Non
 
 
 def test_the_report_reads_back_into_the_same_report() -> None:
-    report = sample_report(frames=3, references=("a.png", "b.png"), warnings=("careful",),
-                           options=RestoreOptions(faces="all", guidance=4.0, upscale=2))
+    report = sample_report(
+        frames=3,
+        references=("a.png", "b.png"),
+        warnings=("careful",),
+        options=RestoreOptions(faces="all", guidance=4.0, upscale=2),
+    )
     text = json.dumps(report.to_dict(), indent=2)
     again = RestoreReport.from_dict(json.loads(text))
     assert again == report
@@ -115,16 +132,48 @@ def test_the_report_reads_back_into_the_same_report() -> None:
 
 def test_the_report_json_keeps_its_keys_in_order() -> None:
     data = sample_report().to_dict()
-    assert list(data) == ["input", "output", "compare", "options", "references", "identity", "tracks", "frames",
-                          "frames_total", "frames_with_faces", "frames_restored", "timings_s", "fps", "versions",
-                          "warnings"]
-    assert list(data["identity"]) == ["metric", "same_person_threshold", "target_max_distance", "before", "after",
-                                      "mean_improvement", "embed_every", "frames_measured"]
-    assert list(data["frames"][1]) == ["index", "time_s", "faces", "restored", "distance_before",
-                                       "distance_before_restored", "distance_after", "transfer"]
+    assert list(data) == [
+        "input",
+        "output",
+        "compare",
+        "options",
+        "references",
+        "identity",
+        "tracks",
+        "frames",
+        "frames_total",
+        "frames_with_faces",
+        "frames_restored",
+        "timings_s",
+        "fps",
+        "versions",
+        "warnings",
+    ]
+    assert list(data["identity"]) == [
+        "metric",
+        "same_person_threshold",
+        "target_max_distance",
+        "before",
+        "after",
+        "mean_improvement",
+        "embed_every",
+        "frames_measured",
+    ]
+    assert list(data["frames"][1]) == [
+        "index",
+        "time_s",
+        "faces",
+        "restored",
+        "distance_before",
+        "distance_before_restored",
+        "distance_after",
+        "transfer",
+    ]
     assert data["frames"][1]["transfer"] == [{"reference": "face.png", "confidence": 0.8}]
-    assert data["options"] == {f.name: getattr(RestoreOptions(), f.name) if f.name != "limits" else
-                               dataclasses.asdict(VideoLimits()) for f in dataclasses.fields(RestoreOptions)}
+    assert data["options"] == {
+        f.name: getattr(RestoreOptions(), f.name) if f.name != "limits" else dataclasses.asdict(VideoLimits())
+        for f in dataclasses.fields(RestoreOptions)
+    }
 
 
 def test_the_public_progress_is_the_library_event_in_percent() -> None:

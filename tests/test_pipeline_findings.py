@@ -30,14 +30,13 @@ from ipfvr_core.diffusion.blending import (
 from ipfvr_core.diffusion.config import SAMPLERS, IPFVRConfig
 from ipfvr_core.diffusion.guidance import frame_condition_embeds
 from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
-from ipfvr_core.diffusion.samplers import make_sampler, training_noise_scheduler
 from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+from ipfvr_core.diffusion.samplers import make_sampler, training_noise_scheduler
 from ipfvr_core.diffusion.weights import load_pipeline
 from ipfvr_core.engines.base import IdentityCondition
 from ipfvr_core.engines.ipfvr import IPFVREngine
 from ipfvr_core.errors import ConfigError, InputError
-from tests.test_ipfvr_pipeline import _emb, _lq, _run
-from tests.test_ipfvr_pipeline import _one_torch_thread, pipe, tiny_dir  # noqa: F401  (shared fixtures)
+from tests.test_ipfvr_pipeline import _emb, _lq, _one_torch_thread, _run, pipe, tiny_dir  # noqa: F401  (shared fixtures)
 
 
 class IdealDenoiser:
@@ -97,8 +96,10 @@ def test_previous_noise_is_checked(pipe: IPFVRPipeline) -> None:
     steps = pipe.planned_steps()
     cases: list[tuple[dict[str, object], str]] = [
         ({"previous_noise": torch.zeros(1, 4, 2, 4, 4)}, "previous_noise"),
-        ({"previous_noise": torch.zeros(1, 4, 3, 8, 8), "previous_latents": [torch.zeros(1, 4, 2, 8, 8)] * steps},
-         "previous_noise"),
+        (
+            {"previous_noise": torch.zeros(1, 4, 3, 8, 8), "previous_latents": [torch.zeros(1, 4, 2, 8, 8)] * steps},
+            "previous_noise",
+        ),
         ({"previous_noise": torch.zeros(1, 4, 2, 8, 8), "latents": torch.zeros(1, 4, 6, 8, 8)}, "previous_noise"),
     ]
     for change, field in cases:
@@ -124,9 +125,7 @@ class _PipelineSpy:
 
 
 def test_session_hands_each_clip_the_previous_clips_tail_noise(tiny_dir: Path) -> None:
-    engine = IPFVREngine.from_pretrained(
-        tiny_dir, overrides={"clip_length": 6, "overlap": 2, "num_inference_steps": 1}
-    )
+    engine = IPFVREngine.from_pretrained(tiny_dir, overrides={"clip_length": 6, "overlap": 2, "num_inference_steps": 1})
     spy = _PipelineSpy(engine.pipeline)
     engine.pipeline = spy  # type: ignore[assignment]
     emb = np.random.RandomState(3).randn(128).astype(np.float32)
@@ -152,8 +151,15 @@ def _final_weights(blended: torch.Tensor, unblended: torch.Tensor, previous: tor
 def test_the_blend_survives_every_sampler(pipe: IPFVRPipeline, sampler: str, strength: float) -> None:
     # calibrated weights make the final mixing weight alpha_j (exactly for one-step samplers, to a
     # few % for multistep ones); UniPC's corrector left on kept only ~1/3 of it (0.13 for 0.37)
-    toy = _toy(pipe, sampler=sampler, num_inference_steps=8, init_strength=strength, blend_beta=1.0,
-               blend_index_offset=1, blend_calibrated=True)
+    toy = _toy(
+        pipe,
+        sampler=sampler,
+        num_inference_steps=8,
+        init_strength=strength,
+        blend_beta=1.0,
+        blend_index_offset=1,
+        blend_calibrated=True,
+    )
     m = 3
     previous = _latents(toy, seed=1, frames=4, cache_tail_frames=m)
     unblended = _latents(toy, seed=2, frames=4).frames[:, :, :m]
@@ -170,8 +176,9 @@ def test_unipc_corrector_is_off_only_after_blended_steps(pipe: IPFVRPipeline) ->
 
 # ---------------------------------------------------------------- 3. AnimateDiff's beta schedule
 def test_samplers_use_the_configured_beta_schedule_not_the_folders() -> None:
-    folder = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                           clip_sample=True, num_train_timesteps=1000).config  # a public SD-1.5 folder's
+    folder = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=True, num_train_timesteps=1000
+    ).config  # a public SD-1.5 folder's
     linear = torch.linspace(0.00085, 0.012, 1000, dtype=torch.float32)
     for sampler in SAMPLERS:
         scheduler = make_sampler(folder, sampler, beta_schedule=IPFVRConfig().beta_schedule)
@@ -183,7 +190,9 @@ def test_samplers_use_the_configured_beta_schedule_not_the_folders() -> None:
     torch.testing.assert_close(scaled.betas, torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
     # training noises with the same betas as sampling
     noise = training_noise_scheduler(folder, beta_schedule="linear")
-    torch.testing.assert_close(noise.alphas_cumprod, make_sampler(folder, "ddim", beta_schedule="linear").alphas_cumprod)
+    torch.testing.assert_close(
+        noise.alphas_cumprod, make_sampler(folder, "ddim", beta_schedule="linear").alphas_cumprod
+    )
     assert not noise.config.clip_sample
     with pytest.raises(ConfigError) as err:
         IPFVRConfig(beta_schedule="squaredcos_cap_v2").validate()  # type: ignore[arg-type]
@@ -201,8 +210,13 @@ def test_pipeline_and_trainer_take_the_schedule_from_the_config(pipe: IPFVRPipel
 
 # ---------------------------------------------------------------- 4. Perceiver's negative condition
 def test_perceiver_negative_reads_clip_states_of_the_zero_image(tmp_path: Path) -> None:
-    root = write_tiny_checkpoint(tmp_path, seed=1, id_embedding_dim=512, identity_encoder="mlp+perceiver",
-                                 config_overrides={"reference_embedding_combine": "concat"})
+    root = write_tiny_checkpoint(
+        tmp_path,
+        seed=1,
+        id_embedding_dim=512,
+        identity_encoder="mlp+perceiver",
+        config_overrides={"reference_embedding_combine": "concat"},
+    )
     pipe = load_pipeline(root)
     emb = np.random.RandomState(0).randn(2, 512).astype(np.float32)
     identity = pipe.encode_identity(id_embeddings=emb, reference_images=[_lq(1, seed=s)[0] for s in (1, 2)])
@@ -219,8 +233,9 @@ def test_calibrated_blending_makes_alpha_the_final_mixing_weight(pipe: IPFVRPipe
     m = 4
     alphas = blend_weights(m, 0.5)  # 1, 0.61, 0.37, 0.22
     for calibrated, fade_steps in ((True, 0), (True, 3), (False, 0)):
-        toy = _toy(pipe, sampler="ddim", num_inference_steps=6, blend_calibrated=calibrated,
-                   blend_fade_steps=fade_steps)
+        toy = _toy(
+            pipe, sampler="ddim", num_inference_steps=6, blend_calibrated=calibrated, blend_fade_steps=fade_steps
+        )
         previous = _latents(toy, seed=1, cache_tail_frames=m)
         unblended = _latents(toy, seed=2).frames
         blended = _latents(toy, seed=2, previous_latents=previous.step_latents).frames
@@ -250,8 +265,9 @@ def test_latents_a_callback_returns_are_the_ones_cached(pipe: IPFVRPipeline) -> 
     toy = _toy(pipe, num_inference_steps=3)
     returned: list[torch.Tensor] = []
 
-    def shift(_pipe: IPFVRPipeline, step: int, _t: torch.Tensor, tensors: dict[str, torch.Tensor]
-              ) -> dict[str, torch.Tensor]:
+    def shift(
+        _pipe: IPFVRPipeline, step: int, _t: torch.Tensor, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         returned.append(tensors["latents"] + 1.0)
         return {"latents": returned[-1]}
 
@@ -288,14 +304,22 @@ def test_latents_stay_float32_under_bfloat16_weights(tiny_dir: Path) -> None:
     assert half.unet.dtype == torch.bfloat16
     seen: list[torch.dtype] = []
 
-    def record(_pipe: IPFVRPipeline, step: int, _t: torch.Tensor, tensors: dict[str, torch.Tensor]
-               ) -> dict[str, torch.Tensor]:
+    def record(
+        _pipe: IPFVRPipeline, step: int, _t: torch.Tensor, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         seen.append(tensors["latents"].dtype)
         return {}
 
     previous = [torch.randn(1, 4, 2, 8, 8).to(torch.bfloat16) for _ in range(2)]
-    out = _latents(half, seed=0, frames=4, previous_latents=previous, previous_noise=torch.randn(1, 4, 2, 8, 8),
-                   cache_tail_frames=2, callback_on_step_end=record)
+    out = _latents(
+        half,
+        seed=0,
+        frames=4,
+        previous_latents=previous,
+        previous_noise=torch.randn(1, 4, 2, 8, 8),
+        cache_tail_frames=2,
+        callback_on_step_end=record,
+    )
     assert seen == [torch.float32, torch.float32]
     assert out.frames.dtype == torch.float32 and out.tail_noise.dtype == torch.float32
     assert all(s.dtype == torch.float32 for s in out.step_latents)
@@ -329,7 +353,7 @@ def test_blend_overlap_moves_the_previous_latents_to_the_current_device_and_dtyp
     current = torch.zeros(1, 2, 4, 2, 2, device="meta")  # a device other than the CPU the cache sits on
     out = blend_overlap(current, torch.randn(1, 2, 2, 2, 2), torch.tensor([1.0, 0.5]))
     assert out.device.type == "meta" and out.shape == (1, 2, 4, 2, 2)
-    mixed = blend_overlap(torch.zeros(1, 2, 4, 2, 2, dtype=torch.float64), torch.ones(1, 2, 2, 2, 2).bfloat16(),
-                          torch.tensor([1.0, 0.5]))
+    mixed = blend_overlap(
+        torch.zeros(1, 2, 4, 2, 2, dtype=torch.float64), torch.ones(1, 2, 2, 2, 2).bfloat16(), torch.tensor([1.0, 0.5])
+    )
     assert mixed.dtype == torch.float64 and float(mixed[0, 0, 1, 0, 0]) == 0.5
-

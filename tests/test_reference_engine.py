@@ -177,15 +177,17 @@ def short_carphone(tmp_path_factory: pytest.TempPathFactory, carphone_distorted:
 def test_no_hijack_through_the_pipeline(short_carphone: Path, astronaut_png: Path, analyzer, tmp_path: Path) -> None:
     """Someone else's photo with faces='all': the reference engine's video is the baseline's, bit for bit."""
     from ipfvr_core.engines.baseline import BaselineConfig, BaselineEngine
-    from ipfvr_core.restore import Restorer, RestoreOptions
+    from ipfvr_core.restore import RestoreOptions, Restorer
 
     size = 128
     options = RestoreOptions(faces="all", crf=0)
     reference_engine = ReferenceEngine(ReferenceConfig(face_size=size))
-    guarded = Restorer(analyzer, reference_engine).restore(short_carphone, [astronaut_png], tmp_path / "ref.mp4",
-                                                           options)
+    guarded = Restorer(analyzer, reference_engine).restore(
+        short_carphone, [astronaut_png], tmp_path / "ref.mp4", options
+    )
     Restorer(analyzer, BaselineEngine(BaselineConfig(face_size=size))).restore(
-        short_carphone, [astronaut_png], tmp_path / "base.mp4", options)
+        short_carphone, [astronaut_png], tmp_path / "base.mp4", options
+    )
     transfers = [t for fr in guarded.frames for t in fr.transfer]
     assert transfers and all(t == Transfer(reference=None, confidence=0.0) for t in transfers), transfers
     ours = [f.image for f in iter_frames(tmp_path / "ref.mp4")]
@@ -195,16 +197,18 @@ def test_no_hijack_through_the_pipeline(short_carphone: Path, astronaut_png: Pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_report_names_the_reference_of_each_frame(short_carphone: Path, carphone_pristine: Path, analyzer,
-                                                       tmp_path: Path) -> None:
+def test_the_report_names_the_reference_of_each_frame(
+    short_carphone: Path, carphone_pristine: Path, analyzer, tmp_path: Path
+) -> None:
     from PIL import Image
 
-    from ipfvr_core.restore import Restorer, RestoreOptions
+    from ipfvr_core.restore import RestoreOptions, Restorer
 
     ref = tmp_path / "pristine0.png"
     Image.fromarray(next(iter(iter_frames(carphone_pristine))).image).save(ref)
     report = Restorer(analyzer, ReferenceEngine(ReferenceConfig(face_size=128, base="none"))).restore(
-        short_carphone, [ref], tmp_path / "out.mp4", RestoreOptions())
+        short_carphone, [ref], tmp_path / "out.mp4", RestoreOptions()
+    )
     restored = [fr for fr in report.frames if fr.restored]
     assert restored
     for fr in restored:

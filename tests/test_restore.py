@@ -12,14 +12,13 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
-
 from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
 from media_factory import first_frames
 from report_factory import sample_report
+
 from ipfvr_core.errors import Canceled, InputError
 from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
@@ -55,8 +54,9 @@ def _two_people(carphone: Path, astronaut: np.ndarray, n: int = 8) -> list[np.nd
     return out
 
 
-def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone_distorted, carphone_reference,
-                                                              tmp_path):
+def test_restores_every_frame_in_order_with_a_delaying_engine(
+    analyzer, carphone_distorted, carphone_reference, tmp_path
+):
     engine = CheckerboardEngineDouble(face_size=128, clip_length=5, delay=3)
     out = tmp_path / "out.mp4"
     events = []
@@ -88,8 +88,9 @@ def test_restores_every_frame_in_order_with_a_delaying_engine(analyzer, carphone
 def test_embed_every_1_measures_every_restored_frame(analyzer, carphone_distorted, carphone_reference, tmp_path):
     src = first_frames(carphone_distorted, tmp_path / "clip.mp4", 40)
     engine = CheckerboardEngineDouble(face_size=128, clip_length=8)
-    report = Restorer(analyzer, engine).restore(src, [carphone_reference], tmp_path / "out.mp4",
-                                                RestoreOptions(embed_every=1))
+    report = Restorer(analyzer, engine).restore(
+        src, [carphone_reference], tmp_path / "out.mp4", RestoreOptions(embed_every=1)
+    )
     ident = report.identity
     assert ident.embed_every == 1
     assert ident.frames_measured == ident.after.n == report.frames_restored >= 32
@@ -146,8 +147,9 @@ def test_every_face_gets_its_own_frames_crop(analyzer, carphone_pristine, astron
         assert np.ptp(np.array(points), axis=0).max() < 40, (session, points)
 
 
-def test_two_people_only_the_reference_person_changes(analyzer, carphone_pristine, astronaut_rgb, astronaut_png,
-                                                      tmp_path):
+def test_two_people_only_the_reference_person_changes(
+    analyzer, carphone_pristine, astronaut_rgb, astronaut_png, tmp_path
+):
     frames = _two_people(carphone_pristine, astronaut_rgb)
     src = _write(tmp_path / "two.mp4", frames)
     plain = _write(tmp_path / "plain.mp4", _frames(src))  # the same re-encode, no restoration
@@ -169,8 +171,9 @@ def test_two_people_only_the_reference_person_changes(analyzer, carphone_pristin
     assert changed_inside > 1000, "the astronaut's face should carry the engine's output"
 
 
-def test_changed_pixels_stay_inside_the_face_region(analyzer, carphone_pristine, astronaut_rgb, astronaut_png,
-                                                    tmp_path):
+def test_changed_pixels_stay_inside_the_face_region(
+    analyzer, carphone_pristine, astronaut_rgb, astronaut_png, tmp_path
+):
     from ipfvr_core.faces.align import estimate_affine
 
     frames = _two_people(carphone_pristine, astronaut_rgb, n=5)
@@ -247,7 +250,10 @@ def test_cancel_leaves_nothing_at_the_output(analyzer, carphone_distorted, carph
 
     with pytest.raises(Canceled):
         Restorer(analyzer, CheckerboardEngineDouble(clip_length=5)).restore(
-            src, [carphone_reference], out, RestoreOptions(compare_path=compare),
+            src,
+            [carphone_reference],
+            out,
+            RestoreOptions(compare_path=compare),
             should_cancel=should_cancel,
         )
     assert calls["n"] == 41  # it was mid-restore

@@ -15,32 +15,49 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import media_factory as mf
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import yaml
 
-import media_factory as mf
-
 from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
 from ipfvr_core.training.outputs import LOG_FILE
-from ipfvr_core.training.trainer import train
 from ipfvr_core.training.shards import ShardWriter, iter_tar_members, read_index, read_sample
+from ipfvr_core.training.trainer import train
 from ipfvr_core.video_io import VideoWriter
 
 ROOT = Path(__file__).resolve().parents[1]
-PREPARE = ["--face-backend", "dlib", "--resolution", "64", "--clip-frames", "8", "--min-face-px", "20",
-           "--min-sharpness", "0", "--max-clips-per-track", "3"]
+PREPARE = [
+    "--face-backend",
+    "dlib",
+    "--resolution",
+    "64",
+    "--clip-frames",
+    "8",
+    "--min-face-px",
+    "20",
+    "--min-sharpness",
+    "0",
+    "--max-clips-per-track",
+    "3",
+]
 
 
 def ipfvr(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ipfvr", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ipfvr", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +86,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config(prepared: Path, tiny: Path, out: Path, **changes: object) -> TrainConfig:
     values: dict[str, object] = {
-        "data": str(prepared), "weights": str(tiny), "output_dir": str(out), "clip_frames": 4, "log_every": 1,
-        "eval_every": 1000, "checkpoint_every": 1000, "learning_rate": 1e-3, "ema_decay": 0.99,
+        "data": str(prepared),
+        "weights": str(tiny),
+        "output_dir": str(out),
+        "clip_frames": 4,
+        "log_every": 1,
+        "eval_every": 1000,
+        "checkpoint_every": 1000,
+        "learning_rate": 1e-3,
+        "ema_decay": 0.99,
     }
     return TrainConfig(**(values | changes))
 
@@ -87,8 +111,9 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def test_prepare_writes_indexed_webdataset_shards_and_a_manifest(prepared: Path, tmp_path: Path,
-                                                                 sources: list[Path]) -> None:
+def test_prepare_writes_indexed_webdataset_shards_and_a_manifest(
+    prepared: Path, tmp_path: Path, sources: list[Path]
+) -> None:
     manifest = json.loads((prepared / "manifest.json").read_text())
     assert manifest["embedding_dim"] == 128 and manifest["face_backend"] == "dlib"
     assert manifest["sources"]["carphone_pristine.mp4"]["clips"] >= 3
@@ -106,8 +131,19 @@ def test_prepare_writes_indexed_webdataset_shards_and_a_manifest(prepared: Path,
         assert min(metadata["native_face_px"]) >= 20
     # the filters remove what they should and say so
     strict = tmp_path / "strict"
-    r = ipfvr("data", "prepare", sources[1], strict, *PREPARE[:-6], "--min-face-px", "400", "--min-sharpness", "0",
-              "--max-clips-per-track", "3")
+    r = ipfvr(
+        "data",
+        "prepare",
+        sources[1],
+        strict,
+        *PREPARE[:-6],
+        "--min-face-px",
+        "400",
+        "--min-sharpness",
+        "0",
+        "--max-clips-per-track",
+        "3",
+    )
     assert r.returncode == 0, r.stderr
     astronaut_clips = manifest["sources"]["astronaut-path.mp4"]["clips"]
     assert json.loads(r.stdout) == {"clips": 0, "images": 0, "rejected": {"face_size": astronaut_clips}}
@@ -129,7 +165,11 @@ def test_prepare_turns_photos_into_identity_images(tmp_path: Path, astronaut_png
 # ---------------------------------------------------------------------------------------------- the restore stage
 @pytest.mark.slow
 def test_restore_stage_overfits_and_its_output_restores_carphone(
-    prepared: Path, tiny: Path, tmp_path: Path, carphone_distorted: Path, carphone_reference: Path,
+    prepared: Path,
+    tiny: Path,
+    tmp_path: Path,
+    carphone_distorted: Path,
+    carphone_reference: Path,
 ) -> None:
     out = tmp_path / "run"
     weights = train(config(prepared, tiny, out, max_steps=80, eval_every=40, train_unet=True))
@@ -145,8 +185,21 @@ def test_restore_stage_overfits_and_its_output_restores_carphone(
     assert not torch.equal(trained.unet.conv_in.weight, start.unet.conv_in.weight)
     clip = mf.first_frames(carphone_distorted, tmp_path / "clip.mp4", 12)
     restored, report = tmp_path / "restored.mp4", tmp_path / "report.json"
-    r = ipfvr("restore", clip, "-r", carphone_reference, "-o", restored, "--engine", "ipfvr", "--weights", weights,
-              "--report", report, "--quiet")
+    r = ipfvr(
+        "restore",
+        clip,
+        "-r",
+        carphone_reference,
+        "-o",
+        restored,
+        "--engine",
+        "ipfvr",
+        "--weights",
+        weights,
+        "--report",
+        report,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(report.read_text())["frames_restored"] >= 8
 
@@ -161,10 +214,26 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
     writer.write(ref.key, *read_sample(ref))
     writer.close()
     out = tmp_path / "feedback"
-    feedback = {"stage": "feedback", "feedback_steps": 4, "feedback_window": (2, 3), "diffusion_loss_weight": 0.0,
-                "train_unet": True, "ema_decay": None}
-    train(config(one_clip, tiny, out, max_steps=50, eval_every=25, eval_samples=1,
-                 identity_network="training_doubles:tiny_identity_network_double", **feedback))
+    feedback = {
+        "stage": "feedback",
+        "feedback_steps": 4,
+        "feedback_window": (2, 3),
+        "diffusion_loss_weight": 0.0,
+        "train_unet": True,
+        "ema_decay": None,
+    }
+    train(
+        config(
+            one_clip,
+            tiny,
+            out,
+            max_steps=50,
+            eval_every=25,
+            eval_samples=1,
+            identity_network="training_doubles:tiny_identity_network_double",
+            **feedback,
+        )
+    )
     rows = read_log(out)
     evals = [(int(r["step"]), float(r["eval_reward"])) for r in rows if r["eval_reward"]]
     print(f"\nevaluation reward by step: {evals}")
@@ -177,8 +246,11 @@ def test_feedback_stage_raises_the_identity_reward(prepared: Path, tiny: Path, t
 
     network = "training_doubles:tiny_identity_network_double"
     assert IPFVREngine.from_pretrained(out / "weights").versions()["trained_against"] == network
-    note = trained_against_note(EvalResult(out_dir=tmp_path, engines=["ipfvr"], cases=[], rows=[],
-                                           config={"trained_against": {"ipfvr": network}}))
+    note = trained_against_note(
+        EvalResult(
+            out_dir=tmp_path, engines=["ipfvr"], cases=[], rows=[], config={"trained_against": {"ipfvr": network}}
+        )
+    )
     assert note.startswith(f"ipfvr was trained against {network} (identity feedback)"), note
     # the production network, FaceNet, drives the same stage (two steps: it runs and rewards in [-1, 1])
     facenet_run = tmp_path / "facenet"
@@ -210,22 +282,49 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: P
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch_keep_identical_weights(prepared: Path, tiny: Path,
-                                                                       tmp_path: Path) -> None:
+def test_two_processes_under_accelerate_launch_keep_identical_weights(
+    prepared: Path, tiny: Path, tmp_path: Path
+) -> None:
     # stage feedback with both losses: the reward step and the diffusion loss share one U-Net call
     # (DDP allows one forward per backward), so this covers the restore loss too
     out = tmp_path / "ddp"
     path = tmp_path / "train.yaml"
-    feedback = {"stage": "feedback", "feedback_steps": 4, "feedback_window": (2, 3), "diffusion_loss_weight": 1.0,
-                "identity_network": "training_doubles:tiny_identity_network_double"}
-    path.write_text(yaml.safe_dump(config(prepared, tiny, out, max_steps=3, verify_replicas_every=1,
-                                          ema_decay=None, **feedback).model_dump()))
+    feedback = {
+        "stage": "feedback",
+        "feedback_steps": 4,
+        "feedback_window": (2, 3),
+        "diffusion_loss_weight": 1.0,
+        "identity_network": "training_doubles:tiny_identity_network_double",
+    }
+    path.write_text(
+        yaml.safe_dump(
+            config(prepared, tiny, out, max_steps=3, verify_replicas_every=1, ema_decay=None, **feedback).model_dump()
+        )
+    )
     assert load_train_config(path).verify_replicas_every == 1
     launcher = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
-    r = subprocess.run([str(launcher), "launch", "--num_processes", "2", "--cpu", "--main_process_port",
-                        str(free_port()), "-m", "ipfvr", "train", "--config", str(path)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    r = subprocess.run(
+        [
+            str(launcher),
+            "launch",
+            "--num_processes",
+            "2",
+            "--cpu",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "ipfvr",
+            "train",
+            "--config",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [row for row in read_log(out) if row["loss"]]
     assert [row["step"] for row in rows] == ["1", "2", "3"]  # one log, by the main process
@@ -267,16 +366,30 @@ def _tree_digest(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_identities_train_fits_a_lora_that_restore_uses(astronaut_photos: list[Path], tiny: Path, tmp_path: Path,
-                                                        carphone_distorted: Path) -> None:
+def test_identities_train_fits_a_lora_that_restore_uses(
+    astronaut_photos: list[Path], tiny: Path, tmp_path: Path, carphone_distorted: Path
+) -> None:
     import shutil
 
     weights = tmp_path / "weights"
     shutil.copytree(tiny, weights)
     before = _tree_digest(weights)
     photos = [a for p in astronaut_photos for a in ("-r", p)]
-    r = ipfvr("identities", "train", *photos, "--name", "astro", "--weights", weights, "--steps", "60",
-              "--learning-rate", "5e-3", "--face-backend", "dlib")
+    r = ipfvr(
+        "identities",
+        "train",
+        *photos,
+        "--name",
+        "astro",
+        "--weights",
+        weights,
+        "--steps",
+        "60",
+        "--learning-rate",
+        "5e-3",
+        "--face-backend",
+        "dlib",
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     print(f"\nidentity LoRA, restore loss on the fixed evaluation batch: {summary}")
@@ -288,7 +401,9 @@ def test_identities_train_fits_a_lora_that_restore_uses(astronaut_photos: list[P
     assert ipfvr("identities", "list", "--weights", weights).stdout.split() == ["astro"]
     # a second run does not replace it silently
     again = ipfvr("identities", "train", "-r", astronaut_photos[0], "--name", "astro", "--weights", weights)
-    assert again.returncode == 2 and again.stderr.startswith("ipfvr: error: name: identity 'astro' exists"), again.stderr
+    assert again.returncode == 2 and again.stderr.startswith("ipfvr: error: name: identity 'astro' exists"), (
+        again.stderr
+    )
     # restore with the identity: the LoRA is active and said in the report; an unknown one names the option
     clip = mf.first_frames(carphone_distorted, tmp_path / "clip.mp4", 10)
     report = tmp_path / "report.json"
@@ -306,10 +421,27 @@ def test_identities_train_fits_a_lora_that_restore_uses(astronaut_photos: list[P
     assert unknown.value.field == "identity"
 
 
-def test_identity_photos_must_show_one_person(astronaut_photos: list[Path], tiny: Path, tmp_path: Path,
-                                              tom_hanks: Path) -> None:
-    r = ipfvr("identities", "train", "-r", astronaut_photos[0], "-r", astronaut_photos[1], "-r", tom_hanks,
-              "--name", "mixed", "--weights", tiny, "--face-backend", "dlib", "--steps", "1")
+def test_identity_photos_must_show_one_person(
+    astronaut_photos: list[Path], tiny: Path, tmp_path: Path, tom_hanks: Path
+) -> None:
+    r = ipfvr(
+        "identities",
+        "train",
+        "-r",
+        astronaut_photos[0],
+        "-r",
+        astronaut_photos[1],
+        "-r",
+        tom_hanks,
+        "--name",
+        "mixed",
+        "--weights",
+        tiny,
+        "--face-backend",
+        "dlib",
+        "--steps",
+        "1",
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("ipfvr: error: photos: photo 2 (Tom_Hanks_54745.png) shows another person"), r.stderr
     assert not (tiny / "loras" / "mixed.safetensors").exists()
@@ -328,15 +460,23 @@ def test_stage_identity_trains_the_lora_alone(astronaut_photos: list[Path], tiny
     chosen = trainable_parameters(pipe.unet, pipe.identity_encoder, motion=True, lora="astro")
     assert chosen and all("lora_" in names[id(p)] and ".astro." in names[id(p)] for p in chosen)
     assert not any(p.requires_grad for p in pipe.identity_encoder.parameters())
-    trained = train_identity(astronaut_photos[:1], name="astro", weights=tiny, analyzer=load_analyzer("dlib"),
-                             work_dir=tmp_path, resolution=64, settings=IdentitySettings(steps=2))
+    trained = train_identity(
+        astronaut_photos[:1],
+        name="astro",
+        weights=tiny,
+        analyzer=load_analyzer("dlib"),
+        work_dir=tmp_path,
+        resolution=64,
+        settings=IdentitySettings(steps=2),
+    )
     assert trained.lora == tmp_path / "loras" / "astro.safetensors" and trained.lora.is_file()
     with pytest.raises(Exception, match="identity_name"):
         TrainConfig(stage="identity", data="d", weights="w", output_dir="o").checked()
 
 
 def test_a_backbone_lora_trains_with_the_restore_stage_and_stays_under_every_identity(
-        prepared: Path, tiny: Path, tmp_path: Path) -> None:
+    prepared: Path, tiny: Path, tmp_path: Path
+) -> None:
     from ipfvr_core.diffusion.lora import loaded_loras
 
     out = tmp_path / "run"
@@ -347,8 +487,11 @@ def test_a_backbone_lora_trains_with_the_restore_stage_and_stays_under_every_ide
     assert pipe.unet.active_adapters() == ["backbone"]  # active with no identity
     start = load_pipeline(tiny)
     trained = dict(pipe.unet.named_parameters())
-    moved = [n for n, p in start.unet.named_parameters() if n in trained and "lora_" not in n
-             and not torch.equal(p, trained[n])]
+    moved = [
+        n
+        for n, p in start.unet.named_parameters()
+        if n in trained and "lora_" not in n and not torch.equal(p, trained[n])
+    ]
     assert moved and all(n == "conv_in.weight" or "_id." in n for n in moved), moved  # the rest is the LoRA's
     assert any(p.abs().sum() > 0 for n, p in trained.items() if "lora_B.backbone" in n)  # B starts at zero
     # an identity's LoRA stacks on the backbone LoRA (stage identity activates the same way: trainer.py)

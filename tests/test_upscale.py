@@ -16,12 +16,12 @@ from pathlib import Path
 
 import av
 import cv2
+import media_factory as mf
 import numpy as np
 import pytest
 import torch
-
-import media_factory as mf
 from engine_doubles import CheckerboardEngineDouble
+
 from ipfvr_core.engines import ncnn_weights
 from ipfvr_core.errors import InputError
 from ipfvr_core.faces.align import estimate_affine, transform_points, warp_face
@@ -29,7 +29,11 @@ from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
 from ipfvr_core.restore import RestoreOptions, Restorer
 from ipfvr_core.upscale import (
-    BackgroundUpscaler, TilingConfig, bicubic_upscale, upscaled_affine, upscaled_points,
+    BackgroundUpscaler,
+    TilingConfig,
+    bicubic_upscale,
+    upscaled_affine,
+    upscaled_points,
 )
 from ipfvr_core.video_io import VideoLimits, VideoWriter, iter_frames, probe
 
@@ -153,18 +157,26 @@ def test_the_upscaled_affine_samples_the_same_face_crop():
     direct = warp_face(image, affine, 128).astype(int)
     for s in (2, 4):
         pts = np.array([[0, 0], [10.5, 3], [127, 95]], dtype=np.float64)
-        assert np.allclose(transform_points(upscaled_affine(affine, s), upscaled_points(pts, s)),
-                           transform_points(affine, pts), atol=1e-4)
+        assert np.allclose(
+            transform_points(upscaled_affine(affine, s), upscaled_points(pts, s)),
+            transform_points(affine, pts),
+            atol=1e-4,
+        )
         via_upscaled = warp_face(bicubic_upscale(image, s), upscaled_affine(affine, s), 128).astype(int)
         assert np.abs(via_upscaled - direct)[16:-16, 16:-16].mean() < 1.5, s
     assert upscaled_affine(affine, 1) is affine or np.array_equal(upscaled_affine(affine, 1), affine)
 
 
 # ---------------------------------------------------------------------------------------------- options
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"upscale": 3}, "upscale"), ({"upscale": 0}, "upscale"), ({"upscale": True}, "upscale"),
-    ({"background": "lanczos"}, "background"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"upscale": 3}, "upscale"),
+        ({"upscale": 0}, "upscale"),
+        ({"upscale": True}, "upscale"),
+        ({"background": "lanczos"}, "background"),
+    ],
+)
 def test_invalid_options_name_the_field(kwargs, field):
     with pytest.raises(InputError) as err:
         RestoreOptions(**kwargs).validate()
@@ -175,9 +187,26 @@ def test_invalid_options_name_the_field(kwargs, field):
 def test_cli_refuses_a_bad_upscale_in_one_line(args, field, carphone_distorted, carphone_reference, tmp_path):
     out = tmp_path / "out.mp4"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "ipfvr", "restore", str(carphone_distorted), "-r",
-                        str(carphone_reference), "-o", str(out), *args, "--quiet"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipfvr",
+            "restore",
+            str(carphone_distorted),
+            "-r",
+            str(carphone_reference),
+            "-o",
+            str(out),
+            *args,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert lines[0].startswith(f"ipfvr: error: {field}: ") and lines[0].endswith("[invalid_option]"), lines[0]
@@ -198,7 +227,7 @@ def test_an_output_above_the_limits_is_refused_before_any_work(analyzer, carphon
 
 def test_the_worker_passes_upscale_and_background_to_the_library(tmp_path):
     from jobs.options import JobOptions
-    from worker.restorer import LibraryRestorer, RestoreRequest, RestorerConfig
+    from worker.restorer import LibraryRestorer, RestorerConfig, RestoreRequest
 
     seen = []
 
@@ -207,12 +236,25 @@ def test_the_worker_passes_upscale_and_background_to_the_library(tmp_path):
             seen.append(options)
             return {}
 
-    config = RestorerConfig(engine="baseline", weights=None, face_backend="dlib", insightface_dir=None, device="cpu",
-                            dtype=None, max_side=3840, max_pixels=3840 * 2160, max_duration_s=600.0,
-                            max_reference_pixels=40_000_000)
+    config = RestorerConfig(
+        engine="baseline",
+        weights=None,
+        face_backend="dlib",
+        insightface_dir=None,
+        device="cpu",
+        dtype=None,
+        max_side=3840,
+        max_pixels=3840 * 2160,
+        max_duration_s=600.0,
+        max_reference_pixels=40_000_000,
+    )
     for raw in ('{"upscale": 4, "background": "bicubic"}', "{}"):
-        request = RestoreRequest(video=tmp_path / "v.mp4", references=[], output=tmp_path / "o.mp4",
-                                 options=JobOptions.model_validate_json(raw))
+        request = RestoreRequest(
+            video=tmp_path / "v.mp4",
+            references=[],
+            output=tmp_path / "o.mp4",
+            options=JobOptions.model_validate_json(raw),
+        )
         LibraryRestorer(Capture(), config).restore(request, progress=lambda ev: None, should_cancel=lambda: False)
     assert [(o.upscale, o.background) for o in seen] == [(4, "bicubic"), (1, "realesrgan")]
 
@@ -233,8 +275,13 @@ def test_x2_and_x4_keep_timing_and_audio(analyzer, carphone_reference, tmp_path,
     for s in (1, 2, 4):
         out = tmp_path / f"x{s}.mp4"
         events = []
-        report = restorer.restore(clip, [carphone_reference], out, RestoreOptions(upscale=s, background="bicubic",
-                                                                                  crf=0), progress=events.append)
+        report = restorer.restore(
+            clip,
+            [carphone_reference],
+            out,
+            RestoreOptions(upscale=s, background="bicubic", crf=0),
+            progress=events.append,
+        )
         dst = probe(out)
         assert (dst.width, dst.height) == (64 * s, 48 * s)
         assert (report.output.width, report.output.height) == (64 * s, 48 * s)
@@ -265,7 +312,9 @@ def test_faces_are_pasted_at_the_output_scale(analyzer, carphone_pristine, carph
     frames = _frames(src)
     out, compare = tmp_path / "out.mp4", tmp_path / "cmp.mp4"
     report = Restorer(analyzer, CheckerboardEngineDouble(face_size=128, delay=0)).restore(
-        src, [carphone_reference], out,
+        src,
+        [carphone_reference],
+        out,
         RestoreOptions(upscale=2, background="bicubic", crf=0, smoothing_sigma=0, compare_path=compare, embed_every=1),
     )
     assert report.frames_restored == 4 and report.identity.after.n == 4

@@ -9,10 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import media_factory as mf
 import numpy as np
 import pytest
 
-import media_factory as mf
 from ipfvr_core.errors import ConfigError, InputError, OutputError
 from ipfvr_core.video_io import (
     VideoInfo,
@@ -243,8 +243,13 @@ def test_audio_is_interleaved_while_writing(tmp_path: Path) -> None:
     source = mf.sample_video("bigbuckbunny.mp4")
     info = probe(source)
     with VideoWriter(
-        tmp_path / "bbb.mp4", width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
-        preset="ultrafast", audio_from=source,
+        tmp_path / "bbb.mp4",
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
+        time_base=info.time_base,
+        preset="ultrafast",
+        audio_from=source,
     ) as writer:
         assert writer.has_audio
         for frame in iter_frames(source, info):
@@ -358,7 +363,6 @@ def test_iteration_holds_one_frame_at_a_time(tmp_path: Path) -> None:
         previous = weakref.ref(frame.image)
         del frame
     gc.collect()
-
 
 
 def test_iter_frames_is_lazy(tmp_path: Path) -> None:

@@ -31,9 +31,7 @@ NUM_ANCHORS = 2  # anchors per location, as insightface expects for 9 outputs
 EMBEDDING_DIM = 512  # ArcFace output width
 # Keypoint offsets from the anchor centre, in units of the stride: left eye, right eye, nose
 # tip, left mouth corner, right mouth corner (image-left first), as in insightface.
-KPS_LAYOUT = np.array(
-    [[-0.45, -0.35], [0.45, -0.35], [0.0, 0.05], [-0.35, 0.45], [0.35, 0.45]], dtype=np.float32
-)
+KPS_LAYOUT = np.array([[-0.45, -0.35], [0.45, -0.35], [0.0, 0.05], [-0.35, 0.45], [0.35, 0.45]], dtype=np.float32)
 BOX_HALF_SIDE = 1.0  # distance from the anchor centre to each box side, in units of the stride
 
 
@@ -69,8 +67,7 @@ def write_tiny_scrfd(path: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "height", "width"])
     nodes = [
-        helper.make_node("AveragePool", ["input.1"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s])
-        for s in STRIDES
+        helper.make_node("AveragePool", ["input.1"], [f"pool{s}"], kernel_shape=[s, s], strides=[s, s]) for s in STRIDES
     ]  # each (1, 3, H/s, W/s)
     inits: list[onnx.TensorProto] = []
     graph_outputs = []

@@ -48,36 +48,54 @@ class IdentityTrainer:
                     photos.append(Path(scratch) / f"photo-{i}")
                     ctx.storage.download_file(key, photos[-1])
                 trained = self.restorer.train_identity(
-                    photos, name=record.id, work_dir=Path(scratch) / "train",
-                    should_cancel=lambda: ctx.identities.get(identity_id) is None)
+                    photos,
+                    name=record.id,
+                    work_dir=Path(scratch) / "train",
+                    should_cancel=lambda: ctx.identities.get(identity_id) is None,
+                )
                 if trained.file is not None:
                     ctx.storage.upload_file(trained.file, module_key, "application/octet-stream")
                 finished = ctx.identities.finish(
-                    identity_id, status=IdentityStatus.READY,
-                    module_key=module_key if trained.file is not None else None, summary=trained.summary)
+                    identity_id,
+                    status=IdentityStatus.READY,
+                    module_key=module_key if trained.file is not None else None,
+                    summary=trained.summary,
+                )
             except Canceled:
                 finished = False  # deleted while training
             except StorageUnavailable as exc:  # a service error: before the library's, which it derives from
                 log.error("identity %s: storage failed: %s", identity_id, exc)
-                ctx.identities.finish(identity_id, status=IdentityStatus.FAILED,
-                                      error=ErrorInfo(code="storage_unavailable", message=exc.message))
+                ctx.identities.finish(
+                    identity_id,
+                    status=IdentityStatus.FAILED,
+                    error=ErrorInfo(code="storage_unavailable", message=exc.message),
+                )
                 return
             except IPFVRError as exc:
                 message = exc.message
                 for scratch_name, public in names.items():
                     message = message.replace(f"({scratch_name})", f"({public})")
-                ctx.identities.finish(identity_id, status=IdentityStatus.FAILED,
-                                      error=ErrorInfo(code=exc.code, message=message, field=exc.field))
+                ctx.identities.finish(
+                    identity_id,
+                    status=IdentityStatus.FAILED,
+                    error=ErrorInfo(code=exc.code, message=message, field=exc.field),
+                )
                 return
             except SoftTimeLimitExceeded:
                 limit = ctx.settings.job_time_limit_s
-                ctx.identities.finish(identity_id, status=IdentityStatus.FAILED, error=ErrorInfo(
-                    code="time_limit_exceeded", message=f"training ran longer than {limit} s"))
+                ctx.identities.finish(
+                    identity_id,
+                    status=IdentityStatus.FAILED,
+                    error=ErrorInfo(code="time_limit_exceeded", message=f"training ran longer than {limit} s"),
+                )
                 return
             except Exception:
                 log.exception("identity %s: unexpected error", identity_id)
-                ctx.identities.finish(identity_id, status=IdentityStatus.FAILED, error=ErrorInfo(
-                    code="internal_error", message="the worker hit an unexpected error; it was logged"))
+                ctx.identities.finish(
+                    identity_id,
+                    status=IdentityStatus.FAILED,
+                    error=ErrorInfo(code="internal_error", message="the worker hit an unexpected error; it was logged"),
+                )
                 return
         if not finished:
             log.info("identity %s: deleted while training; removing its module", identity_id)

@@ -29,8 +29,9 @@ def redelivery_grace_s(settings: Settings) -> float:
 
 
 class LeaseKeeper:
-    def __init__(self, store: JobStore, job_id: str, owner: str, *, lease_ttl_s: float, heartbeat_s: float,
-                 node: str = "") -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, owner: str, *, lease_ttl_s: float, heartbeat_s: float, node: str = ""
+    ) -> None:
         self._store = store
         self._job_id = job_id
         self._owner = owner
@@ -47,8 +48,9 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         self._thread.join(timeout=self._heartbeat_s + 5)
 
@@ -65,8 +67,9 @@ class LeaseKeeper:
     def _loop(self) -> None:
         while not self._stop.wait(self._heartbeat_s):
             try:
-                beat = self._store.heartbeat(self._job_id, owner=self._owner, lease_ttl_s=self._lease_ttl_s,
-                                             node=self._node)
+                beat = self._store.heartbeat(
+                    self._job_id, owner=self._owner, lease_ttl_s=self._lease_ttl_s, node=self._node
+                )
             except RedisError as exc:  # transient: renewed or taken back once Redis answers again
                 log.warning("lease heartbeat for %s failed: %s", self._job_id, exc)
                 continue

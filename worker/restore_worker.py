@@ -98,8 +98,9 @@ def _drain(sender: str, how: str = "Warm", **_: Any) -> None:
 
 
 @task_failure.connect
-def _fail_on_hard_time_limit(sender: Any = None, task_id: str | None = None, exception: BaseException | None = None,
-                             **_: Any) -> None:
+def _fail_on_hard_time_limit(
+    sender: Any = None, task_id: str | None = None, exception: BaseException | None = None, **_: Any
+) -> None:
     """In the main process, after the hard time limit killed the child running ``task_id``."""
     if getattr(sender, "name", None) != RESTORE_TASK or not isinstance(exception, TimeLimitExceeded) or not task_id:
         return

@@ -52,13 +52,13 @@ class TrainedModule:
 
 
 class ResidentRestorer(Protocol):
-    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
-                should_cancel: CancelFn) -> RestoreReport:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback, should_cancel: CancelFn) -> RestoreReport:
         """Restore one video; raise ipfvr_core errors (InputError, Canceled, ...) on failure."""
         ...
 
-    def train_identity(self, photos: list[Path], *, name: str, work_dir: Path,
-                       should_cancel: CancelFn) -> TrainedModule:
+    def train_identity(
+        self, photos: list[Path], *, name: str, work_dir: Path, should_cancel: CancelFn
+    ) -> TrainedModule:
         """Check one person's photos and train the engine's per-identity module from them (if it has one)."""
         ...
 
@@ -85,17 +85,29 @@ class RestorerConfig:
     @property
     def limits(self) -> VideoLimits:
         """What a job's video must respect."""
-        return VideoLimits(max_width=self.max_side, max_height=self.max_side, max_pixels=self.max_pixels,
-                           max_duration_s=self.max_duration_s)
+        return VideoLimits(
+            max_width=self.max_side,
+            max_height=self.max_side,
+            max_pixels=self.max_pixels,
+            max_duration_s=self.max_duration_s,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestorerConfig:
         return cls(
-            engine=settings.worker_engine, weights=settings.weights_dir, face_backend=settings.face_backend,
-            insightface_dir=settings.insightface_dir, device=settings.device, dtype=settings.dtype,
-            max_side=settings.max_side, max_pixels=settings.max_pixels, max_duration_s=settings.max_duration_s,
-            max_reference_pixels=settings.max_reference_pixels, max_loaded_identities=settings.max_loaded_identities,
-            identity_steps=settings.identity_steps, identity_learning_rate=settings.identity_learning_rate,
+            engine=settings.worker_engine,
+            weights=settings.weights_dir,
+            face_backend=settings.face_backend,
+            insightface_dir=settings.insightface_dir,
+            device=settings.device,
+            dtype=settings.dtype,
+            max_side=settings.max_side,
+            max_pixels=settings.max_pixels,
+            max_duration_s=settings.max_duration_s,
+            max_reference_pixels=settings.max_reference_pixels,
+            max_loaded_identities=settings.max_loaded_identities,
+            identity_steps=settings.identity_steps,
+            identity_learning_rate=settings.identity_learning_rate,
             max_identity_photos=settings.max_identity_photos,
         )
 
@@ -120,35 +132,55 @@ class LibraryRestorer:
         self._config = config
         self._modules: LoadedModules | None = None  # made on the first job that names an identity
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
-                should_cancel: CancelFn) -> RestoreReport:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback, should_cancel: CancelFn) -> RestoreReport:
         c = self._config
         module = None
         if request.identity is not None and request.identity.fetch_module is not None:
             if self._modules is None:
                 self._modules = LoadedModules(self._restorer.engine, capacity=c.max_loaded_identities)
             module = self._modules.use(request.identity, scratch=request.output.parent)
-        options = restore_options(request.options, limits=c.limits, reference_max_pixels=c.max_reference_pixels,
-                                  identity=module)
-        return self._restorer.restore(request.video, request.references, request.output, options=options,
-                                      progress=progress, should_cancel=should_cancel)
+        options = restore_options(
+            request.options, limits=c.limits, reference_max_pixels=c.max_reference_pixels, identity=module
+        )
+        return self._restorer.restore(
+            request.video,
+            request.references,
+            request.output,
+            options=options,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
 
-    def train_identity(self, photos: list[Path], *, name: str, work_dir: Path,
-                       should_cancel: CancelFn) -> TrainedModule:
+    def train_identity(
+        self, photos: list[Path], *, name: str, work_dir: Path, should_cancel: CancelFn
+    ) -> TrainedModule:
         from ipfvr_core.training.identities import IdentitySettings, train_identity
         from ipfvr_core.training.prepare import PrepareConfig, prepare_identity
 
         c = self._config
         engine, analyzer = self._restorer.engine, self._restorer.analyzer
-        settings = IdentitySettings(steps=c.identity_steps, learning_rate=c.identity_learning_rate,
-                                    max_photos=c.max_identity_photos)
+        settings = IdentitySettings(
+            steps=c.identity_steps, learning_rate=c.identity_learning_rate, max_photos=c.max_identity_photos
+        )
         if not engine.identity_modules:  # the photos serve as references: check they show one person
-            prepared = prepare_identity(photos, work_dir / "data", analyzer,
-                                        PrepareConfig(resolution=engine.face_size, min_face_px=settings.min_face_px))
+            prepared = prepare_identity(
+                photos,
+                work_dir / "data",
+                analyzer,
+                PrepareConfig(resolution=engine.face_size, min_face_px=settings.min_face_px),
+            )
             return TrainedModule(file=None, summary={"photos": prepared.images})
         assert c.weights is not None  # the ipfvr engine loaded from it
-        trained = train_identity(photos, name=name, weights=c.weights, analyzer=analyzer, work_dir=work_dir,
-                                 resolution=engine.face_size, settings=settings, should_cancel=should_cancel)
+        trained = train_identity(
+            photos,
+            name=name,
+            weights=c.weights,
+            analyzer=analyzer,
+            work_dir=work_dir,
+            resolution=engine.face_size,
+            settings=settings,
+            should_cancel=should_cancel,
+        )
         return TrainedModule(file=trained.lora, summary=trained.summary)
 
 
@@ -186,7 +218,11 @@ def load_restorer(config: RestorerConfig) -> LibraryRestorer:
     from ipfvr_core.restore import Restorer
 
     restorer = Restorer.load(
-        engine=config.engine, weights=config.weights, face_backend=config.face_backend,
-        insightface_dir=config.insightface_dir, device=config.device, dtype=config.dtype,
+        engine=config.engine,
+        weights=config.weights,
+        face_backend=config.face_backend,
+        insightface_dir=config.insightface_dir,
+        device=config.device,
+        dtype=config.dtype,
     )
     return LibraryRestorer(restorer, config)

@@ -80,7 +80,8 @@ class ProgressReporter:
         self._last_write, self._last_stage = now, event.stage
         try:
             ack = self._ctx.store.report_progress(
-                self._job_id, owner=self._owner,
+                self._job_id,
+                owner=self._owner,
                 progress=replace(event, fraction=min(max(event.fraction, 0.0), 1.0)),
                 webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
                 lease_ttl_s=self._ctx.settings.lease_ttl_s,
@@ -151,18 +152,27 @@ def release_accelerator_memory() -> None:
 
 
 class JobRunner:
-    def __init__(self, ctx: WorkerContext, restorer: ResidentRestorer, worker_id: str, *, node: str = "",
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        restorer: ResidentRestorer,
+        worker_id: str,
+        *,
+        node: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.ctx = ctx
         self.restorer = restorer
         self.worker_id = worker_id  # "{node}:{pid}": runs are owned by "{worker_id}:{random}"
         self.node = node  # Celery node name; its shutdown hands the job back
         self._sleep = sleep
         s = ctx.settings
-        self._redis_backoff = Backoff(base_s=_REDIS_BACKOFF_BASE_S, max_s=_REDIS_BACKOFF_MAX_S,
-                                      horizon_s=s.redis_retry_horizon_s)
-        self._storage_backoff = Backoff(base_s=s.storage_retry_base_s, max_s=_STORAGE_BACKOFF_MAX_S,
-                                        horizon_s=s.storage_retry_horizon_s)
+        self._redis_backoff = Backoff(
+            base_s=_REDIS_BACKOFF_BASE_S, max_s=_REDIS_BACKOFF_MAX_S, horizon_s=s.redis_retry_horizon_s
+        )
+        self._storage_backoff = Backoff(
+            base_s=s.storage_retry_base_s, max_s=_STORAGE_BACKOFF_MAX_S, horizon_s=s.storage_retry_horizon_s
+        )
         self._identity_names: dict[str, str] = {}  # scratch name -> public name of the job's identity photos
 
     def run(self, job_id: str) -> None:
@@ -176,13 +186,20 @@ class JobRunner:
         if record is None:
             return
         if claim.attempt == 1 and record.started_at is not None:
-            self.ctx.metrics.observe("job_queue_wait_seconds", record.started_at - record.created_at,
-                                     engine=record.engine)
+            self.ctx.metrics.observe(
+                "job_queue_wait_seconds", record.started_at - record.created_at, engine=record.engine
+            )
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with (
-                LeaseKeeper(self.ctx.store, job_id, owner, lease_ttl_s=settings.lease_ttl_s,
-                            heartbeat_s=settings.heartbeat_s, node=self.node) as lease,
+                LeaseKeeper(
+                    self.ctx.store,
+                    job_id,
+                    owner,
+                    lease_ttl_s=settings.lease_ttl_s,
+                    heartbeat_s=settings.heartbeat_s,
+                    node=self.node,
+                ) as lease,
                 tempfile.TemporaryDirectory(prefix=f"{job_id}-", dir=settings.work_dir) as scratch,
             ):
                 outcome = self._execute(record, owner, lease, Path(scratch))
@@ -199,10 +216,16 @@ class JobRunner:
         settings = self.ctx.settings
         claim = None
         for _ in range(_CLAIM_TRIES):
-            claim = self._store_call(lambda: self.ctx.store.claim(
-                job_id, owner=owner, lease_ttl_s=settings.lease_ttl_s, max_deliveries=settings.max_deliveries,
-                run_deadline=time.time() + settings.hard_time_limit_s + settings.lease_ttl_s,
-            ), what=f"claiming job {job_id}")
+            claim = self._store_call(
+                lambda: self.ctx.store.claim(
+                    job_id,
+                    owner=owner,
+                    lease_ttl_s=settings.lease_ttl_s,
+                    max_deliveries=settings.max_deliveries,
+                    run_deadline=time.time() + settings.hard_time_limit_s + settings.lease_ttl_s,
+                ),
+                what=f"claiming job {job_id}",
+            )
             if claim.outcome != "leased":
                 break
             # A previous run's lease: its worker died (the lease runs out) or is alive (it is renewed).
@@ -256,12 +279,15 @@ class JobRunner:
             return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_time_limit_s
-            return Outcome(Status.FAILED, error=ErrorInfo(code="time_limit_exceeded",
-                                                          message=f"the job ran longer than {limit} s"))
+            return Outcome(
+                Status.FAILED, error=ErrorInfo(code="time_limit_exceeded", message=f"the job ran longer than {limit} s")
+            )
         except Exception:
             log.exception("job %s: unexpected error", record.id)
-            return Outcome(Status.FAILED, error=ErrorInfo(
-                code="internal_error", message="the worker hit an unexpected error; it was logged"))
+            return Outcome(
+                Status.FAILED,
+                error=ErrorInfo(code="internal_error", message="the worker hit an unexpected error; it was logged"),
+            )
 
     def _download(self, record: JobRecord, scratch: Path) -> RestoreRequest:
         if record.inputs is None:
@@ -274,8 +300,13 @@ class JobRunner:
             self.ctx.storage.download_file(key, path)
             references.append(path)
         identity = self._identity(record, scratch, references)
-        return RestoreRequest(video=video, references=references, output=scratch / "restored.mp4",
-                              options=record.options, identity=identity)
+        return RestoreRequest(
+            video=video,
+            references=references,
+            output=scratch / "restored.mp4",
+            options=record.options,
+            identity=identity,
+        )
 
     def _identity(self, record: JobRecord, scratch: Path, references: list[Path]) -> IdentityUse | None:
         """The job's identity: its photos join ``references``; its module is fetched only if the engine lacks it."""
@@ -284,8 +315,11 @@ class JobRunner:
             return None
         identity = self.ctx.identities.get(identity_id)
         if identity is None or identity.tenant != record.tenant or identity.status is not IdentityStatus.READY:
-            raise InputError(f"identity {identity_id} was deleted after the job was created", field="identity",
-                             code="identity_not_found")
+            raise InputError(
+                f"identity {identity_id} was deleted after the job was created",
+                field="identity",
+                code="identity_not_found",
+            )
         for i, key in enumerate(identity.photos):
             path = scratch / f"identity-photo-{i}"
             self.ctx.storage.download_file(key, path)
@@ -312,8 +346,14 @@ class JobRunner:
             ctx.storage.put_bytes(keys[1], body, "application/json")
 
         try:
-            retry(upload, backoff=self._storage_backoff, retry_on=(StorageUnavailable,),
-                  what=f"storing the result of job {record.id}", stop=lambda: lease.lost, sleep=self._sleep)
+            retry(
+                upload,
+                backoff=self._storage_backoff,
+                retry_on=(StorageUnavailable,),
+                what=f"storing the result of job {record.id}",
+                stop=lambda: lease.lost,
+                sleep=self._sleep,
+            )
         except StorageUnavailable:
             try:
                 ctx.storage.delete(keys)
@@ -331,12 +371,18 @@ class JobRunner:
             return
         succeeded = outcome.status is Status.SUCCEEDED
         status = outcome.status
-        transition: Transition = self._store_call(lambda: ctx.store.complete(
-            record.id, owner=owner, status=status, error=outcome.error,
-            output_key=output_key(record.tenant, record.id) if succeeded else "",
-            report_key=report_key(record.tenant, record.id) if succeeded else "",
-            report=outcome.report,
-        ), what=f"finishing job {record.id}")
+        transition: Transition = self._store_call(
+            lambda: ctx.store.complete(
+                record.id,
+                owner=owner,
+                status=status,
+                error=outcome.error,
+                output_key=output_key(record.tenant, record.id) if succeeded else "",
+                report_key=report_key(record.tenant, record.id) if succeeded else "",
+                report=outcome.report,
+            ),
+            what=f"finishing job {record.id}",
+        )
         if transition.outcome != "done":
             current = ctx.store.get(record.id)
             # Remove what this run uploaded only when no other run can own those (deterministic)
@@ -363,9 +409,14 @@ class JobRunner:
     def _hand_back(self, record: JobRecord, owner: str) -> None:
         """The worker is shutting down: release the run and send the job to the queue again."""
         ctx = self.ctx
-        engine = self._store_call(lambda: ctx.store.release(
-            record.id, owner=owner, redelivery_grace_s=redelivery_grace_s(ctx.settings),
-        ), what=f"handing back job {record.id}")
+        engine = self._store_call(
+            lambda: ctx.store.release(
+                record.id,
+                owner=owner,
+                redelivery_grace_s=redelivery_grace_s(ctx.settings),
+            ),
+            what=f"handing back job {record.id}",
+        )
         if engine is None:
             log.info("job %s: no longer this run's; nothing to hand back", record.id)
             return

@@ -39,8 +39,14 @@ class WorkerRuntime:
         self.queue = settings.queue_for(settings.worker_engine)
         now = time.time()
         self.info = WorkerInfo(
-            id=f"{nodename}:{os.getpid()}", state=WorkerState.STARTING, hostname=nodename, pid=os.getpid(),
-            engine=settings.worker_engine, queue=self.queue, started_at=now, heartbeat_at=now,
+            id=f"{nodename}:{os.getpid()}",
+            state=WorkerState.STARTING,
+            hostname=nodename,
+            pid=os.getpid(),
+            engine=settings.worker_engine,
+            queue=self.queue,
+            started_at=now,
+            heartbeat_at=now,
         )
         self.restorer: ResidentRestorer | None = None
         self._lock = threading.Lock()

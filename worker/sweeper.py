@@ -69,8 +69,9 @@ class Sweeper:
         settings = self.ctx.settings
         grace = redelivery_grace_s(settings)
         for job_id in self.ctx.store.due("run", now=now):
-            t = self.ctx.store.run_deadline(job_id, redelivery_grace_s=grace,
-                                            time_limit_s=settings.job_time_limit_s, now=now)
+            t = self.ctx.store.run_deadline(
+                job_id, redelivery_grace_s=grace, time_limit_s=settings.job_time_limit_s, now=now
+            )
             if t.outcome == "timed_out":
                 log.warning("job %s passed its run deadline; terminating it", job_id)
                 self.ctx.dispatcher.terminate(job_id)
@@ -89,14 +90,18 @@ class Sweeper:
         for job_id in self.ctx.store.retention_due(older_than=older_than):
             record = self.ctx.store.get(job_id)
             if record is not None:
-                keys = [*(record.inputs.object_keys() if record.inputs else []),
-                        output_key(record.tenant, job_id), report_key(record.tenant, job_id)]
+                keys = [
+                    *(record.inputs.object_keys() if record.inputs else []),
+                    output_key(record.tenant, job_id),
+                    report_key(record.tenant, job_id),
+                ]
                 self.ctx.storage.delete(keys)
             self.ctx.store.mark_data_removed(job_id)
 
     def clean_leftovers(self, now: float) -> None:
         LeftoverCleaner(self.ctx.leftovers, self.ctx.store, self.ctx.storage).run(
-            now=now, retry_in_s=self.ctx.settings.hard_time_limit_s)
+            now=now, retry_in_s=self.ctx.settings.hard_time_limit_s
+        )
 
     def remove_stale_uploads(self, now: float) -> None:
         older_than = now - self.ctx.settings.upload_ttl_s

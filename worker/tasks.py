@@ -21,8 +21,13 @@ from worker.sweeper import Sweeper
 from worker.webhook_delivery import WebhookDelivery
 
 # The policy of a long model run (a restore or an identity's training), in one place.
-_MODEL_RUN = {"acks_late": True, "reject_on_worker_lost": True, "soft_time_limit": settings.job_time_limit_s,
-              "time_limit": settings.hard_time_limit_s, "max_retries": 0}
+_MODEL_RUN = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.job_time_limit_s,
+    "time_limit": settings.hard_time_limit_s,
+    "max_retries": 0,
+}
 
 
 def _model_worker(what: str) -> runtime.WorkerRuntime:
@@ -44,8 +49,13 @@ def train_identity(identity_id: str) -> None:
     _model_worker(f"identity {identity_id}").train(identity_id)
 
 
-@app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True,
-          time_limit=int(settings.webhook_timeout_s * 3 + 30), max_retries=0)
+@app.task(
+    name=DELIVER_WEBHOOK_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=int(settings.webhook_timeout_s * 3 + 30),
+    max_retries=0,
+)
 def deliver_webhook(delivery_id: str) -> None:
     WebhookDelivery.from_context(context()).deliver(delivery_id)
 

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 class UploadJournal:
     """The :class:`jobs.storage.UploadJournal` of one run's result uploads."""
 
-    def __init__(self, leftovers: Leftovers, job_id: str, *, stale_after_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, leftovers: Leftovers, job_id: str, *, stale_after_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self._leftovers = leftovers
         self._job_id = job_id
         self._stale_after_s = stale_after_s  # a live run never uploads longer than this (hard time limit)

@@ -28,8 +28,12 @@ class WebhookDelivery:
         self.ctx = ctx
         self.sender = sender
         s = ctx.settings
-        self.retry = RetryPolicy(max_attempts=s.webhook_max_attempts, base_s=s.webhook_backoff_base_s,
-                                 max_s=s.webhook_backoff_max_s, horizon_s=s.webhook_retry_horizon_s)
+        self.retry = RetryPolicy(
+            max_attempts=s.webhook_max_attempts,
+            base_s=s.webhook_backoff_base_s,
+            max_s=s.webhook_backoff_max_s,
+            horizon_s=s.webhook_retry_horizon_s,
+        )
 
     @classmethod
     def from_context(cls, ctx: WorkerContext) -> WebhookDelivery:
@@ -51,21 +55,41 @@ class WebhookDelivery:
         if record is None or record.deleted:
             ctx.outbox.record(delivery_id, "failed", detail="the job was deleted", now=moment)
             return
-        job = render_job(record, queue_position=ctx.store.queue_position(record), storage=ctx.storage,
-                         presign_expires_s=settings.presign_expires_s, base_url=str(settings.public_url or ""),
-                         now=moment)
+        job = render_job(
+            record,
+            queue_position=ctx.store.queue_position(record),
+            storage=ctx.storage,
+            presign_expires_s=settings.presign_expires_s,
+            base_url=str(settings.public_url or ""),
+            now=moment,
+        )
         body = job.model_dump_json().encode()
         secrets = ctx.tenants.webhook_secrets(delivery.tenant).signing(moment)
         result = self.sender.send(delivery.url, delivery.id, body, secrets, now=moment)
         if result.delivered:
             ctx.outbox.record(delivery_id, "delivered", detail=result.detail, now=moment)
             return
-        next_at = self.retry.next_attempt(attempts=delivery.attempts, best_effort=delivery.best_effort,
-                                          permanent=result.permanent, now=moment, recorded_at=delivery.created_at)
-        log.info("webhook %s attempt %d failed (%s); next attempt %s", delivery_id, delivery.attempts,
-                 result.detail, "none" if next_at is None else f"in {next_at - moment:.0f} s")
-        ctx.outbox.record(delivery_id, "retry" if next_at is not None else "failed", detail=result.detail,
-                          next_attempt_at=next_at, now=moment)
+        next_at = self.retry.next_attempt(
+            attempts=delivery.attempts,
+            best_effort=delivery.best_effort,
+            permanent=result.permanent,
+            now=moment,
+            recorded_at=delivery.created_at,
+        )
+        log.info(
+            "webhook %s attempt %d failed (%s); next attempt %s",
+            delivery_id,
+            delivery.attempts,
+            result.detail,
+            "none" if next_at is None else f"in {next_at - moment:.0f} s",
+        )
+        ctx.outbox.record(
+            delivery_id,
+            "retry" if next_at is not None else "failed",
+            detail=result.detail,
+            next_attempt_at=next_at,
+            now=moment,
+        )
 
     def dispatch_due(self, *, now: float | None = None) -> int:
         """Queue an attempt for every due delivery not already queued; returns how many were queued."""

@@ -20,16 +20,22 @@ router = APIRouter(include_in_schema=False)
 @router.get("/docs")
 def swagger_ui() -> HTMLResponse:
     return get_swagger_ui_html(
-        openapi_url="/openapi.json", title="IP-FVR job service", swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
-        swagger_css_url=f"{ASSETS}/swagger-ui.css", swagger_favicon_url=f"{ASSETS}/favicon.png",
+        openapi_url="/openapi.json",
+        title="IP-FVR job service",
+        swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS}/favicon.png",
     )
 
 
 @router.get("/redoc")
 def redoc() -> HTMLResponse:
     return get_redoc_html(
-        openapi_url="/openapi.json", title="IP-FVR job service", redoc_js_url=f"{ASSETS}/redoc.standalone.js",
-        redoc_favicon_url=f"{ASSETS}/favicon.png", with_google_fonts=False,
+        openapi_url="/openapi.json",
+        title="IP-FVR job service",
+        redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+        redoc_favicon_url=f"{ASSETS}/favicon.png",
+        with_google_fonts=False,
     )
 
 

@@ -31,18 +31,37 @@ from jobs.store.identities import IdentityRecord, IdentityStatus, new_identity_i
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
 _CREATE_ERRORS = declare(
-    "invalid_request", "upload_unavailable", "reference_too_large", "unsupported_content_type",
-    "unsupported_media_type", "invalid_option", "invalid_options", "invalid_multipart", "missing_field",
-    "duplicate_field", "unknown_field", "too_many_references", "empty_file", "invalid_reference",
-    "too_many_identities", "service_unavailable", "storage_unavailable",
+    "invalid_request",
+    "upload_unavailable",
+    "reference_too_large",
+    "unsupported_content_type",
+    "unsupported_media_type",
+    "invalid_option",
+    "invalid_options",
+    "invalid_multipart",
+    "missing_field",
+    "duplicate_field",
+    "unknown_field",
+    "too_many_references",
+    "empty_file",
+    "invalid_reference",
+    "too_many_identities",
+    "service_unavailable",
+    "storage_unavailable",
 )
 
 
 def present_identity(record: IdentityRecord, base: str) -> IdentityPublic:
     error = record.error
     return IdentityPublic(
-        id=record.id, name=record.name, engine=record.engine, status=record.status.value, photos=len(record.photos),
-        photo_names=record.photo_names, module=record.module_key is not None, summary=record.summary,
+        id=record.id,
+        name=record.name,
+        engine=record.engine,
+        status=record.status.value,
+        photos=len(record.photos),
+        photo_names=record.photo_names,
+        module=record.module_key is not None,
+        summary=record.summary,
         created_at=datetime.fromtimestamp(record.created_at, UTC),
         completed_at=datetime.fromtimestamp(record.completed_at, UTC) if record.completed_at else None,
         error=ErrorPublic(code=error.code, message=error.message, field=error.field) if error else None,
@@ -63,12 +82,20 @@ async def create_identity(request: Request, services: ServicesDep, tenant: Tenan
 
     def key_of(name: str) -> str:
         if not name.startswith("reference-"):
-            raise InvalidRequest(f"an identity takes photos as reference files, not a {name}", field=name,
-                                 code="unknown_field")
+            raise InvalidRequest(
+                f"an identity takes photos as reference files, not a {name}", field=name, code="unknown_field"
+            )
         return identity_photo_key(tenant, identity_id, int(name.removeprefix("reference-")))
 
-    form = await receive_job_form(request, storage=services.storage, settings=settings, tenant=tenant,
-                                  job_id=identity_id, key_of=key_of, max_references=settings.max_identity_photos)
+    form = await receive_job_form(
+        request,
+        storage=services.storage,
+        settings=settings,
+        tenant=tenant,
+        job_id=identity_id,
+        key_of=key_of,
+        max_references=settings.max_identity_photos,
+    )
     keys = form.object_keys()
     try:
         try:
@@ -77,14 +104,24 @@ async def create_identity(request: Request, services: ServicesDep, tenant: Tenan
             raise invalid(exc, "options") from exc
         engine = options.engine or settings.default_engine
         if engine not in settings.engines:
-            raise InvalidRequest(f"unknown engine {engine!r}; choose one of {', '.join(settings.engines)}",
-                                 field="options.engine", code="invalid_option")
+            raise InvalidRequest(
+                f"unknown engine {engine!r}; choose one of {', '.join(settings.engines)}",
+                field="options.engine",
+                code="invalid_option",
+            )
         if not form.references:
-            raise InvalidRequest("at least one photo (reference file) is required", field="reference",
-                                 code="missing_field")
+            raise InvalidRequest(
+                "at least one photo (reference file) is required", field="reference", code="missing_field"
+            )
         record = IdentityRecord(
-            id=identity_id, tenant=tenant, name=options.name, engine=engine, status=IdentityStatus.QUEUED,
-            photos=keys, photo_names=[r.filename for r in form.references], created_at=time.time(),
+            id=identity_id,
+            tenant=tenant,
+            name=options.name,
+            engine=engine,
+            status=IdentityStatus.QUEUED,
+            photos=keys,
+            photo_names=[r.filename for r in form.references],
+            created_at=time.time(),
         )
         await to_thread.run_sync(_create, services, record)
     except BaseException:
@@ -98,9 +135,12 @@ def _create(services: Services, record: IdentityRecord) -> None:
     try:
         services.dispatcher.train_identity(record.id, record.engine)
     except (OperationalError, RedisError) as exc:
-        services.identities.finish(record.id, status=IdentityStatus.FAILED, expected=IdentityStatus.QUEUED,
-                                   error=ErrorInfo(code="enqueue_failed",
-                                                   message="the identity could not be queued; create it again"))
+        services.identities.finish(
+            record.id,
+            status=IdentityStatus.FAILED,
+            expected=IdentityStatus.QUEUED,
+            error=ErrorInfo(code="enqueue_failed", message="the identity could not be queued; create it again"),
+        )
         raise Unavailable(f"the broker refused the identity: {exc}") from exc
 
 

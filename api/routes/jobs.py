@@ -19,12 +19,33 @@ from jobs.storage import output_key, report_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _CREATE_ERRORS = declare(
-    "invalid_request", "conflict", "upload_unavailable", "video_too_large", "reference_too_large",
-    "unsupported_content_type", "unsupported_media_type", "invalid_option", "invalid_options", "invalid_multipart",
-    "missing_field", "duplicate_field", "unknown_field", "too_many_references", "empty_file", "upload_not_found",
-    "invalid_reference", "no_video_stream", "video_too_small", "limit_exceeded", "webhook_url_forbidden",
-    "idempotency_key_reused", "too_many_queued_jobs", "service_unavailable", "storage_unavailable",
-    "identity_not_found", "identity_not_ready",
+    "invalid_request",
+    "conflict",
+    "upload_unavailable",
+    "video_too_large",
+    "reference_too_large",
+    "unsupported_content_type",
+    "unsupported_media_type",
+    "invalid_option",
+    "invalid_options",
+    "invalid_multipart",
+    "missing_field",
+    "duplicate_field",
+    "unknown_field",
+    "too_many_references",
+    "empty_file",
+    "upload_not_found",
+    "invalid_reference",
+    "no_video_stream",
+    "video_too_small",
+    "limit_exceeded",
+    "webhook_url_forbidden",
+    "idempotency_key_reused",
+    "too_many_queued_jobs",
+    "service_unavailable",
+    "storage_unavailable",
+    "identity_not_found",
+    "identity_not_ready",
 )
 
 
@@ -46,8 +67,9 @@ async def create_job(
     elif content_type.startswith("application/json"):
         submitted = await submission.from_json(await request.body(), tenant, idempotency_key)
     else:
-        raise UnsupportedMedia("send multipart/form-data or application/json", field="content-type",
-                               code="unsupported_content_type")
+        raise UnsupportedMedia(
+            "send multipart/form-data or application/json", field="content-type", code="unsupported_content_type"
+        )
     if submitted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return await to_thread.run_sync(present, services, submitted.job, base_url(services, request))
@@ -65,8 +87,11 @@ def list_jobs(
     """The caller's jobs, newest first, optionally of one status."""
     page = services.store.list(tenant, status=status, cursor=cursor, limit=limit)
     base = base_url(services, request)
-    return JobsPublic(data=[present(services, r, base) for r in page.items], next_cursor=page.next_cursor,
-                      has_more=page.next_cursor is not None)
+    return JobsPublic(
+        data=[present(services, r, base) for r in page.items],
+        next_cursor=page.next_cursor,
+        has_more=page.next_cursor is not None,
+    )
 
 
 @router.get("/{job_id}", openapi_extra=declare("not_found", "job_deleted"))
@@ -82,14 +107,18 @@ def cancel_job(job_id: str, request: Request, services: ServicesDep, tenant: Ten
     return present(services, services.store.get_for(tenant, job_id), base_url(services, request))
 
 
-@router.delete("/{job_id}", status_code=204,
-               openapi_extra=declare("not_found", "job_deleted", "job_not_terminal", "storage_unavailable"))
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    openapi_extra=declare("not_found", "job_deleted", "job_not_terminal", "storage_unavailable"),
+)
 def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> Response:
     """Remove a finished job's inputs and outputs; a tombstone answers 410 afterwards."""
     record = services.store.get_for(tenant, job_id)
     if not record.status.is_terminal:
-        raise Conflict(f"job {job_id} is {record.status}; cancel it and wait until it ends", field="id",
-                       code="job_not_terminal")
+        raise Conflict(
+            f"job {job_id} is {record.status}; cancel it and wait until it ends", field="id", code="job_not_terminal"
+        )
     inputs = record.inputs.object_keys() if record.inputs else []
     keys = [*inputs, output_key(tenant, job_id), report_key(tenant, job_id)]
     services.storage.delete(keys)

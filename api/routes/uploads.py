@@ -26,10 +26,14 @@ def create_upload(body: UploadCreate, services: ServicesDep, tenant: TenantDep) 
     settings = services.settings
     limit = settings.max_video_bytes if body.purpose == "video" else settings.max_reference_bytes
     if body.size > limit:
-        raise PayloadTooLarge(f"a {body.purpose} may be at most {limit} bytes", field="size",
-                              code="video_too_large" if body.purpose == "video" else "reference_too_large")
+        raise PayloadTooLarge(
+            f"a {body.purpose} may be at most {limit} bytes",
+            field="size",
+            code="video_too_large" if body.purpose == "video" else "reference_too_large",
+        )
     upload_id = new_upload_id()
     url = services.storage.presign_put(upload_key(tenant, upload_id), settings.presign_expires_s, size=body.size)
     services.uploads.register(tenant, upload_id)
-    return UploadPublic(id=upload_id, url=url.url, size=body.size,
-                        expires_at=datetime.fromtimestamp(url.expires_at, UTC))
+    return UploadPublic(
+        id=upload_id, url=url.url, size=body.size, expires_at=datetime.fromtimestamp(url.expires_at, UTC)
+    )

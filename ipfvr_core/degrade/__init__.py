@@ -36,10 +36,28 @@ a training data loader) or chained by :func:`degrade_video`. ``recipe`` holds th
 from ipfvr_core.degrade.chain import degrade_video
 from ipfvr_core.degrade.recipe import SEVERITIES, DegradationConfig, DegradationParams, sample_params
 from ipfvr_core.degrade.stages import (
-    RESIZE_MODES, add_noise, blur, downscale, downscaled_size, gaussian_kernel, resize, x264_roundtrip,
+    RESIZE_MODES,
+    add_noise,
+    blur,
+    downscale,
+    downscaled_size,
+    gaussian_kernel,
+    resize,
+    x264_roundtrip,
 )
 
 __all__ = [
-    "RESIZE_MODES", "SEVERITIES", "DegradationConfig", "DegradationParams", "add_noise", "blur", "degrade_video",
-    "downscale", "downscaled_size", "gaussian_kernel", "resize", "sample_params", "x264_roundtrip",
+    "RESIZE_MODES",
+    "SEVERITIES",
+    "DegradationConfig",
+    "DegradationParams",
+    "add_noise",
+    "blur",
+    "degrade_video",
+    "downscale",
+    "downscaled_size",
+    "gaussian_kernel",
+    "resize",
+    "sample_params",
+    "x264_roundtrip",
 ]

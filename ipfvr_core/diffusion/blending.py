@@ -82,9 +82,7 @@ def calibrated_step_weights(alphas: torch.Tensor, fades: Sequence[float]) -> tor
     return (f[:, None] * c[None, :]).float()  # (n, m)
 
 
-def step_blend_weights(
-    alphas: torch.Tensor, num_steps: int, fade_steps: int, *, calibrated: bool
-) -> torch.Tensor:
+def step_blend_weights(alphas: torch.Tensor, num_steps: int, fade_steps: int, *, calibrated: bool) -> torch.Tensor:
     """(n, m) weights of the previous clip applied after each of ``num_steps`` steps.
 
     ``fade_i * alphas`` (the design text), or with ``calibrated`` the per-step weights whose

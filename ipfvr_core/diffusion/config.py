@@ -10,8 +10,8 @@ appear. The dataclass is stored as ``ipfvr/config.json`` in a weights folder
 from __future__ import annotations
 
 import dataclasses
-import re
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -167,13 +167,19 @@ class IPFVRConfig:
         _choice(self, "reference_patch_combine", ("concat", "mean"))
         _int_range(self, "lora_rank", 1, 1024)
         _float_range(self, "lora_alpha", 1e-6, 1e6)
-        _require(self.trained_identity_network is None
-                 or (isinstance(self.trained_identity_network, str) and bool(self.trained_identity_network)),
-                 "trained_identity_network", "must be null or a network's name")
-        _require(isinstance(self.base_loras, tuple) and len(set(self.base_loras)) == len(self.base_loras)
-                 and all(isinstance(n, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", n)
-                         for n in self.base_loras),
-                 "base_loras", "must be distinct LoRA names (letters, digits, '_', '.', '-')")
+        _require(
+            self.trained_identity_network is None
+            or (isinstance(self.trained_identity_network, str) and bool(self.trained_identity_network)),
+            "trained_identity_network",
+            "must be null or a network's name",
+        )
+        _require(
+            isinstance(self.base_loras, tuple)
+            and len(set(self.base_loras)) == len(self.base_loras)
+            and all(isinstance(n, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", n) for n in self.base_loras),
+            "base_loras",
+            "must be distinct LoRA names (letters, digits, '_', '.', '-')",
+        )
         _require(
             isinstance(self.lora_target_modules, tuple)
             and len(self.lora_target_modules) > 0

@@ -121,8 +121,9 @@ def faceid_processor_names(unet: UNet2DConditionModel) -> list[str]:
     return list(unet.attn_processors)
 
 
-def _by_index(ip_adapter: Mapping[str, torch.Tensor], names: list[str], argument: str
-              ) -> dict[int, dict[str, torch.Tensor]]:
+def _by_index(
+    ip_adapter: Mapping[str, torch.Tensor], names: list[str], argument: str
+) -> dict[int, dict[str, torch.Tensor]]:
     grouped: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in ip_adapter.items():
         match = _INDEXED.match(key)
@@ -130,15 +131,19 @@ def _by_index(ip_adapter: Mapping[str, torch.Tensor], names: list[str], argument
             raise _bad(argument, f"unexpected key {key!r} (expected '<processor index>.<parameter>')")
         index = int(match.group(1))
         if index >= len(names):
-            raise _bad(argument, f"key {key!r}: the U-Net has {len(names)} attention processors (0-{len(names) - 1}); "
-                                 "is this an SD-1.5 checkpoint?")
+            raise _bad(
+                argument,
+                f"key {key!r}: the U-Net has {len(names)} attention processors (0-{len(names) - 1}); "
+                "is this an SD-1.5 checkpoint?",
+            )
         grouped.setdefault(index, {})[match.group(2)] = tensor
     return grouped
 
 
 # ---------------------------------------------------------------------- converting
-def convert_identity_kv(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DConditionModel,
-                        argument: str = "ip_adapter_faceid") -> dict[str, torch.Tensor]:
+def convert_identity_kv(
+    ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DConditionModel, argument: str = "ip_adapter_faceid"
+) -> dict[str, torch.Tensor]:
     """Odd-index ``to_k_ip``/``to_v_ip`` -> ``"<processor name>.to_k_id.weight"``/``to_v_id`` (checked shapes)."""
     names = faceid_processor_names(unet)
     modules = dict(unet.named_modules())
@@ -156,8 +161,10 @@ def convert_identity_kv(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DCond
             if theirs not in ip:
                 raise _bad(argument, f"processor {index} ({name}) has no {theirs}")
             if tuple(ip[theirs].shape) != expected:
-                raise _bad(argument, f"{index}.{theirs}: shape {tuple(ip[theirs].shape)}, the U-Net's layer {name} "
-                                     f"needs {expected}")
+                raise _bad(
+                    argument,
+                    f"{index}.{theirs}: shape {tuple(ip[theirs].shape)}, the U-Net's layer {name} needs {expected}",
+                )
             out[f"{name}.{ours}"] = ip[theirs]
     cross = [n for n in names if modules[n.removesuffix(".processor")].is_cross_attention]
     missing = sorted(set(cross) - {k.rsplit(".", 2)[0] for k in out})
@@ -166,8 +173,9 @@ def convert_identity_kv(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DCond
     return out
 
 
-def convert_faceid_lora(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DConditionModel,
-                        argument: str = "ip_adapter_faceid") -> tuple[dict[str, torch.Tensor], int]:
+def convert_faceid_lora(
+    ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DConditionModel, argument: str = "ip_adapter_faceid"
+) -> tuple[dict[str, torch.Tensor], int]:
     """``{i}.to_q_lora.down.weight`` ... -> PEFT keys ``"<layer>.to_q.lora_A.weight"`` by layer name; (state, rank).
 
     IP-Adapter's ``LoRALinearLayer`` has no alpha (scale 1): stored with ``lora_alpha = rank``.
@@ -186,10 +194,18 @@ def convert_faceid_lora(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DCond
             if down is None or up is None:
                 raise _bad(argument, f"processor {index}: {theirs}_lora has only one of down/up")
             linear = modules[f"{layer}.{ours}"]
-            if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1] \
-                    or down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
-                raise _bad(argument, f"{index}.{theirs}_lora: down {tuple(down.shape)} / up {tuple(up.shape)} do not "
-                                     f"fit {layer}.{ours} ({linear.in_features} -> {linear.out_features})")
+            if (
+                down.ndim != 2
+                or up.ndim != 2
+                or down.shape[0] != up.shape[1]
+                or down.shape[1] != linear.in_features
+                or up.shape[0] != linear.out_features
+            ):
+                raise _bad(
+                    argument,
+                    f"{index}.{theirs}_lora: down {tuple(down.shape)} / up {tuple(up.shape)} do not "
+                    f"fit {layer}.{ours} ({linear.in_features} -> {linear.out_features})",
+                )
             ranks.add(int(down.shape[0]))
             state[f"{layer}.{ours}.lora_A.weight"] = down
             state[f"{layer}.{ours}.lora_B.weight"] = up
@@ -198,8 +214,9 @@ def convert_faceid_lora(ip_adapter: Mapping[str, torch.Tensor], unet: UNet2DCond
     return state, (ranks.pop() if ranks else 0)
 
 
-def read_lora_file(path: str | Path, unet: UNet2DConditionModel, argument: str = "faceid_lora"
-                   ) -> tuple[dict[str, torch.Tensor], int]:
+def read_lora_file(
+    path: str | Path, unet: UNet2DConditionModel, argument: str = "faceid_lora"
+) -> tuple[dict[str, torch.Tensor], int]:
     """A separate FaceID LoRA file: IP-Adapter's indexed keys, or any format diffusers reads (kohya's
     ``lora_unet_...`` of ``ip-adapter-faceid_sd15_lora.safetensors``, diffusers, PEFT).
 
@@ -213,7 +230,8 @@ def read_lora_file(path: str | Path, unet: UNet2DConditionModel, argument: str =
         return convert_faceid_lora(raw["ip_adapter"], unet, argument)
     try:
         state, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(
-            str(source.parent), weight_name=source.name, local_files_only=True)
+            str(source.parent), weight_name=source.name, local_files_only=True
+        )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _bad(argument, f"cannot read {source}: {exc}") from exc
     from diffusers.utils import convert_unet_state_dict_to_peft
@@ -221,8 +239,11 @@ def read_lora_file(path: str | Path, unet: UNet2DConditionModel, argument: str =
     state = dict(state)
     for alpha_key, alpha in (alphas or {}).items():  # fold scale alpha / rank into the up weights
         base = alpha_key.removesuffix(".alpha")
-        down = base if base in state else next(
-            (k for k in state if k.startswith(f"{base}.") and ("down" in k or "lora_A" in k)), None)
+        down = (
+            base
+            if base in state
+            else next((k for k in state if k.startswith(f"{base}.") and ("down" in k or "lora_A" in k)), None)
+        )
         up = None if down is None else "lora_B".join("up".join(down.rsplit("down", 1)).rsplit("lora_A", 1))
         if down is None or up not in state:
             raise _bad(argument, f"{source}: alpha {alpha_key!r} belongs to no LoRA pair")
@@ -253,18 +274,26 @@ def _has_indexed_keys(path: Path) -> bool:
         return any(k.startswith("ip_adapter.") for k in f.keys())  # noqa: SIM118
 
 
-def convert_image_proj(image_proj: Mapping[str, torch.Tensor], argument: str = "ip_adapter_faceid"
-                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def convert_image_proj(
+    image_proj: Mapping[str, torch.Tensor], argument: str = "ip_adapter_faceid"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``MLPProjModel`` / ``ProjPlusModel`` state -> our IdentityEncoder state and the config fields it implies."""
     if "proj.0.weight" not in image_proj or "proj.2.weight" not in image_proj or "norm.weight" not in image_proj:
-        raise _bad(argument, "image_proj is not IP-Adapter-FaceID's (expected proj.0, proj.2 and norm); "
-                             "only the FaceID SD-1.5 variants are supported")
+        raise _bad(
+            argument,
+            "image_proj is not IP-Adapter-FaceID's (expected proj.0, proj.2 and norm); "
+            "only the FaceID SD-1.5 variants are supported",
+        )
     id_dim = int(image_proj["proj.0.weight"].shape[1])
     hidden = int(image_proj["proj.0.weight"].shape[0])
     token_dim = int(image_proj["norm.weight"].shape[0])
     num_tokens = int(image_proj["proj.2.weight"].shape[0]) // token_dim
-    fields: dict[str, Any] = {"id_embedding_dim": id_dim, "id_proj_hidden_dim": hidden,
-                              "num_identity_tokens": num_tokens, "identity_encoder": "mlp"}
+    fields: dict[str, Any] = {
+        "id_embedding_dim": id_dim,
+        "id_proj_hidden_dim": hidden,
+        "num_identity_tokens": num_tokens,
+        "identity_encoder": "mlp",
+    }
     state: dict[str, torch.Tensor] = {}
     layers: set[int] = set()
     for key, tensor in image_proj.items():
@@ -280,9 +309,13 @@ def convert_image_proj(image_proj: Mapping[str, torch.Tensor], argument: str = "
         state[ours] = tensor
     if layers:
         q_rows = int(image_proj["perceiver_resampler.layers.0.0.to_q.weight"].shape[0])
-        fields |= {"identity_encoder": "mlp+perceiver", "perceiver_depth": len(layers),
-                   "perceiver_heads": q_rows // PERCEIVER_HEAD_DIM, "perceiver_head_dim": PERCEIVER_HEAD_DIM,
-                   "perceiver_feature_dim": int(image_proj["perceiver_resampler.proj_in.weight"].shape[1])}
+        fields |= {
+            "identity_encoder": "mlp+perceiver",
+            "perceiver_depth": len(layers),
+            "perceiver_heads": q_rows // PERCEIVER_HEAD_DIM,
+            "perceiver_head_dim": PERCEIVER_HEAD_DIM,
+            "perceiver_feature_dim": int(image_proj["perceiver_resampler.proj_in.weight"].shape[1]),
+        }
     return state, fields
 
 
@@ -333,15 +366,21 @@ def convert_faceid(
     unet = unet2d_on_meta(Path(folders["unet_folder"]))
     adapter_channels = json.loads((adapter_dir / "config.json").read_text(encoding="utf-8")).get("block_out_channels")
     if adapter_channels is not None and tuple(adapter_channels) != tuple(unet.config.block_out_channels):
-        raise _bad("motion_adapter", f"block_out_channels {tuple(adapter_channels)} do not match the SD-1.5 U-Net's "
-                                     f"{tuple(unet.config.block_out_channels)}")
+        raise _bad(
+            "motion_adapter",
+            f"block_out_channels {tuple(adapter_channels)} do not match the SD-1.5 U-Net's "
+            f"{tuple(unet.config.block_out_channels)}",
+        )
 
     faceid = read_faceid(ip_adapter_faceid)
     proj_state, fields = convert_image_proj(faceid["image_proj"])
     token_dim = int(faceid["image_proj"]["norm.weight"].shape[0])
     if token_dim != unet.config.cross_attention_dim:
-        raise _bad("ip_adapter_faceid", f"token width {token_dim} != the U-Net's cross-attention "
-                                        f"{unet.config.cross_attention_dim}: not a checkpoint for this SD model")
+        raise _bad(
+            "ip_adapter_faceid",
+            f"token width {token_dim} != the U-Net's cross-attention "
+            f"{unet.config.cross_attention_dim}: not a checkpoint for this SD model",
+        )
     kv_state = convert_identity_kv(faceid["ip_adapter"], unet)
     if faceid_lora is not None:
         lora_state, rank = read_lora_file(faceid_lora, unet)
@@ -361,7 +400,10 @@ def convert_faceid(
         raise _bad("image_encoder", "this FaceID checkpoint has no Perceiver: it takes no image encoder")
 
     values: dict[str, Any] = {
-        **folders, "motion_adapter_folder": str(adapter_dir), **fields, "id_encoder": "arcface",
+        **folders,
+        "motion_adapter_folder": str(adapter_dir),
+        **fields,
+        "id_encoder": "arcface",
         "base_loras": [FACEID_LORA] if lora_state else [],
         "init_strength": 0.6,  # zero-shot: the LQ video enters only through the SDEdit start
     }
@@ -385,21 +427,33 @@ def convert_faceid(
         lora_dir.mkdir(parents=True, exist_ok=True)
         metadata = LoraConfig(r=rank, lora_alpha=rank, target_modules=modules).to_dict()
         StableDiffusionLoraLoaderMixin.save_lora_weights(
-            save_directory=str(lora_dir), unet_lora_layers={k: v.contiguous() for k, v in lora_state.items()},
-            weight_name=f"{FACEID_LORA}{LORA_SUFFIX}", unet_lora_adapter_metadata=metadata)
+            save_directory=str(lora_dir),
+            unet_lora_layers={k: v.contiguous() for k, v in lora_state.items()},
+            weight_name=f"{FACEID_LORA}{LORA_SUFFIX}",
+            unet_lora_adapter_metadata=metadata,
+        )
     write_config(out, config)
     with Path(ip_adapter_faceid).open("rb") as f:
         faceid_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    sources = {"sd15": str(sd15_dir.resolve()), "motion_adapter": str(adapter_dir),
-               "ip_adapter_faceid": str(Path(ip_adapter_faceid).resolve()),
-               "ip_adapter_faceid_sha256": faceid_sha256}
+    sources = {
+        "sd15": str(sd15_dir.resolve()),
+        "motion_adapter": str(adapter_dir),
+        "ip_adapter_faceid": str(Path(ip_adapter_faceid).resolve()),
+        "ip_adapter_faceid_sha256": faceid_sha256,
+    }
     if faceid_lora is not None:
         sources["faceid_lora"] = str(Path(faceid_lora).resolve())
     if feature_dim is not None:
         sources["image_encoder"] = folders["image_encoder_folder"]
     report = ConversionReport(
-        output=str(out.resolve()), variant="faceid-plusv2" if feature_dim is not None else "faceid",
-        identity_layers=len(kv_state) // 2, lora_layers=lora_layers, lora_rank=rank,
-        id_embedding_dim=config.id_embedding_dim, num_identity_tokens=config.num_identity_tokens, sources=sources)
+        output=str(out.resolve()),
+        variant="faceid-plusv2" if feature_dim is not None else "faceid",
+        identity_layers=len(kv_state) // 2,
+        lora_layers=lora_layers,
+        lora_rank=rank,
+        id_embedding_dim=config.id_embedding_dim,
+        num_identity_tokens=config.num_identity_tokens,
+        sources=sources,
+    )
     (out / "ipfvr" / "converted_from.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report

@@ -433,7 +433,9 @@ class IPFVRPipeline(DiffusionPipeline):
         if previous_noise is not None:
             h = size // self.vae_scale_factor
             if previous_noise.ndim != 5 or (
-                previous_noise.shape[0], previous_noise.shape[1], *previous_noise.shape[3:]
+                previous_noise.shape[0],
+                previous_noise.shape[1],
+                *previous_noise.shape[3:],
             ) != (1, self.latent_channels, h, h):
                 raise _bad(
                     "previous_noise",

@@ -106,7 +106,8 @@ def write_tiny_checkpoint(
     if lora_names:
         _write_random_loras(root, config, parts, lora_names, seed=seed)
     (root / RANDOM_WEIGHTS_MARKER).write_text(
-        "These weights are random (ipfvr weights init-tiny): a test checkpoint that restores nothing.\n")
+        "These weights are random (ipfvr weights init-tiny): a test checkpoint that restores nothing.\n"
+    )
     return root
 
 

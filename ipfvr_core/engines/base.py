@@ -117,8 +117,10 @@ class Engine(ABC):
     def use_identity(self, name: str | None) -> None:
         """Condition the next sessions on per-identity module ``name`` (None: none)."""
         if name is not None:
-            raise ConfigError(f"the {self.name} engine has no per-identity modules (those are trained for "
-                              "the ipfvr engine)", field="identity")
+            raise ConfigError(
+                f"the {self.name} engine has no per-identity modules (those are trained for the ipfvr engine)",
+                field="identity",
+            )
 
     def load_identity(self, name: str, path: str | Path) -> None:
         """Load the per-identity module file ``path`` under ``name`` (the active one does not change)."""

@@ -29,7 +29,15 @@ import cv2
 import numpy as np
 import torch
 
-from ipfvr_core.engines.base import CancelFn, Engine, EngineSession, IdentityCondition, ProgressFn, check_canceled, check_push
+from ipfvr_core.engines.base import (
+    CancelFn,
+    Engine,
+    EngineSession,
+    IdentityCondition,
+    ProgressFn,
+    check_canceled,
+    check_push,
+)
 from ipfvr_core.engines.ncnn_weights import ConvertedWeights, load_realesrgan_x4plus, load_x4plus_weights
 from ipfvr_core.engines.rrdbnet import RRDBNet
 from ipfvr_core.errors import ConfigError

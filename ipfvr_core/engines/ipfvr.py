@@ -76,8 +76,10 @@ class IPFVREngine(Engine):
         )
         engine = cls(pipeline, weights_dir=weights_dir)
         if is_random_test_checkpoint(weights_dir):
-            engine.warnings = (f"the weights in {Path(weights_dir).name} are random test weights (ipfvr weights "
-                               "init-tiny): the output is noise pasted on the faces, not a restoration",)
+            engine.warnings = (
+                f"the weights in {Path(weights_dir).name} are random test weights (ipfvr weights "
+                "init-tiny): the output is noise pasted on the faces, not a restoration",
+            )
         if lora is not None:
             engine.set_lora(lora)
         return engine
@@ -135,14 +137,21 @@ class IPFVREngine(Engine):
         cfg = self.config
         if analyzer.embedding_dim == cfg.id_embedding_dim and analyzer.metric == cfg.id_metric:
             return
-        wanted = (f"{cfg.id_embedding_dim}-d {cfg.id_encoder} embeddings"
-                  + (" (insightface buffalo_l's normed_embedding)" if cfg.id_encoder == "arcface" else ""))
-        fix = ("run with --face-backend insightface --insightface-dir PACK (a local buffalo_l folder; "
-               "or set IPFVR_INSIGHTFACE_DIR)" if cfg.id_encoder == "arcface" else "run with --face-backend dlib")
+        wanted = f"{cfg.id_embedding_dim}-d {cfg.id_encoder} embeddings" + (
+            " (insightface buffalo_l's normed_embedding)" if cfg.id_encoder == "arcface" else ""
+        )
+        fix = (
+            "run with --face-backend insightface --insightface-dir PACK (a local buffalo_l folder; "
+            "or set IPFVR_INSIGHTFACE_DIR)"
+            if cfg.id_encoder == "arcface"
+            else "run with --face-backend dlib"
+        )
         raise ConfigError(
             f"these weights take {wanted}, but the face backend {analyzer.name!r} gives "
             f"{analyzer.embedding_dim}-d {analyzer.metric} embeddings: {fix}",
-            field="face_backend", code="weights_invalid")
+            field="face_backend",
+            code="weights_invalid",
+        )
 
     def check_identity(self, identity: IdentityCondition) -> np.ndarray:
         """(R, D) float32 embeddings of ``identity``, checked against the model's embedding size and metric."""

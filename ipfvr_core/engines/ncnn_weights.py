@@ -295,9 +295,7 @@ def default_x4plus_files() -> tuple[Path, Path]:
     return models / f"{X4PLUS_STEM}.param", models / f"{X4PLUS_STEM}.bin"
 
 
-def convert_ncnn_rrdbnet(
-    param_path: Path, bin_path: Path, num_block: int = X4PLUS_NUM_BLOCK
-) -> ConvertedWeights:
+def convert_ncnn_rrdbnet(param_path: Path, bin_path: Path, num_block: int = X4PLUS_NUM_BLOCK) -> ConvertedWeights:
     """Parse, convert and verify an ncnn RRDBNet (uncached; see :func:`load_x4plus_weights`)."""
     layers = parse_param(param_path)
     _check_graph(layers, num_block, param_path)

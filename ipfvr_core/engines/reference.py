@@ -153,8 +153,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(src, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
-def agreement(crop_grey: np.ndarray, warped_ref_grey: np.ndarray, native: int,
-              band: tuple[float, float]) -> float:
+def agreement(crop_grey: np.ndarray, warped_ref_grey: np.ndarray, native: int, band: tuple[float, float]) -> float:
     """Normalised cross-correlation of the two band-passed images inside the face ellipse, in [-1, 1]."""
     size = crop_grey.shape[0]
     fine, coarse = (b * size / native for b in band)
@@ -239,8 +238,9 @@ class ReferenceSession(EngineSession):
         if key not in self._prepared:
             clean = self._references[index]
             if clean.shape[0] != size:
-                clean = cv2.resize(clean, (size, size), interpolation=cv2.INTER_AREA if clean.shape[0] > size
-                                   else cv2.INTER_CUBIC)
+                clean = cv2.resize(
+                    clean, (size, size), interpolation=cv2.INTER_AREA if clean.shape[0] > size else cv2.INTER_CUBIC
+                )
             degraded = degrade_like(clean, native)
             self._prepared[key] = (clean.astype(np.float32), degraded.astype(np.float32), _grey(degraded))
         return self._prepared[key]
@@ -277,8 +277,9 @@ class ReferenceSession(EngineSession):
                 flow = m * self._previous_flow + (1.0 - m) * flow
             self._previous_flow, self._previous_reference = flow, choice
             warped_degraded = warp(degraded, flow)  # (S, S, 3) float32
-            self._agreements.append(agreement(crops_grey[t], _grey(warped_degraded.astype(np.uint8)), native,
-                                              self._cfg.agreement_band))
+            self._agreements.append(
+                agreement(crops_grey[t], _grey(warped_degraded.astype(np.uint8)), native, self._cfg.agreement_band)
+            )
             track_gate = gate(float(np.median(self._agreements)), self._cfg.gate_low, self._cfg.gate_high)
             out[t], confidence = self._fuse(base[t], clip[t], warp(clean, flow), warped_degraded, native, track_gate)
             self._notes.append(CropNote(reference=choice if track_gate > 0 else None, confidence=confidence))
@@ -295,12 +296,20 @@ class ReferenceSession(EngineSession):
         for i in range(len(self._references)):
             _, degraded, degraded_grey = self._reference(i, size, native)
             flow = register(middle, degraded_grey, self._cfg.flow_side, self._cfg.flow_sigma * size)
-            scores.append(agreement(middle, _grey(warp(degraded, flow).astype(np.uint8)), native,
-                                    self._cfg.agreement_band))
+            scores.append(
+                agreement(middle, _grey(warp(degraded, flow).astype(np.uint8)), native, self._cfg.agreement_band)
+            )
         return int(np.argmax(scores))
 
-    def _fuse(self, base: np.ndarray, crop: np.ndarray, warped_clean: np.ndarray, warped_degraded: np.ndarray,
-              native: int, track_gate: float) -> tuple[np.ndarray, float]:
+    def _fuse(
+        self,
+        base: np.ndarray,
+        crop: np.ndarray,
+        warped_clean: np.ndarray,
+        warped_degraded: np.ndarray,
+        native: int,
+        track_gate: float,
+    ) -> tuple[np.ndarray, float]:
         """Base's coarse bands + the warped reference's fine bands under confidence; returns (crop, mean confidence)."""
         size = base.shape[0]
         if track_gate <= 0.0:

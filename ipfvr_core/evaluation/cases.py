@@ -22,7 +22,6 @@ Caching
     JSON manifest and imports neither dlib nor the codecs' encoders.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +37,16 @@ from typing import Any
 
 from ipfvr_core.errors import IPFVRError, OutputError
 from ipfvr_core.evaluation.recipes import (
-    REFERENCE_CROP_FACES, STILL_FPS, SUITE_VERSION, WRITE_CRF, WRITE_PRESET, CarphoneRecipe, StillRecipe,
-    source_path, sources_used, suite_recipes,
+    REFERENCE_CROP_FACES,
+    STILL_FPS,
+    SUITE_VERSION,
+    WRITE_CRF,
+    WRITE_PRESET,
+    CarphoneRecipe,
+    StillRecipe,
+    source_path,
+    sources_used,
+    suite_recipes,
 )
 from ipfvr_core.evaluation.suite_builder import SuiteBuilder
 from ipfvr_core.options import FaceMode
@@ -58,7 +65,9 @@ class EvalCase:
     faces: FaceMode = "target"  # RestoreOptions.faces for this case
     group: str = ""  # for tables: "carphone", "carphone-redegraded", "stills", "hijack"
     note: str = ""  # one line: how it was made (degradation recipe, reference variant)
-    judged_reference: Path | None = None  # photo whose identity counts as "the person" for identity-to-reference; None: references[0]
+    judged_reference: Path | None = (
+        None  # photo whose identity counts as "the person" for identity-to-reference; None: references[0]
+    )
 
 
 def builtin_suite(cache_dir: Path, *, quick: bool = False) -> list[EvalCase]:

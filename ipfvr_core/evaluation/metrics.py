@@ -222,8 +222,9 @@ def warp_error(prev_out: np.ndarray, cur_out: np.ndarray, pair: FlowPair) -> flo
 def video_warp_error(frames: list[np.ndarray], gt_frames: list[np.ndarray], config: WarpConfig | None = None) -> float:
     """E_warp of a whole (short, in-memory) video against its ground truth's flow; mean over pairs."""
     if len(frames) != len(gt_frames) or len(frames) < 2:
-        raise InputError(f"need two or more frames and equal counts, got {len(frames)} and {len(gt_frames)}",
-                         field="frames")
+        raise InputError(
+            f"need two or more frames and equal counts, got {len(frames)} and {len(gt_frames)}", field="frames"
+        )
     errors = [
         warp_error(frames[t - 1], frames[t], gt_flow_pair(gt_frames[t - 1], gt_frames[t], config))
         for t in range(1, len(frames))

@@ -118,8 +118,19 @@ def suite_recipes(quick: bool) -> tuple[list[CarphoneRecipe], list[StillRecipe]]
         _still("stills/t1-face3/severe-recrop", "t1", 2, "severe", "recrop", n),
         # a 112x112 aligned crop with an 80 px face: upsampled so the camera has room to move, and a smaller
         # frame keeps the mirrored border out of view
-        _still("stills/tom-hanks/moderate-relight", "tom_hanks", 0, "moderate", "relight", n,
-               face_px=100.0, size=(128, 128), pan=6.0, zoom=(0.92, 1.08), roll=3.0),  # fmt: skip
+        _still(
+            "stills/tom-hanks/moderate-relight",
+            "tom_hanks",
+            0,
+            "moderate",
+            "relight",
+            n,
+            face_px=100.0,
+            size=(128, 128),
+            pan=6.0,
+            zoom=(0.92, 1.08),
+            roll=3.0,
+        ),  # fmt: skip
     ]
     return carphone, stills
 

@@ -85,8 +85,10 @@ def trained_against_note(result: EvalResult, *, html_escape: bool = False) -> st
     notes = []
     for engine, network in sorted(result.config.get("trained_against", {}).items()):
         judge = "dlib" if network == "facenet" else "dlib and FaceNet"
-        notes.append(f"{engine} was trained against {network} (identity feedback): read the {judge} columns; "
-                     "a judge that was the training reward measures the reward, not the identity.")
+        notes.append(
+            f"{engine} was trained against {network} (identity feedback): read the {judge} columns; "
+            "a judge that was the training reward measures the reward, not the identity."
+        )
     if not notes:
         return ""
     return "".join(f"<p class='note'><b>{html.escape(n)}</b></p>" for n in notes) if html_escape else "\n".join(notes)

@@ -13,7 +13,6 @@ The degraded input is always scored as the row ``engine="input"``, so every tabl
 ground truth's size, and the row says so in ``resized``.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +55,9 @@ def check_engines(engines: Sequence[str]) -> list[str]:
         raise InputError("name at least one engine", field="engines", code="invalid_option")
     for name in engines:
         if name not in ENGINES:
-            raise InputError(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}", field="engines",
-                             code="invalid_option")
+            raise InputError(
+                f"unknown engine {name!r}; choose from {', '.join(ENGINES)}", field="engines", code="invalid_option"
+            )
     if len(set(engines)) != len(engines):
         raise InputError("an engine is named twice", field="engines", code="invalid_option")
     return engines

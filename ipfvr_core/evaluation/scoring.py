@@ -63,7 +63,8 @@ def check_case(case: EvalCase) -> tuple[Any, Any, int]:
         raise InputError(
             f"{case.name}: ground truth {gt.width}x{gt.height} is not 1, 2 or 4 times the degraded "
             f"{deg.width}x{deg.height}",
-            field="ground_truth", code="invalid_option",
+            field="ground_truth",
+            code="invalid_option",
         )
     if not case.references:
         raise InputError(f"{case.name}: no reference photo", field="reference", code="invalid_option")
@@ -160,9 +161,11 @@ class _CaseScorer:
             if box is not None:
                 gt_ident = (self.judges.dlib.embed(gt, box), self.judges.facenet.embed(gt, box))
                 self.info.gt_dlib_l2_to_ref.append(
-                    _best([self.judges.dlib.compare(gt_ident[0], r) for r in self.ref_dlib], False))
+                    _best([self.judges.dlib.compare(gt_ident[0], r) for r in self.ref_dlib], False)
+                )
                 self.info.gt_facenet_cos_to_ref.append(
-                    _best([self.judges.facenet.compare(gt_ident[1], r) for r in self.ref_facenet], True))
+                    _best([self.judges.facenet.compare(gt_ident[1], r) for r in self.ref_facenet], True)
+                )
             else:
                 self.info.gt_dlib_l2_to_ref.append(None)
                 self.info.gt_facenet_cos_to_ref.append(None)
@@ -229,8 +232,9 @@ def score_videos(case: EvalCase, videos: Mapping[str, Path], judges: Judges | No
     return rows
 
 
-def score_case(case: EvalCase, info: CaseInfo, rows: Sequence[ResultRow], judges: Judges,
-               config: M.MetricsConfig | None = None) -> None:
+def score_case(
+    case: EvalCase, info: CaseInfo, rows: Sequence[ResultRow], judges: Judges, config: M.MetricsConfig | None = None
+) -> None:
     """Score every ok row's ``video`` of one case against its ground truth, filling the rows in place.
 
     A case-level error (already in ``info.error``, or raised while scoring) fails every row; a

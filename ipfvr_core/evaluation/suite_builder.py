@@ -18,8 +18,17 @@ import numpy as np
 from ipfvr_core.errors import IPFVRError
 from ipfvr_core.evaluation.metrics import psnr
 from ipfvr_core.evaluation.recipes import (
-    FACE_SIZE_PER_LANDMARK_SPAN, MEASURE_EVERY, MIN_WRITE_PSNR_DB, REFERENCE_CROP_FACES, STILL_FPS, SUITE_VERSION,
-    WRITE_CRF, WRITE_PRESET, CarphoneRecipe, StillRecipe, source_path,
+    FACE_SIZE_PER_LANDMARK_SPAN,
+    MEASURE_EVERY,
+    MIN_WRITE_PSNR_DB,
+    REFERENCE_CROP_FACES,
+    STILL_FPS,
+    SUITE_VERSION,
+    WRITE_CRF,
+    WRITE_PRESET,
+    CarphoneRecipe,
+    StillRecipe,
+    source_path,
 )
 
 

@@ -117,9 +117,7 @@ class CenterFaceConfig:
         if not 0.0 < self.min_score < 1.0:
             raise ConfigError(f"must lie in (0, 1), got {self.min_score!r}", field="min_score")
         if not self.min_score <= self.confident_score < 1.0:
-            raise ConfigError(
-                f"must lie in [min_score, 1), got {self.confident_score!r}", field="confident_score"
-            )
+            raise ConfigError(f"must lie in [min_score, 1), got {self.confident_score!r}", field="confident_score")
         if self.track_score is not None and not 0.0 <= self.track_score < 1.0:
             raise ConfigError(f"must be None or lie in [0, 1), got {self.track_score!r}", field="track_score")
         if not 0.0 < self.nms_iou <= 1.0:

@@ -34,9 +34,7 @@ def _config(config_type: type, options: dict[str, Any], backend: str, **fixed: A
     return config_type(**fixed, **options)
 
 
-def load_analyzer(
-    backend: str = "auto", *, insightface_dir: str | Path | None = None, **options: Any
-) -> FaceAnalyzer:
+def load_analyzer(backend: str = "auto", *, insightface_dir: str | Path | None = None, **options: Any) -> FaceAnalyzer:
     """Build the named backend; ``options`` are fields of its config (CenterFace-, Dlib- or InsightFaceConfig)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown face backend {backend!r}; choose one of {list(BACKENDS)}", field="face_backend")

@@ -121,22 +121,30 @@ def select_targets(
     min_len = max(1, min(rules.min_track_frames, frames_seen // 2))
     long_enough = [t for t in tracks if len(t) >= min_len and _clears(t, rules.min_track_score)]
     if not long_enough:
-        return Selection([], f"faces were detected only in isolated frames (no track of {min_len}+ frames); "
-                             "frames were copied unchanged")
+        return Selection(
+            [],
+            f"faces were detected only in isolated frames (no track of {min_len}+ frames); "
+            "frames were copied unchanged",
+        )
     floor = analyzer.track_score
     steady = [t for t in long_enough if floor is None or _median_score(t) >= floor]
     if not steady:
-        return Selection([], f"only weak detections were found (no track's median face score reaches {floor}); "
-                             "frames were copied unchanged")
-    selected = select_tracks(steady, references, analyzer.distance, rules.max_distance, rules.faces,
-                             min_length=min_len)
+        return Selection(
+            [],
+            f"only weak detections were found (no track's median face score reaches {floor}); "
+            "frames were copied unchanged",
+        )
+    selected = select_tracks(steady, references, analyzer.distance, rules.max_distance, rules.faces, min_length=min_len)
     if rules.faces == "all":
         return Selection(selected)
     refs = np.stack(references)  # (R, D)
     dist = {t.id: track_identity_distance(t, refs, analyzer.distance) for t in steady}
     for chosen in selected:
-        rivals = [dist[t.id] for t in steady if t.id != chosen.id and dist[t.id] is not None
-                  and _other_face_at_same_time(t, chosen)]
+        rivals = [
+            dist[t.id]
+            for t in steady
+            if t.id != chosen.id and dist[t.id] is not None and _other_face_at_same_time(t, chosen)
+        ]
         if rivals and min(rivals) - dist[chosen.id] < rules.margin:
             raise InputError(
                 f"the reference does not single out one face: the closest is at identity distance "
@@ -150,9 +158,13 @@ def select_targets(
     best = min((d for d in dist.values() if d is not None), default=float("inf"))
     dominant = _dominant_face(steady)
     if dominant:
-        return Selection(dominant, (
-            f"identity not verified: the closest face is at distance {best:.3f} from the reference "
-            f"(limit {rules.max_distance:.3f}); one face dominates the video, so it was restored as the target"))
+        return Selection(
+            dominant,
+            (
+                f"identity not verified: the closest face is at distance {best:.3f} from the reference "
+                f"(limit {rules.max_distance:.3f}); one face dominates the video, so it was restored as the target"
+            ),
+        )
     raise InputError(
         f"no face in the video matches the reference (closest identity distance {best:.3f}, "
         f"limit {rules.max_distance:.3f}); use a reference of a person in the video, or faces='all'",
@@ -176,8 +188,9 @@ def _dominant_face(tracks: list[Track]) -> list[Track]:
         return sum(f.score - floor for f in _detected(t))
 
     ranked = sorted(tracks, key=evidence, reverse=True)
-    if not ranked or not all(evidence(ranked[0]) >= 2 * evidence(t) for t in ranked[1:]
-                             if _other_face_at_same_time(t, ranked[0])):
+    if not ranked or not all(
+        evidence(ranked[0]) >= 2 * evidence(t) for t in ranked[1:] if _other_face_at_same_time(t, ranked[0])
+    ):
         return []
     picked: list[Track] = []
     for t in ranked:

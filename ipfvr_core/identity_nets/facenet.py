@@ -31,8 +31,9 @@ SCOPE = "InceptionResnetV1"
 class _Conv(nn.Module):
     """A convolution with its folded batch norm (a bias), then ReLU unless ``relu`` is False."""
 
-    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, *, same: bool,
-                 relu: bool = True) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, *, same: bool, relu: bool = True
+    ) -> None:
         super().__init__()
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         padding = (kh // 2, kw // 2) if same else (0, 0)  # TF "SAME" for odd kernels at stride 1
@@ -50,8 +51,9 @@ class _Block35(nn.Module):
         self.scale = scale
         self.branch0 = _Conv(256, 32, 1, same=True)
         self.branch1 = nn.Sequential(_Conv(256, 32, 1, same=True), _Conv(32, 32, 3, same=True))
-        self.branch2 = nn.Sequential(_Conv(256, 32, 1, same=True), _Conv(32, 32, 3, same=True),
-                                     _Conv(32, 32, 3, same=True))
+        self.branch2 = nn.Sequential(
+            _Conv(256, 32, 1, same=True), _Conv(32, 32, 3, same=True), _Conv(32, 32, 3, same=True)
+        )
         self.up = _Conv(96, 256, 1, same=True, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +66,9 @@ class _Block17(nn.Module):
         super().__init__()
         self.scale = scale
         self.branch0 = _Conv(896, 128, 1, same=True)
-        self.branch1 = nn.Sequential(_Conv(896, 128, 1, same=True), _Conv(128, 128, (1, 7), same=True),
-                                     _Conv(128, 128, (7, 1), same=True))
+        self.branch1 = nn.Sequential(
+            _Conv(896, 128, 1, same=True), _Conv(128, 128, (1, 7), same=True), _Conv(128, 128, (7, 1), same=True)
+        )
         self.up = _Conv(256, 896, 1, same=True, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,8 +81,9 @@ class _Block8(nn.Module):
         super().__init__()
         self.scale, self.relu = scale, relu
         self.branch0 = _Conv(1792, 192, 1, same=True)
-        self.branch1 = nn.Sequential(_Conv(1792, 192, 1, same=True), _Conv(192, 192, (1, 3), same=True),
-                                     _Conv(192, 192, (3, 1), same=True))
+        self.branch1 = nn.Sequential(
+            _Conv(1792, 192, 1, same=True), _Conv(192, 192, (1, 3), same=True), _Conv(192, 192, (3, 1), same=True)
+        )
         self.up = _Conv(384, 1792, 1, same=True, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +96,9 @@ class _Mixed6a(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.branch0 = _Conv(256, 384, 3, 2, same=False)
-        self.branch1 = nn.Sequential(_Conv(256, 192, 1, same=True), _Conv(192, 192, 3, same=True),
-                                     _Conv(192, 256, 3, 2, same=False))
+        self.branch1 = nn.Sequential(
+            _Conv(256, 192, 1, same=True), _Conv(192, 192, 3, same=True), _Conv(192, 256, 3, 2, same=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch0(x), self.branch1(x), F.max_pool2d(x, 3, 2)], dim=1)  # (N, 896, 8, 8)
@@ -104,8 +109,9 @@ class _Mixed7a(nn.Module):
         super().__init__()
         self.branch0 = nn.Sequential(_Conv(896, 256, 1, same=True), _Conv(256, 384, 3, 2, same=False))
         self.branch1 = nn.Sequential(_Conv(896, 256, 1, same=True), _Conv(256, 256, 3, 2, same=False))
-        self.branch2 = nn.Sequential(_Conv(896, 256, 1, same=True), _Conv(256, 256, 3, same=True),
-                                     _Conv(256, 256, 3, 2, same=False))
+        self.branch2 = nn.Sequential(
+            _Conv(896, 256, 1, same=True), _Conv(256, 256, 3, same=True), _Conv(256, 256, 3, 2, same=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = [self.branch0(x), self.branch1(x), self.branch2(x), F.max_pool2d(x, 3, 2)]
@@ -119,11 +125,16 @@ class FaceNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.ModuleDict({
-            "Conv2d_1a_3x3": _Conv(3, 32, 3, 2, same=False), "Conv2d_2a_3x3": _Conv(32, 32, 3, same=False),
-            "Conv2d_2b_3x3": _Conv(32, 64, 3, same=True), "Conv2d_3b_1x1": _Conv(64, 80, 1, same=False),
-            "Conv2d_4a_3x3": _Conv(80, 192, 3, same=False), "Conv2d_4b_3x3": _Conv(192, 256, 3, 2, same=False),
-        })
+        self.stem = nn.ModuleDict(
+            {
+                "Conv2d_1a_3x3": _Conv(3, 32, 3, 2, same=False),
+                "Conv2d_2a_3x3": _Conv(32, 32, 3, same=False),
+                "Conv2d_2b_3x3": _Conv(32, 64, 3, same=True),
+                "Conv2d_3b_1x1": _Conv(64, 80, 1, same=False),
+                "Conv2d_4a_3x3": _Conv(80, 192, 3, same=False),
+                "Conv2d_4b_3x3": _Conv(192, 256, 3, 2, same=False),
+            }
+        )
         self.repeat = nn.ModuleList([_Block35(0.17) for _ in range(5)])
         self.mixed_6a = _Mixed6a()
         self.repeat_1 = nn.ModuleList([_Block17(0.10) for _ in range(10)])
@@ -171,18 +182,34 @@ def _tf_names(model: FaceNet) -> dict[str, _Conv]:
 
     for i, b in enumerate(model.repeat):
         prefix = f"{SCOPE}/Repeat/block35_{i + 1}"
-        block(prefix, b, {"branch0": ["Conv2d_1x1"], "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_3x3"],
-                          "branch2": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_0c_3x3"]})
+        block(
+            prefix,
+            b,
+            {
+                "branch0": ["Conv2d_1x1"],
+                "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_3x3"],
+                "branch2": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_0c_3x3"],
+            },
+        )
         names[f"{prefix}/Conv2d_1x1"] = b.up
-    block(f"{SCOPE}/Mixed_6a", model.mixed_6a, {"branch0": ["Conv2d_1a_3x3"],
-                                                "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_1a_3x3"]})
+    block(
+        f"{SCOPE}/Mixed_6a",
+        model.mixed_6a,
+        {"branch0": ["Conv2d_1a_3x3"], "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_1a_3x3"]},
+    )
     for i, b in enumerate(model.repeat_1):
         prefix = f"{SCOPE}/Repeat_1/block17_{i + 1}"
         block(prefix, b, {"branch0": ["Conv2d_1x1"], "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_1x7", "Conv2d_0c_7x1"]})
         names[f"{prefix}/Conv2d_1x1"] = b.up
-    block(f"{SCOPE}/Mixed_7a", model.mixed_7a, {"branch0": ["Conv2d_0a_1x1", "Conv2d_1a_3x3"],
-                                                "branch1": ["Conv2d_0a_1x1", "Conv2d_1a_3x3"],
-                                                "branch2": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_1a_3x3"]})
+    block(
+        f"{SCOPE}/Mixed_7a",
+        model.mixed_7a,
+        {
+            "branch0": ["Conv2d_0a_1x1", "Conv2d_1a_3x3"],
+            "branch1": ["Conv2d_0a_1x1", "Conv2d_1a_3x3"],
+            "branch2": ["Conv2d_0a_1x1", "Conv2d_0b_3x3", "Conv2d_1a_3x3"],
+        },
+    )
     for i, b in enumerate([*model.repeat_2, model.block8]):
         prefix = f"{SCOPE}/Repeat_2/block8_{i + 1}" if i < len(model.repeat_2) else f"{SCOPE}/Block8"
         block(prefix, b, {"branch0": ["Conv2d_1x1"], "branch1": ["Conv2d_0a_1x1", "Conv2d_0b_1x3", "Conv2d_0c_3x1"]})
@@ -204,13 +231,17 @@ def load_facenet(graph_path: str | Path | None = None) -> FaceNet:
             blobs = net.getLayer(f"{name}/Conv2D").blobs
             weight, bias = blobs[0], blobs[1].reshape(-1)
             if weight.shape != tuple(module.conv.weight.shape):
-                raise ConfigError(f"{name}: weight {weight.shape}, expected {tuple(module.conv.weight.shape)}",
-                                  field="facenet_model", code="weights_invalid")
+                raise ConfigError(
+                    f"{name}: weight {weight.shape}, expected {tuple(module.conv.weight.shape)}",
+                    field="facenet_model",
+                    code="weights_invalid",
+                )
             module.conv.weight.copy_(torch.from_numpy(weight))
             module.conv.bias.copy_(torch.from_numpy(bias))
         model.bottleneck.weight.copy_(torch.from_numpy(net.getLayer(f"{SCOPE}/Bottleneck/MatMul").blobs[0]))
-        mean, variance, beta = (b.reshape(-1) for b in
-                                net.getLayer(f"{SCOPE}/Bottleneck/BatchNorm/cond/FusedBatchNorm_1").blobs)
+        mean, variance, beta = (
+            b.reshape(-1) for b in net.getLayer(f"{SCOPE}/Bottleneck/BatchNorm/cond/FusedBatchNorm_1").blobs
+        )
         model.bottleneck_bn.running_mean.copy_(torch.from_numpy(mean))
         model.bottleneck_bn.running_var.copy_(torch.from_numpy(variance))
         model.bottleneck_bn.weight.fill_(1.0)

@@ -37,8 +37,15 @@ def _conv(x: list, a: dict) -> torch.Tensor:
     weight = x[1]
     assert weight is not None
     dims = weight.dim() - 2
-    return F.conv2d(x[0], weight, x[2] if len(x) > 2 else None, stride=tuple(a.get("strides", [1] * dims)),
-                    padding=_pads(a, dims), dilation=tuple(a.get("dilations", [1] * dims)), groups=a.get("group", 1))
+    return F.conv2d(
+        x[0],
+        weight,
+        x[2] if len(x) > 2 else None,
+        stride=tuple(a.get("strides", [1] * dims)),
+        padding=_pads(a, dims),
+        dilation=tuple(a.get("dilations", [1] * dims)),
+        groups=a.get("group", 1),
+    )
 
 
 def _batch_norm(x: list, a: dict) -> torch.Tensor:
@@ -109,8 +116,10 @@ class OnnxGraph(nn.Module):
         graph = model.graph
         unsupported = sorted({n.op_type for n in graph.node} - set(OPS))
         if unsupported:
-            raise ConfigError(f"{Path(path).name} uses operators this runner lacks: {', '.join(unsupported)}",
-                              field="identity_network")
+            raise ConfigError(
+                f"{Path(path).name} uses operators this runner lacks: {', '.join(unsupported)}",
+                field="identity_network",
+            )
         self.names: dict[str, str] = {}  # ONNX initializer name -> buffer name
         for index, tensor in enumerate(graph.initializer):
             self.names[tensor.name] = f"init_{index}"
@@ -120,8 +129,15 @@ class OnnxGraph(nn.Module):
         if len(inputs) != 1 or len(graph.output) != 1:
             raise ConfigError("expected one input and one output", field="identity_network")
         self.input_name, self.output_name = inputs[0], graph.output[0].name
-        self.nodes = [(n.op_type, list(n.input), list(n.output),
-                       {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}) for n in graph.node]
+        self.nodes = [
+            (
+                n.op_type,
+                list(n.input),
+                list(n.output),
+                {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute},
+            )
+            for n in graph.node
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, torch.Tensor] = {self.input_name: x}

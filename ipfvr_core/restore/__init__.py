@@ -14,6 +14,12 @@ from ipfvr_core.restore.output import label
 from ipfvr_core.restore.restorer import Restorer
 
 __all__ = [
-    "FaceMode", "ProgressCallback", "ProgressEvent", "RestoreOptions", "RestoreReport", "Restorer", "label",
+    "FaceMode",
+    "ProgressCallback",
+    "ProgressEvent",
+    "RestoreOptions",
+    "RestoreReport",
+    "Restorer",
+    "label",
     "write_report",
 ]

@@ -40,8 +40,9 @@ def analyze(
         faces = analyzer.detect(vf.image)
         t = stages.add("detect", t)
         boxes = np.array([f.bbox for f in faces], dtype=np.float64).reshape(-1, 4)  # (F, 4)
-        for i in faces_to_embed(boxes, np.concatenate([*recent, np.zeros((0, 4))]),
-                                sampled=vf.index % embed_every == 0):
+        for i in faces_to_embed(
+            boxes, np.concatenate([*recent, np.zeros((0, 4))]), sampled=vf.index % embed_every == 0
+        ):
             analyzer.embed(vf.image, faces[i])
         recent.append(boxes)
         t = stages.add("embed", t)

@@ -57,18 +57,42 @@ class OutputVideos:
     Use as a context manager; :meth:`write` takes each input frame with its restored version.
     """
 
-    def __init__(self, output: Path, compare: Path | None, info: VideoInfo, options: RestoreOptions,
-                 engine_name: str, audio: str | Path | None) -> None:
+    def __init__(
+        self,
+        output: Path,
+        compare: Path | None,
+        info: VideoInfo,
+        options: RestoreOptions,
+        engine_name: str,
+        audio: str | Path | None,
+    ) -> None:
         scale = options.upscale
         w, h = even(scale * info.width), even(scale * info.height)
         self._scale = scale
         self._engine_name = engine_name
-        self._writer = VideoWriter(output, width=w, height=h, fps=info.fps, time_base=info.time_base,
-                                   crf=options.crf, preset=options.preset, audio_from=audio)
+        self._writer = VideoWriter(
+            output,
+            width=w,
+            height=h,
+            fps=info.fps,
+            time_base=info.time_base,
+            crf=options.crf,
+            preset=options.preset,
+            audio_from=audio,
+        )
         self._compare = (
-            VideoWriter(compare, width=even(2 * scale * info.width), height=h, fps=info.fps,
-                        time_base=info.time_base, crf=options.crf, preset=options.preset, audio_from=audio)
-            if compare is not None else None
+            VideoWriter(
+                compare,
+                width=even(2 * scale * info.width),
+                height=h,
+                fps=info.fps,
+                time_base=info.time_base,
+                crf=options.crf,
+                preset=options.preset,
+                audio_from=audio,
+            )
+            if compare is not None
+            else None
         )
 
     def write(self, frame: VideoFrame, restored: np.ndarray) -> None:
@@ -89,8 +113,9 @@ class OutputVideos:
                 raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         try:
             if self._compare is not None:
                 self._compare.__exit__(exc_type, exc, tb)
@@ -105,8 +130,15 @@ class FrameSink:
     ``rows`` collects the report's row of every frame written.
     """
 
-    def __init__(self, videos: OutputVideos, meter: FrameMeter, upscaler: BackgroundUpscaler | None, scale: int,
-                 detections: list[list[Face]], stages: Stages) -> None:
+    def __init__(
+        self,
+        videos: OutputVideos,
+        meter: FrameMeter,
+        upscaler: BackgroundUpscaler | None,
+        scale: int,
+        detections: list[list[Face]],
+        stages: Stages,
+    ) -> None:
         self._videos = videos
         self._meter = meter
         self._upscaler = upscaler

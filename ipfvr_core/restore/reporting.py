@@ -12,7 +12,13 @@ from ipfvr_core.faces.base import Face, FaceAnalyzer
 from ipfvr_core.faces.tracks import Track
 from ipfvr_core.identity import ReferenceSet, distance_to_references
 from ipfvr_core.report import (
-    DistanceStats, FrameReport, IdentitySummary, ReferenceSummary, TrackSummary, Transfer, VideoSummary,
+    DistanceStats,
+    FrameReport,
+    IdentitySummary,
+    ReferenceSummary,
+    TrackSummary,
+    Transfer,
+    VideoSummary,
 )
 from ipfvr_core.restore.streamer import RestoredFrame
 from ipfvr_core.upscale import upscaled_points
@@ -20,15 +26,25 @@ from ipfvr_core.video_io import VideoInfo
 
 
 def video_summary(info: VideoInfo, path: str | Path) -> VideoSummary:
-    return VideoSummary(path=str(path), width=info.width, height=info.height, fps=float(info.fps),
-                        frames=info.frame_count, duration_s=round(info.duration_s, 4), has_audio=info.has_audio,
-                        codec=info.codec)
+    return VideoSummary(
+        path=str(path),
+        width=info.width,
+        height=info.height,
+        fps=float(info.fps),
+        frames=info.frame_count,
+        duration_s=round(info.duration_s, 4),
+        has_audio=info.has_audio,
+        codec=info.codec,
+    )
 
 
 def reference_summaries(refs: ReferenceSet) -> list[ReferenceSummary]:
     return [
-        ReferenceSummary(name=r.name, faces_found=r.faces_found,
-                         distance_to_other_references=refs.consistency[i] if refs.consistency else None)
+        ReferenceSummary(
+            name=r.name,
+            faces_found=r.faces_found,
+            distance_to_other_references=refs.consistency[i] if refs.consistency else None,
+        )
         for i, r in enumerate(refs.references)
     ]
 
@@ -37,13 +53,19 @@ def distance_stats(distances: Sequence[float]) -> DistanceStats:
     if not distances:
         return DistanceStats(n=0, mean=None, median=None, min=None, max=None, p90=None)
     arr = np.asarray(distances, dtype=np.float64)
-    return DistanceStats(n=int(arr.size), mean=round(float(arr.mean()), 4), median=round(float(np.median(arr)), 4),
-                         min=round(float(arr.min()), 4), max=round(float(arr.max()), 4),
-                         p90=round(float(np.percentile(arr, 90)), 4))
+    return DistanceStats(
+        n=int(arr.size),
+        mean=round(float(arr.mean()), 4),
+        median=round(float(np.median(arr)), 4),
+        min=round(float(arr.min()), 4),
+        max=round(float(arr.max()), 4),
+        p90=round(float(np.percentile(arr, 90)), 4),
+    )
 
 
-def identity_summary(refs: ReferenceSet, target_max_distance: float, frames: Sequence[FrameReport],
-                     embed_every: int) -> IdentitySummary:
+def identity_summary(
+    refs: ReferenceSet, target_max_distance: float, frames: Sequence[FrameReport], embed_every: int
+) -> IdentitySummary:
     before = [d for fr in frames for d in fr.distance_before_restored]
     after = [d for fr in frames for d in fr.distance_after]
     return IdentitySummary(
@@ -60,8 +82,12 @@ def identity_summary(refs: ReferenceSet, target_max_distance: float, frames: Seq
 
 def track_summaries(tracks: Sequence[Track], selected: Sequence[Track]) -> list[TrackSummary]:
     chosen = {t.id for t in selected}
-    return [TrackSummary(id=t.id, first_frame=t.frames[0], last_frame=t.frames[-1], frames=len(t.frames),
-                         restored=t.id in chosen) for t in tracks]
+    return [
+        TrackSummary(
+            id=t.id, first_frame=t.frames[0], last_frame=t.frames[-1], frames=len(t.frames), restored=t.id in chosen
+        )
+        for t in tracks
+    ]
 
 
 class FrameMeter:
@@ -83,8 +109,9 @@ class FrameMeter:
             face = rf.face
             if face.embedding is None and frame.index % self._embed_every != 0:
                 continue
-            emb_in = face.embedding if face.embedding is not None else self._analyzer.embed(
-                frame.image, _geometry(face))
+            emb_in = (
+                face.embedding if face.embedding is not None else self._analyzer.embed(frame.image, _geometry(face))
+            )
             emb_out = self._analyzer.embed(restored, _geometry(face, self._scale))
             before.append(self._distance(emb_in))
             after.append(self._distance(emb_out))

@@ -37,7 +37,11 @@ from ipfvr_core.report import RestoreReport
 from ipfvr_core.restore.analysis import analyze
 from ipfvr_core.restore.output import FrameSink, OutputVideos
 from ipfvr_core.restore.reporting import (
-    FrameMeter, identity_summary, reference_summaries, track_summaries, video_summary,
+    FrameMeter,
+    identity_summary,
+    reference_summaries,
+    track_summaries,
+    video_summary,
 )
 from ipfvr_core.restore.stages import Stages
 from ipfvr_core.restore.streamer import TrackStreamer
@@ -127,16 +131,29 @@ class Restorer:
         t = time.perf_counter()
         tracks = link_tracks(detections, distance_fn=self.analyzer.distance, max_gap=options.max_gap_frames)
         threshold = options.target_max_distance or default_target_distance(self.analyzer)
-        rules = TargetRules(faces=options.faces, max_distance=threshold, min_track_frames=options.min_track_frames,
-                            min_track_score=options.min_track_score, margin=options.target_margin)
+        rules = TargetRules(
+            faces=options.faces,
+            max_distance=threshold,
+            min_track_frames=options.min_track_frames,
+            min_track_score=options.min_track_score,
+            margin=options.target_margin,
+        )
         selection = select_targets(tracks, refs.embeddings, self.analyzer, rules)
         warnings = [*self.engine.warnings, *([selection.warning] if selection.warning else [])]
         landmarks = {tr.id: _smooth(tr, options.smoothing_sigma) for tr in selection.tracks}
         stages.add("tracks", t)
 
         # 4. Restore pass: decode again, stream the selected faces through the engine, paste them back, encode.
-        streamer = TrackStreamer(self.engine, self._identity_condition(refs, options), selection.tracks, landmarks,
-                                 face_size, seed=options.seed, stages=stages, should_cancel=should_cancel)
+        streamer = TrackStreamer(
+            self.engine,
+            self._identity_condition(refs, options),
+            selection.tracks,
+            landmarks,
+            face_size,
+            seed=options.seed,
+            stages=stages,
+            should_cancel=should_cancel,
+        )
         meter = FrameMeter(self.analyzer, refs, options.embed_every, options.upscale)
         upscaler = self._background_upscaler(options)
         audio = input_path if info.has_audio else None

@@ -72,8 +72,9 @@ class TrackStreamer:
         self._seed = seed
         self._stages = stages
         self._should_cancel = should_cancel
-        self._tracks = {t.id: _TrackState(faces=t.faces, landmarks=landmarks[t.id], last_frame=t.frames[-1])
-                        for t in tracks}
+        self._tracks = {
+            t.id: _TrackState(faces=t.faces, landmarks=landmarks[t.id], last_frame=t.frames[-1]) for t in tracks
+        }
         self._at_frame: dict[int, list[tuple[int, int]]] = defaultdict(list)  # frame -> [(track id, position)]
         for t in tracks:
             for position, index in enumerate(t.frames):

@@ -91,8 +91,9 @@ class TrainConfig(BaseModel):
             raise ConfigError("the three drop probabilities sum above 1", field="p_drop_both")
         low, high = self.feedback_window
         if not 0 <= low <= high < self.feedback_steps:
-            raise ConfigError(f"must satisfy 0 <= low <= high < feedback_steps ({self.feedback_steps})",
-                              field="feedback_window")
+            raise ConfigError(
+                f"must satisfy 0 <= low <= high < feedback_steps ({self.feedback_steps})", field="feedback_window"
+            )
         return self
 
 

@@ -41,12 +41,23 @@ def collate(samples: list[ClipSample]) -> dict[str, torch.Tensor]:
 class ClipDataset(Dataset[ClipSample]):
     """The clip samples of a prepared folder, cut or resized to ``frames`` x ``resolution``."""
 
-    def __init__(self, folder: str, *, frames: int, resolution: int, degradation: DegradationConfig | str = "moderate",
-                 seed: int = 0, kinds: tuple[str, ...] = ("clips",)) -> None:
+    def __init__(
+        self,
+        folder: str,
+        *,
+        frames: int,
+        resolution: int,
+        degradation: DegradationConfig | str = "moderate",
+        seed: int = 0,
+        kinds: tuple[str, ...] = ("clips",),
+    ) -> None:
         self.refs: list[SampleRef] = [ref for kind in kinds for ref in read_index(folder, kind)]
         if not self.refs:
-            raise InputError(f"no {' or '.join(kinds)} shards in {folder} (run ipfvr data prepare)", field="data",
-                             code="invalid_option")
+            raise InputError(
+                f"no {' or '.join(kinds)} shards in {folder} (run ipfvr data prepare)",
+                field="data",
+                code="invalid_option",
+            )
         self.frames = frames
         self.resolution = resolution
         self.degradation = SEVERITIES[degradation] if isinstance(degradation, str) else degradation
@@ -61,8 +72,11 @@ class ClipDataset(Dataset[ClipSample]):
         if metadata.get("kind") == "image":
             frames = frames * self.frames  # a still clip
         if len(frames) < self.frames:
-            raise InputError(f"{self.refs[index].key} has {len(frames)} frames, fewer than {self.frames}",
-                             field="frames", code="invalid_option")
+            raise InputError(
+                f"{self.refs[index].key} has {len(frames)} frames, fewer than {self.frames}",
+                field="frames",
+                code="invalid_option",
+            )
         seed = zlib.crc32(f"{self.seed}/{self.epoch}/{self.refs[index].key}".encode())
         rng = np.random.default_rng(seed)
         start = int(rng.integers(0, len(frames) - self.frames + 1))
@@ -71,8 +85,12 @@ class ClipDataset(Dataset[ClipSample]):
         embeddings = np.asarray(metadata["embeddings"], np.float32)  # (T, D)
         chosen = int(rng.integers(0, len(embeddings)))
         reference = _to_tensor(self._resize(frames[chosen])[None])[0]  # (3, H, W)
-        return ClipSample(hq=_to_tensor(clip), lq=_to_tensor(degraded), id_embedding=torch.from_numpy(embeddings[chosen]),
-                          reference=reference)
+        return ClipSample(
+            hq=_to_tensor(clip),
+            lq=_to_tensor(degraded),
+            id_embedding=torch.from_numpy(embeddings[chosen]),
+            reference=reference,
+        )
 
     def _resize(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[0] == self.resolution:

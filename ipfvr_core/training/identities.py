@@ -72,20 +72,37 @@ def train_identity(
     if not photos:
         raise InputError("give at least one photo", field="photos", code="missing_field")
     if len(photos) > settings.max_photos:
-        raise InputError(f"at most {settings.max_photos} photos, got {len(photos)}", field="photos",
-                         code="too_many_references")
+        raise InputError(
+            f"at most {settings.max_photos} photos, got {len(photos)}", field="photos", code="too_many_references"
+        )
     data = Path(work_dir) / "data"
-    prepared = prepare_identity(photos, data, analyzer,
-                                PrepareConfig(resolution=resolution, clip_frames=1, min_face_px=settings.min_face_px))
+    prepared = prepare_identity(
+        photos, data, analyzer, PrepareConfig(resolution=resolution, clip_frames=1, min_face_px=settings.min_face_px)
+    )
     config = TrainConfig(
-        stage="identity", identity_name=name, data=str(data), weights=str(weights), output_dir=str(work_dir),
-        seed=settings.seed, max_steps=settings.steps, learning_rate=settings.learning_rate,
-        clip_frames=settings.clip_frames, degradation=settings.degradation, ema_decay=None,
-        p_drop_identity=0.0, p_drop_text=0.0, p_drop_both=0.0,  # psi_id learns the conditioned model
-        eval_every=settings.steps, eval_samples=min(prepared.images, 4), checkpoint_every=settings.steps + 1,
+        stage="identity",
+        identity_name=name,
+        data=str(data),
+        weights=str(weights),
+        output_dir=str(work_dir),
+        seed=settings.seed,
+        max_steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        clip_frames=settings.clip_frames,
+        degradation=settings.degradation,
+        ema_decay=None,
+        p_drop_identity=0.0,
+        p_drop_text=0.0,
+        p_drop_both=0.0,  # psi_id learns the conditioned model
+        eval_every=settings.steps,
+        eval_samples=min(prepared.images, 4),
+        checkpoint_every=settings.steps + 1,
         log_every=max(1, settings.steps // 20),
     )
     evals: list[float] = []  # the evaluation loss at step 0 and at the end (eval_every = steps)
-    lora = train(config, should_cancel=should_cancel,
-                 on_log=lambda row: evals.append(float(row["eval_loss"])) if "eval_loss" in row else None)
+    lora = train(
+        config,
+        should_cancel=should_cancel,
+        on_log=lambda row: evals.append(float(row["eval_loss"])) if "eval_loss" in row else None,
+    )
     return TrainedIdentity(lora=lora, photos=prepared.images, loss_start=evals[0], loss_end=evals[-1])

@@ -26,8 +26,14 @@ class RestoreModel(nn.Module):
         self.unet = unet
         self.identity_encoder = identity_encoder
 
-    def forward(self, model_input: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                id_embedding: torch.Tensor, keep_identity: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        model_input: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        id_embedding: torch.Tensor,
+        keep_identity: torch.Tensor,
+    ) -> torch.Tensor:
         """``model_input`` (B, 2C, F, h, w), ``timesteps`` (B,), ``text`` (B, L, D), ``id_embedding``
         (B, E), ``keep_identity`` (B,) 1/0 -> the U-Net's prediction (B, C, F, h, w)."""
         num_frames = model_input.shape[2]
@@ -38,9 +44,15 @@ class RestoreModel(nn.Module):
         return self.unet(model_input, timesteps, encoder_hidden_states=states).sample  # (B, C, F, h, w)
 
 
-def trainable_parameters(unet: nn.Module, identity_encoder: nn.Module, *, motion: bool,
-                         whole_unet: bool = False, lora: str | None = None,
-                         backbone_lora: bool = False) -> list[nn.Parameter]:
+def trainable_parameters(
+    unet: nn.Module,
+    identity_encoder: nn.Module,
+    *,
+    motion: bool,
+    whole_unet: bool = False,
+    lora: str | None = None,
+    backbone_lora: bool = False,
+) -> list[nn.Parameter]:
     """Freeze all but what the stage trains; returns those parameters (requires_grad set).
 
     ``lora``: the LoRA adapter of that name alone (stage identity); ``backbone_lora``: also the
@@ -106,6 +118,8 @@ def identity_network(config: TrainConfig, device: torch.device) -> nn.Module:
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"cannot load {config.identity_network!r}: {exc}", field="identity_network") from exc
         if not isinstance(network, nn.Module) or not isinstance(getattr(network, "input_size", None), int):
-            raise ConfigError(f"{config.identity_network!r} did not return a torch module with an input_size",
-                              field="identity_network")
+            raise ConfigError(
+                f"{config.identity_network!r} did not return a torch module with an input_size",
+                field="identity_network",
+            )
     return network.to(device).requires_grad_(False)

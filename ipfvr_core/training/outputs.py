@@ -24,8 +24,10 @@ CHECKPOINTS = "checkpoints"
 def save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> None:
     """``ipfvr/`` from the trained modules; stock components stay where they are (absolute folders)."""
     source = Path(config.weights).resolve()
-    folders = {name: str(component_path(source, getattr(pipe.ipfvr_config, name)).resolve())
-               for name in COMPONENT_FOLDER_FIELDS}
+    folders = {
+        name: str(component_path(source, getattr(pipe.ipfvr_config, name)).resolve())
+        for name in COMPONENT_FOLDER_FIELDS
+    }
     if config.train_unet:
         _save_unet2d(pipe, Path(folders["unet_folder"]), weights / "unet")
         folders["unet_folder"] = "unet"
@@ -59,8 +61,10 @@ def _save_unet2d(pipe: IPFVRPipeline, source: Path, target: Path) -> None:
     state["conv_in.weight"] = state["conv_in.weight"][:, : pipe.latent_channels]  # (C0, C, k, k)
     missing, unexpected = unet2d.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"the trained U-Net does not map onto {source}: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}", field="weights")
+        raise ConfigError(
+            f"the trained U-Net does not map onto {source}: missing {missing[:3]}, unexpected {unexpected[:3]}",
+            field="weights",
+        )
     unet2d.save_pretrained(str(target))
 
 
@@ -104,6 +108,7 @@ class CsvLog:
             self.writer.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) and math.isfinite(v) else v)
-                              for k, v in row.items()})
+        self.writer.writerow(
+            {k: (f"{v:.8g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+        )
         self.file.flush()

@@ -50,7 +50,9 @@ class PrepareConfig:
     max_clips_per_track: int = 50  # a long shot does not dominate the data set
     min_face_px: float = 64.0  # least native face size (px of the source frame) of every frame of a clip
     min_sharpness: float = 20.0  # least mean Laplacian variance of the aligned grey crops (per 512 px side)
-    max_identity_spread: float | None = None  # most distance of a frame to its track's mean; None = analyzer's match threshold
+    max_identity_spread: float | None = (
+        None  # most distance of a frame to its track's mean; None = analyzer's match threshold
+    )
     smoothing_sigma: float = 3.0  # Gaussian landmark smoothing over time, in frames (as the restorer)
     max_gap_frames: int = 0  # detector misses bridged inside a clip (0: clips of detected frames only)
     shard_samples: int = 64  # samples per tar shard
@@ -108,8 +110,9 @@ def prepare_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = _collect(sources)
-    manifest = Manifest(config=asdict(config), face_backend=backend_name, embedding_dim=analyzer.embedding_dim,
-                        metric=analyzer.metric)
+    manifest = Manifest(
+        config=asdict(config), face_backend=backend_name, embedding_dim=analyzer.embedding_dim, metric=analyzer.metric
+    )
     rejected: Counter[str] = Counter()
     clips = ShardWriter(out_dir, "clips", max_samples=config.shard_samples)
     images = ShardWriter(out_dir, "images", max_samples=config.shard_samples)
@@ -147,8 +150,14 @@ def _collect(sources: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _prepare_video(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, spread: float,
-                   writer: ShardWriter, rejected: Counter[str]) -> dict[str, Any]:
+def _prepare_video(
+    path: Path,
+    analyzer: FaceAnalyzer,
+    config: PrepareConfig,
+    spread: float,
+    writer: ShardWriter,
+    rejected: Counter[str],
+) -> dict[str, Any]:
     info = probe(path)
     detections = []
     for frame in iter_frames(path, info):
@@ -181,8 +190,18 @@ def _prepare_video(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, sp
                 natives.setdefault(number, []).append(native_size(affine, config.resolution))
                 if len(crops[number]) == config.clip_frames:
                     track, start, _ = planned[number]
-                    reason = _write_clip(path, info.fps, track, start, crops.pop(number), natives.pop(number),
-                                         analyzer, config, spread, writer)
+                    reason = _write_clip(
+                        path,
+                        info.fps,
+                        track,
+                        start,
+                        crops.pop(number),
+                        natives.pop(number),
+                        analyzer,
+                        config,
+                        spread,
+                        writer,
+                    )
                     if reason is None:
                         written += 1
                     else:
@@ -190,8 +209,18 @@ def _prepare_video(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, sp
     return {"kind": "video", "frames": len(detections), "tracks": len(tracks), "clips": written}
 
 
-def _write_clip(path: Path, fps: object, track: Track, start: int, crops: list[np.ndarray], natives: list[int],
-                analyzer: FaceAnalyzer, config: PrepareConfig, spread: float, writer: ShardWriter) -> str | None:
+def _write_clip(
+    path: Path,
+    fps: object,
+    track: Track,
+    start: int,
+    crops: list[np.ndarray],
+    natives: list[int],
+    analyzer: FaceAnalyzer,
+    config: PrepareConfig,
+    spread: float,
+    writer: ShardWriter,
+) -> str | None:
     """Write one clip if it passes the filters; else the name of the filter that removed it."""
     faces = track.faces[start : start + config.clip_frames]
     embeddings = np.stack([f.embedding for f in faces]).astype(np.float32)  # (T, D)
@@ -204,8 +233,13 @@ def _write_clip(path: Path, fps: object, track: Track, start: int, crops: list[n
         return "identity_consistency"
     frames = track.frames[start : start + config.clip_frames]
     metadata = {
-        "kind": "clip", "source": path.name, "track": track.id, "frames": frames, "fps": float(fps),
-        "native_face_px": natives, "embeddings": embeddings.round(6).tolist(),
+        "kind": "clip",
+        "source": path.name,
+        "track": track.id,
+        "frames": frames,
+        "fps": float(fps),
+        "native_face_px": natives,
+        "embeddings": embeddings.round(6).tolist(),
     }
     writer.write(f"{_slug(path)}_t{track.id:03d}_f{frames[0]:06d}", metadata, crops)
     return None
@@ -226,8 +260,9 @@ def _clip_starts(track: Track, config: PrepareConfig) -> list[int]:
     return starts
 
 
-def _prepare_image(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, writer: ShardWriter,
-                   rejected: Counter[str]) -> dict[str, Any]:
+def _prepare_image(
+    path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, writer: ShardWriter, rejected: Counter[str]
+) -> dict[str, Any]:
     image = read_image(path)
     detected = analyzer.detect(image)
     faces = [f for f in detected if f.score >= analyzer.confident_score]  # a photo's false positives stay out
@@ -247,16 +282,21 @@ def _prepare_image(path: Path, analyzer: FaceAnalyzer, config: PrepareConfig, wr
         if sharpness(crop) < config.min_sharpness:
             rejected["sharpness"] += 1
             continue
-        metadata = {"kind": "image", "source": path.name, "face": number,
-                    "native_face_px": [face_px],
-                    "embeddings": [np.asarray(face.embedding, np.float32).round(6).tolist()]}
+        metadata = {
+            "kind": "image",
+            "source": path.name,
+            "face": number,
+            "native_face_px": [face_px],
+            "embeddings": [np.asarray(face.embedding, np.float32).round(6).tolist()],
+        }
         writer.write(f"{_slug(path)}_face{number:02d}", metadata, [crop])
         written += 1
     return {"kind": "image", "faces": len(faces), "images": written}
 
 
-def prepare_identity(photos: Sequence[Path], out_dir: Path, analyzer: FaceAnalyzer, config: PrepareConfig,
-                     *, backend_name: str = "") -> Manifest:
+def prepare_identity(
+    photos: Sequence[Path], out_dir: Path, analyzer: FaceAnalyzer, config: PrepareConfig, *, backend_name: str = ""
+) -> Manifest:
     """One person's photos into identity images (``images-*.tar``) for stage ``identity``.
 
     Each photo gives its largest confident face. A photo is refused, by name, when it has no such
@@ -271,8 +311,9 @@ def prepare_identity(photos: Sequence[Path], out_dir: Path, analyzer: FaceAnalyz
         image = read_image(path)
         faces = [f for f in analyzer.detect(image) if f.score >= analyzer.confident_score]
         if not faces:
-            raise InputError(f"photo {index} ({path.name}) shows no face clearly enough", field="photos",
-                             code="no_face_in_reference")
+            raise InputError(
+                f"photo {index} ({path.name}) shows no face clearly enough", field="photos", code="no_face_in_reference"
+            )
         face = max(faces, key=lambda f: float((f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1])))
         analyzer.embed(image, face)
         chosen.append((path, image, face))
@@ -282,21 +323,33 @@ def prepare_identity(photos: Sequence[Path], out_dir: Path, analyzer: FaceAnalyz
             others = np.delete(embeddings, index, axis=0).mean(axis=0)  # (D,)
             distance = analyzer.distance(embeddings[index], others)
             if distance > analyzer.match_threshold:
-                raise InputError(f"photo {index} ({path.name}) shows another person than the others (distance "
-                                 f"{distance:.3f} > {analyzer.match_threshold})", field="photos",
-                                 code="invalid_reference")
-    manifest = Manifest(config=asdict(config), face_backend=backend_name, embedding_dim=analyzer.embedding_dim,
-                        metric=analyzer.metric)
+                raise InputError(
+                    f"photo {index} ({path.name}) shows another person than the others (distance "
+                    f"{distance:.3f} > {analyzer.match_threshold})",
+                    field="photos",
+                    code="invalid_reference",
+                )
+    manifest = Manifest(
+        config=asdict(config), face_backend=backend_name, embedding_dim=analyzer.embedding_dim, metric=analyzer.metric
+    )
     images = ShardWriter(out_dir, "images", max_samples=config.shard_samples)
     try:
         for index, (path, image, face) in enumerate(chosen):
             affine = estimate_affine(face.kps, config.resolution)
             face_px = native_size(affine, config.resolution)
             if config.min_face_px and face_px < config.min_face_px:
-                raise InputError(f"photo {index} ({path.name}): the face is {face_px} px, under {config.min_face_px:g}",
-                                 field="photos", code="invalid_reference")
-            metadata = {"kind": "image", "source": path.name, "face": 0, "native_face_px": [face_px],
-                        "embeddings": [embeddings[index].round(6).tolist()]}
+                raise InputError(
+                    f"photo {index} ({path.name}): the face is {face_px} px, under {config.min_face_px:g}",
+                    field="photos",
+                    code="invalid_reference",
+                )
+            metadata = {
+                "kind": "image",
+                "source": path.name,
+                "face": 0,
+                "native_face_px": [face_px],
+                "embeddings": [embeddings[index].round(6).tolist()],
+            }
             images.write(f"photo{index:03d}_{_slug(path)}", metadata, [warp_face(image, affine, config.resolution)])
             manifest.sources[path.name] = {"kind": "image", "faces": 1, "images": 1}
     finally:

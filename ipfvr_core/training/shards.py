@@ -108,8 +108,9 @@ def read_sample(ref: SampleRef) -> tuple[dict[str, Any], list[np.ndarray]]:
         for suffix in sorted(s for s in ref.members if s.endswith(".png")):
             image = cv2.imdecode(np.frombuffer(member(suffix), np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                raise InputError(f"{ref.shard.name}: {ref.key}.{suffix} is not a PNG", field="data",
-                                 code="invalid_option")
+                raise InputError(
+                    f"{ref.shard.name}: {ref.key}.{suffix} is not a PNG", field="data", code="invalid_option"
+                )
             frames.append(np.ascontiguousarray(image[:, :, ::-1]))  # BGR -> RGB
     return metadata, frames
 

@@ -52,10 +52,20 @@ from ipfvr_core.errors import ConfigError
 from ipfvr_core.training.config import TrainConfig
 from ipfvr_core.training.dataset import ClipDataset, collate
 from ipfvr_core.training.model import (
-    BACKBONE_LORA, RestoreModel, decode_latents, identity_network, trainable_parameters, vae_latents,
+    BACKBONE_LORA,
+    RestoreModel,
+    decode_latents,
+    identity_network,
+    trainable_parameters,
+    vae_latents,
 )
 from ipfvr_core.training.outputs import (
-    LOG_FILE, CsvLog, has_tensorboard, resume_folder, save_checkpoint, save_weights,
+    LOG_FILE,
+    CsvLog,
+    has_tensorboard,
+    resume_folder,
+    save_checkpoint,
+    save_weights,
 )
 
 
@@ -94,8 +104,12 @@ def _generator(seed: int, *parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, (seed, *parts))).encode()))
 
 
-def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | None = None,
-          should_cancel: Callable[[], bool] | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    *,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Path:
     """Run (or resume) the stage; returns the trained weights folder (``output_dir/weights``), or for
     stage identity the LoRA file (``output_dir/loras/<name>.safetensors``). ``should_cancel`` is asked
     after every optimizer step (raises :class:`~ipfvr_core.errors.Canceled`)."""
@@ -128,9 +142,14 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             add_identity_lora(unet, BACKBONE_LORA, pipe.ipfvr_config)
             base = (*base, BACKBONE_LORA)
         activate_identity_lora(unet, None, always=base)
-    params = trainable_parameters(unet, identity_encoder, motion=config.train_motion_modules,
-                                  whole_unet=config.train_unet, lora=config.identity_name,
-                                  backbone_lora=config.backbone_lora)
+    params = trainable_parameters(
+        unet,
+        identity_encoder,
+        motion=config.train_motion_modules,
+        whole_unet=config.train_unet,
+        lora=config.identity_name,
+        backbone_lora=config.backbone_lora,
+    )
     if unet.conv_in.weight.requires_grad:
         stock = torch.ones_like(unet.conv_in.weight)
         stock[:, : pipe.latent_channels] = 0  # (C0, 2C, k, k): the stock input channels stay as released
@@ -148,16 +167,29 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
 
     # 2. Data, optimizer, schedule, EMA
     kinds = ("images", "clips") if config.stage == "identity" else ("clips",)
-    dataset = ClipDataset(config.data, frames=config.clip_frames, resolution=resolution,
-                          degradation=config.degradation, seed=config.seed, kinds=kinds)
+    dataset = ClipDataset(
+        config.data,
+        frames=config.clip_frames,
+        resolution=resolution,
+        degradation=config.degradation,
+        seed=config.seed,
+        kinds=kinds,
+    )
     sampler = EpochShuffle(len(dataset), config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=config.num_workers, drop_last=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        drop_last=True,
+    )
     if len(loader) == 0:
         raise ConfigError(f"{len(dataset)} clips make no batch of {config.batch_size}", field="batch_size")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.adam_weight_decay)
-    lr_schedule = get_scheduler("constant_with_warmup", optimizer=optimizer,
-                                num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes)
+    lr_schedule = get_scheduler(
+        "constant_with_warmup", optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes
+    )
     model, optimizer, loader, lr_schedule = accelerator.prepare(model, optimizer, loader, lr_schedule)
     ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay else None
     progress = Progress()
@@ -167,14 +199,17 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
     if config.resume:
         accelerator.load_state(str(resume_folder(output, config.resume)))
     if trackers:
-        accelerator.init_trackers(f"ipfvr-{config.stage}", config={k: v for k, v in config.model_dump().items()
-                                                           if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(
+            f"ipfvr-{config.stage}",
+            config={k: v for k, v in config.model_dump().items() if isinstance(v, (int, float, str, bool))},
+        )
     log = CsvLog(output / LOG_FILE, append=bool(config.resume)) if accelerator.is_main_process else None
     eval_batch = collate([dataset[i] for i in range(min(config.eval_samples, len(dataset)))])
     prediction = noise_scheduler.config.prediction_type
 
-    def diffusion_inputs(batch: dict[str, torch.Tensor], generator: torch.Generator, *, drop: bool
-                         ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def diffusion_inputs(
+        batch: dict[str, torch.Tensor], generator: torch.Generator, *, drop: bool
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """(the model's inputs, the target) of the diffusion loss on ``batch``."""
         batch_size = batch["hq"].shape[0]
         with torch.no_grad():
@@ -191,8 +226,13 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         drop_text = ((draws >= p_id) & (draws < p_id + p_text)) | drop_both
         text = torch.where(drop_text[:, None, None], empty_text, prompt_text)  # (B, L, D)
         model_input = torch.cat([noisy, lq_latents], dim=1)  # (B, 2C, F, h, w)
-        inputs = (model_input, timesteps.to(latents.device), text.to(latents.device),
-                  batch["id_embedding"].to(latents.device), (~drop_identity).float().to(latents.device))
+        inputs = (
+            model_input,
+            timesteps.to(latents.device),
+            text.to(latents.device),
+            batch["id_embedding"].to(latents.device),
+            (~drop_identity).float().to(latents.device),
+        )
         target = noise if prediction == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
         return inputs, target
 
@@ -202,8 +242,9 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
 
     judge = identity_network(config, accelerator.device) if config.stage == "feedback" else None
 
-    def feedback_of(batch: dict[str, torch.Tensor], generator: torch.Generator,
-                    step_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def feedback_of(
+        batch: dict[str, torch.Tensor], generator: torch.Generator, step_index: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, reward R) of identity feedback learning on ``batch`` (module docstring of config)."""
         from ipfvr_core.diffusion.feedback import suffix_weighted_reward
 
@@ -211,8 +252,14 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
         batch_size = batch["hq"].shape[0]
         with torch.no_grad():
             lq_latents = vae_latents(pipe, batch["lq"], None).float()  # (B, C, F, h, w)
-            reference = judge(F.interpolate(batch["reference"].to(lq_latents.device), size=judge.input_size,
-                                            mode="bilinear", align_corners=False))  # (B, E)
+            reference = judge(
+                F.interpolate(
+                    batch["reference"].to(lq_latents.device),
+                    size=judge.input_size,
+                    mode="bilinear",
+                    align_corners=False,
+                )
+            )  # (B, E)
         sampler = make_sampler(pipe.scheduler, "ddim", beta_schedule=pipe.ipfvr_config.beta_schedule)
         sampler.set_timesteps(config.feedback_steps)
         latents = torch.randn(lq_latents.shape, generator=generator).to(lq_latents) * sampler.init_noise_sigma
@@ -298,9 +345,12 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] | Non
             progress.step += 1
             if ema is not None:
                 ema.step(params)
-            row: dict[str, Any] = {"step": progress.step, "epoch": epoch,
-                                   "loss": float(accelerator.reduce(loss.detach(), reduction="mean")),
-                                   "lr": lr_schedule.get_last_lr()[0]}
+            row: dict[str, Any] = {
+                "step": progress.step,
+                "epoch": epoch,
+                "loss": float(accelerator.reduce(loss.detach(), reduction="mean")),
+                "lr": lr_schedule.get_last_lr()[0],
+            }
             if reward is not None:
                 row["reward"] = float(accelerator.reduce(reward.detach(), reduction="mean"))
             if config.verify_replicas_every and progress.step % config.verify_replicas_every == 0:

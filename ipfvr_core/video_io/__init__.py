@@ -23,6 +23,15 @@ from ipfvr_core.video_io.probing import probe
 from ipfvr_core.video_io.writing import OUTPUT_FORMATS, X264_PRESETS, VideoWriter, check_output_path
 
 __all__ = [
-    "OUTPUT_FORMATS", "X264_PRESETS", "VideoFrame", "VideoInfo", "VideoLimits", "VideoWriter", "check_output_path",
-    "even_size", "iter_frames", "probe", "rotate_upright",
+    "OUTPUT_FORMATS",
+    "X264_PRESETS",
+    "VideoFrame",
+    "VideoInfo",
+    "VideoLimits",
+    "VideoWriter",
+    "check_output_path",
+    "even_size",
+    "iter_frames",
+    "probe",
+    "rotate_upright",
 ]

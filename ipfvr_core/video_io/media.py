@@ -78,4 +78,3 @@ def error_reason(exc: BaseException) -> str:
     """One-line cause of a PyAV error, without the file path FFmpeg appends."""
     strerror = getattr(exc, "strerror", None)
     return str(strerror) if strerror else str(exc).splitlines()[0]
-

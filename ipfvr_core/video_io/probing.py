@@ -44,6 +44,7 @@ def probe(path: str | Path, limits: VideoLimits | None = None, *, field: str = "
             f"{source.name} is not a readable video ({error_reason(exc)})", field=field, code="invalid_video"
         ) from exc
 
+
 def check_readable_file(source: Path, field: str) -> None:
     try:
         stat = source.stat()
@@ -56,6 +57,7 @@ def check_readable_file(source: Path, field: str) -> None:
     if stat.st_size == 0:
         raise InputError(f"{source.name} is empty (0 bytes)", field=field, code="empty_video")
 
+
 def select_video_stream(container: InputContainer, source: Path, field: str) -> VideoStream:
     """First video stream that is a real track (not cover art)."""
     for stream in container.streams.video:
@@ -65,9 +67,7 @@ def select_video_stream(container: InputContainer, source: Path, field: str) -> 
         raise InputError(f"{source.name} contains no streams", field=field, code="empty_video")
     cover = av.stream.Disposition.attached_pic
     kinds = ", ".join(sorted({"cover art" if s.disposition & cover else s.type for s in container.streams}))
-    raise InputError(
-        f"{source.name} has no video stream (it contains: {kinds})", field=field, code="no_video_stream"
-    )
+    raise InputError(f"{source.name} has no video stream (it contains: {kinds})", field=field, code="no_video_stream")
 
 
 def _probe_container(container: InputContainer, source: Path, limits: VideoLimits, field: str) -> VideoInfo:
@@ -242,9 +242,7 @@ def _check_pixels(width: int, height: int, limits: VideoLimits, source: Path, fi
         )
 
 
-def _check_limit(
-    what: str, name: str, value: float, limit: float, source: Path, field: str, unit: str = ""
-) -> None:
+def _check_limit(what: str, name: str, value: float, limit: float, source: Path, field: str, unit: str = "") -> None:
     if value > limit:
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         raise InputError(

@@ -13,7 +13,7 @@ from types import TracebackType
 import av
 import numpy as np
 from av.container import OutputContainer
-from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc, Colorspace
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 from av.video.stream import VideoStream
 
 from ipfvr_core.errors import InputError, OutputError
@@ -71,6 +71,7 @@ def check_output_path(path: str | Path, field: str = "output") -> Path:
             f"cannot create files in {parent} ({exc.strerror or exc})", field=field, code="output_not_writable"
         ) from exc
     return target
+
 
 class VideoWriter:
     """H.264 (libx264, yuv420p, BT.709) writer with exact timestamps and audio passthrough.
@@ -194,7 +195,9 @@ class VideoWriter:
         except (av.FFmpegError, OSError) as exc:
             self.abort()
             raise OutputError(
-                f"finishing {self.path.name} failed ({error_reason(exc)})", field=self._field, code="output_not_writable"
+                f"finishing {self.path.name} failed ({error_reason(exc)})",
+                field=self._field,
+                code="output_not_writable",
             ) from exc
         except BaseException:
             self.abort()
@@ -243,6 +246,7 @@ class VideoWriter:
                 # The file is deleted below, so a failure to finalise it only matters for debugging.
                 logger.debug("closing the discarded output %s failed", self._temp, exc_info=True)
         self._temp.unlink(missing_ok=True)
+
 
 def _validate_encoding(
     width: int, height: int, fps: Fraction, time_base: Fraction | None, crf: int, preset: str

@@ -205,9 +205,17 @@ def read_isobmff(head: bytes, tail: bytes = b"") -> VideoHeader | None:
 
 # ---------------------------------------------------------------------------------------------- Matroska
 _EBML_IDS = {
-    "segment": 0x18538067, "info": 0x1549A966, "timecode_scale": 0x2AD7B1, "duration": 0x4489,
-    "tracks": 0x1654AE6B, "track_entry": 0xAE, "track_type": 0x83, "video": 0xE0,
-    "pixel_width": 0xB0, "pixel_height": 0xBA, "cluster": 0x1F43B675,
+    "segment": 0x18538067,
+    "info": 0x1549A966,
+    "timecode_scale": 0x2AD7B1,
+    "duration": 0x4489,
+    "tracks": 0x1654AE6B,
+    "track_entry": 0xAE,
+    "track_type": 0x83,
+    "video": 0xE0,
+    "pixel_width": 0xB0,
+    "pixel_height": 0xBA,
+    "cluster": 0x1F43B675,
 }
 _UNKNOWN_SIZE = -1
 

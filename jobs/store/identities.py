@@ -54,19 +54,31 @@ class IdentityRecord:
 
     def to_hash(self) -> dict[str, str]:
         return {
-            "id": self.id, "tenant": self.tenant, "name": self.name, "engine": self.engine,
-            "status": self.status.value, "photos": json.dumps(self.photos), "photo_names": json.dumps(self.photo_names),
-            "created_at": repr(self.created_at), "attempts": str(self.attempts),
+            "id": self.id,
+            "tenant": self.tenant,
+            "name": self.name,
+            "engine": self.engine,
+            "status": self.status.value,
+            "photos": json.dumps(self.photos),
+            "photo_names": json.dumps(self.photo_names),
+            "created_at": repr(self.created_at),
+            "attempts": str(self.attempts),
         }
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> IdentityRecord:
         return cls(
-            id=raw["id"], tenant=raw["tenant"], name=raw["name"], engine=raw["engine"],
-            status=IdentityStatus(raw["status"]), photos=json.loads(raw["photos"]),
-            photo_names=json.loads(raw["photo_names"]), created_at=float(raw["created_at"]),
+            id=raw["id"],
+            tenant=raw["tenant"],
+            name=raw["name"],
+            engine=raw["engine"],
+            status=IdentityStatus(raw["status"]),
+            photos=json.loads(raw["photos"]),
+            photo_names=json.loads(raw["photo_names"]),
+            created_at=float(raw["created_at"]),
             completed_at=float(raw["completed_at"]) if raw.get("completed_at") else None,
-            attempts=int(raw.get("attempts") or 0), module_key=raw.get("module_key") or None,
+            attempts=int(raw.get("attempts") or 0),
+            module_key=raw.get("module_key") or None,
             summary=json.loads(raw["summary"]) if raw.get("summary") else {},
             error=ErrorInfo.from_json(raw["error"]) if raw.get("error") else None,
         )
@@ -141,18 +153,33 @@ class IdentityStore:
     def start(self, identity_id: str, *, max_attempts: int) -> str:
         """Move a queued (or redelivered, training) identity to training; see ``_START`` for the answers."""
         error = ErrorInfo(code="poisoned", message=f"training was started {max_attempts} times without finishing")
-        return _decoded_text(self._start(keys=[self.keys.identity(identity_id)],
-                                         args=[max_attempts, repr(time.time()), error.to_json()]))
+        return _decoded_text(
+            self._start(keys=[self.keys.identity(identity_id)], args=[max_attempts, repr(time.time()), error.to_json()])
+        )
 
-    def finish(self, identity_id: str, *, status: IdentityStatus, module_key: str | None = None,
-               summary: dict[str, object] | None = None, error: ErrorInfo | None = None,
-               expected: IdentityStatus = IdentityStatus.TRAINING) -> bool:
+    def finish(
+        self,
+        identity_id: str,
+        *,
+        status: IdentityStatus,
+        module_key: str | None = None,
+        summary: dict[str, object] | None = None,
+        error: ErrorInfo | None = None,
+        expected: IdentityStatus = IdentityStatus.TRAINING,
+    ) -> bool:
         """End an identity (training, or ``expected``) as ready or failed; False when it was deleted (or
         moved on) meanwhile."""
-        done = self._finish(keys=[self.keys.identity(identity_id)], args=[
-            status.value, repr(time.time()), module_key or "", json.dumps(summary or {}),
-            error.to_json() if error else "", expected.value,
-        ])
+        done = self._finish(
+            keys=[self.keys.identity(identity_id)],
+            args=[
+                status.value,
+                repr(time.time()),
+                module_key or "",
+                json.dumps(summary or {}),
+                error.to_json() if error else "",
+                expected.value,
+            ],
+        )
         return bool(int(done))
 
 

@@ -64,7 +64,8 @@ def idempotency_digest(key: str) -> str:
 def _key_reused(job_id: str) -> IdempotencyKeyReused:
     return IdempotencyKeyReused(
         f"this Idempotency-Key created job {job_id} from a different request (options or files); "
-        "send a new key for a new job", field="idempotency-key",
+        "send a new key for a new job",
+        field="idempotency-key",
     )
 
 
@@ -131,8 +132,20 @@ class JobStore:
         digest = idempotency_digest(idempotency_key) if idempotency_key else ""
         flat = [item for pair in fields.items() for item in pair]
         outcome, value = self._create(
-            args=[self._prefix, job.id, job.tenant, job.engine, repr(job.created_at), repr(job.expires_at),
-                  digest, idempotency_ttl_s, max_queued, ",".join(upload_ids), fingerprint, *flat]
+            args=[
+                self._prefix,
+                job.id,
+                job.tenant,
+                job.engine,
+                repr(job.created_at),
+                repr(job.expires_at),
+                digest,
+                idempotency_ttl_s,
+                max_queued,
+                ",".join(upload_ids),
+                fingerprint,
+                *flat,
+            ]
         )
         outcome, value = _decode(outcome), _decode(value)
         if outcome == "key_reused":
@@ -140,8 +153,11 @@ class JobStore:
         if outcome == "too_many":
             raise TooManyJobs(f"the tenant already has {max_queued} queued jobs; wait for some to start")
         if outcome == "upload_unavailable":
-            raise Conflict(f"upload {value} was not issued to this tenant or is already used by a job",
-                           field="inputs", code="upload_unavailable")
+            raise Conflict(
+                f"upload {value} was not issued to this tenant or is already used by a job",
+                field="inputs",
+                code="upload_unavailable",
+            )
         return Created(job_id=value, created=outcome == "created")
 
     def find_idempotent(self, tenant: str, idempotency_key: str, fingerprint: str | None = None) -> str | None:
@@ -223,8 +239,11 @@ class JobStore:
         if outcome == "gone":
             raise Gone(f"job {job_id} was deleted", field="id")
         if outcome == "conflict":
-            raise Conflict(f"job {job_id} is {_decode(detail)}; cancel it and wait until it ends",
-                           field="id", code="job_not_terminal")
+            raise Conflict(
+                f"job {job_id} is {_decode(detail)}; cancel it and wait until it ends",
+                field="id",
+                code="job_not_terminal",
+            )
 
     # ------------------------------------------------------------------ worker transitions
     def claim(
@@ -243,10 +262,22 @@ class JobStore:
             message=f"the job was started {max_deliveries} times and its worker stopped every time",
         )
         expired = ErrorInfo(code="queue_ttl_exceeded", message="the job was not started before its queue deadline")
-        result = [_decode(v) for v in self._claim(args=[
-            self._prefix, job_id, owner, _now(now), int(lease_ttl_s * 1000), max_deliveries, run_deadline,
-            poisoned.to_json(), expired.to_json(),
-        ])]
+        result = [
+            _decode(v)
+            for v in self._claim(
+                args=[
+                    self._prefix,
+                    job_id,
+                    owner,
+                    _now(now),
+                    int(lease_ttl_s * 1000),
+                    max_deliveries,
+                    run_deadline,
+                    poisoned.to_json(),
+                    expired.to_json(),
+                ]
+            )
+        ]
         outcome = result[0]
         if outcome == "claimed":
             return Claim("claimed", delivery=result[2] or None, attempt=int(result[1]))
@@ -256,16 +287,23 @@ class JobStore:
             return Claim(outcome, delivery=result[1] or None)  # type: ignore[arg-type]
         return Claim(outcome)  # type: ignore[arg-type]
 
-    def heartbeat(self, job_id: str, *, owner: str, lease_ttl_s: float, node: str = "",
-                  now: float | None = None) -> Beat:
+    def heartbeat(
+        self, job_id: str, *, owner: str, lease_ttl_s: float, node: str = "", now: float | None = None
+    ) -> Beat:
         """Renew the lease, taking it back if it ran out while Redis was unreachable and nobody else
         claimed the job; report a cancel request, or a shutdown of worker ``node``."""
         lease_ms = int(lease_ttl_s * 1000)
         return Beat(int(self._heartbeat(args=[self._prefix, job_id, owner, lease_ms, _now(now), node])))
 
     def report_progress(
-        self, job_id: str, *, owner: str, progress: ProgressEvent, webhook_interval_s: float,
-        lease_ttl_s: float | None = None, now: float | None = None,
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        progress: ProgressEvent,
+        webhook_interval_s: float,
+        lease_ttl_s: float | None = None,
+        now: float | None = None,
     ) -> ProgressAck:
         """Record progress if ``owner`` holds the run. With ``lease_ttl_s``, a lease that ran out
         while Redis was unreachable is taken back (as :meth:`heartbeat` does)."""
@@ -273,8 +311,9 @@ class JobStore:
         outcome, cancel, delivery = self._progress(
             args=[self._prefix, job_id, owner, _now(now), json.dumps(asdict(progress)), webhook_interval_s, lease_ms]
         )
-        return ProgressAck(lost=_decode(outcome) == "lost", cancel_requested=_decode(cancel) == "1",
-                           delivery=_delivery(delivery))
+        return ProgressAck(
+            lost=_decode(outcome) == "lost", cancel_requested=_decode(cancel) == "1", delivery=_delivery(delivery)
+        )
 
     def complete(
         self,
@@ -291,22 +330,43 @@ class JobStore:
         """End the run ``owner`` holds. Outcomes: done, already (terminal), lost (lease gone), missing."""
         if not status.is_terminal:
             raise ValueError(f"complete() needs a terminal status, got {status}")
-        outcome, detail = self._complete(args=[
-            self._prefix, job_id, owner, _now(now), status.value, error.to_json() if error else "",
-            output_key, report_key, json.dumps(report) if report is not None else "",
-        ])
+        outcome, detail = self._complete(
+            args=[
+                self._prefix,
+                job_id,
+                owner,
+                _now(now),
+                status.value,
+                error.to_json() if error else "",
+                output_key,
+                report_key,
+                json.dumps(report) if report is not None else "",
+            ]
+        )
         outcome, detail = _decode(outcome), _decode(detail)
         return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None, detail=detail)
 
     # ------------------------------------------------------------------ sweeper
     def force(
-        self, job_id: str, *, expected: Literal["queued", "running"], status: Status, error: ErrorInfo | None,
+        self,
+        job_id: str,
+        *,
+        expected: Literal["queued", "running"],
+        status: Status,
+        error: ErrorInfo | None,
         now: float | None = None,
     ) -> Transition:
         """End a job that is still ``expected`` (deadlines, cancel fallback); otherwise skip it."""
-        outcome, detail = self._force(args=[
-            self._prefix, job_id, _now(now), expected, status.value, error.to_json() if error else "",
-        ])
+        outcome, detail = self._force(
+            args=[
+                self._prefix,
+                job_id,
+                _now(now),
+                expected,
+                status.value,
+                error.to_json() if error else "",
+            ]
+        )
         outcome, detail = _decode(outcome), _decode(detail)
         return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None, detail=detail)
 
@@ -317,9 +377,16 @@ class JobStore:
         worker died: wait for the redelivery once), lost (no redelivery came: failed), skipped."""
         timed_out = ErrorInfo(code="time_limit_exceeded", message=f"the job ran longer than {time_limit_s} s")
         lost = ErrorInfo(code="worker_lost", message="the job's worker stopped and the job was not redelivered")
-        outcome, detail = self._run_deadline(args=[
-            self._prefix, job_id, _now(now), redelivery_grace_s, timed_out.to_json(), lost.to_json(),
-        ])
+        outcome, detail = self._run_deadline(
+            args=[
+                self._prefix,
+                job_id,
+                _now(now),
+                redelivery_grace_s,
+                timed_out.to_json(),
+                lost.to_json(),
+            ]
+        )
         outcome, detail = _decode(outcome), _decode(detail)
         return Transition(outcome=outcome, delivery=detail or None)
 

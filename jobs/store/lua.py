@@ -86,7 +86,9 @@ end
 # ARGV: P, id, tenant, engine, now, expires_at, idem_digest, idem_ttl_s, max_queued, upload_ids_csv,
 #       request_fingerprint, then the hash's field/value pairs.
 # The idempotency key holds "{job id} {fingerprint}"; a reused key whose fingerprint differs is refused.
-CREATE = PRELUDE + r"""
+CREATE = (
+    PRELUDE
+    + r"""
 local id, tenant, engine, expires_at = ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local idem, idem_ttl, max_queued, uploads = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local fingerprint = ARGV[11]
@@ -118,9 +120,12 @@ redis.call('HINCRBY', key('m', 'c', 'jobs_created'), 'engine=' .. engine, 1)
 redis.call('SADD', key('m', 'names'), 'c:jobs_created')
 return {'created', id}
 """
+)
 
 # ARGV: P, id, owner, now, lease_ms, max_deliveries, run_deadline, poisoned_error, expired_error
-CLAIM = PRELUDE + r"""
+CLAIM = (
+    PRELUDE
+    + r"""
 local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = key('job', id)
 local status, deleted, expires_at, cancel =
@@ -149,10 +154,13 @@ redis.call('HDEL', jk, 'progress', 'orphaned_at', 'rescued_at')
 redis.call('ZADD', key('deadline', 'run'), ARGV[7], id)
 return {'claimed', tostring(n), did}
 """
+)
 
 # ARGV: P, id, owner, lease_ms, now, worker node
 #   ->  -1 lost, 0 running, 1 cancel requested, 2 hand the job back (the node is shutting down)
-HEARTBEAT = PRELUDE + r"""
+HEARTBEAT = (
+    PRELUDE
+    + r"""
 local jk = key('job', ARGV[2])
 if not hold(jk, ARGV[3], ARGV[4]) then return -1 end
 redis.call('PEXPIRE', jk .. ':lease', ARGV[4])
@@ -161,9 +169,12 @@ local drain_at = redis.call('GET', key('drain', ARGV[6]))
 if drain_at and tonumber(ARGV[5]) >= tonumber(drain_at) then return 2 end
 return 0
 """
+)
 
 # ARGV: P, id, owner, now, progress_json, webhook_interval_s, lease_ms
-PROGRESS = PRELUDE + r"""
+PROGRESS = (
+    PRELUDE
+    + r"""
 local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = key('job', id)
 if not hold(jk, owner, ARGV[7]) then return {'lost', '0', ''} end
@@ -183,9 +194,12 @@ if now - last >= tonumber(ARGV[6]) then
 end
 return {'ok', redis.call('HGET', jk, 'cancel_requested') or '0', did}
 """
+)
 
 # ARGV: P, id, owner, now, status, error_json, output_key, report_key, report_json
-COMPLETE = PRELUDE + r"""
+COMPLETE = (
+    PRELUDE
+    + r"""
 local id, owner, now, new = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local jk = key('job', id)
 local status = redis.call('HGET', jk, 'status')
@@ -197,9 +211,12 @@ if new == 'succeeded' then
 end
 return {'done', finish(jk, id, new, now, ARGV[6])}
 """
+)
 
 # ARGV: P, id, tenant, now, cancel_grace_s
-CANCEL = PRELUDE + r"""
+CANCEL = (
+    PRELUDE
+    + r"""
 local id, tenant, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = key('job', id)
 local status, owner, deleted = unpack(redis.call('HMGET', jk, 'status', 'tenant', 'deleted_at'))
@@ -213,10 +230,13 @@ if redis.call('HGET', jk, 'cancel_requested') ~= '1' then
 end
 return {'requested', ''}
 """
+)
 
 # Sweeper: end a job that is still `expected` ("queued" or "running").
 # ARGV: P, id, now, expected, new_status, error_json
-FORCE = PRELUDE + r"""
+FORCE = (
+    PRELUDE
+    + r"""
 local id, now, expected, new = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local jk = key('job', id)
 local status = redis.call('HGET', jk, 'status')
@@ -229,6 +249,7 @@ if not ok then
 end
 return {'done', finish(jk, id, new, now, ARGV[6])}
 """
+)
 
 # Sweeper: a running job without a lease lost its worker (killed, or its node went away). Mark it
 # and let the caller send a new message at once, instead of waiting for the broker to restore the
@@ -236,7 +257,9 @@ return {'done', finish(jk, id, new, now, ARGV[6])}
 # sending more; the next claim clears it. If no claim comes within `redelivery_grace_s`, the run
 # deadline fails the job as worker_lost.
 # ARGV: P, id, now, redelivery_grace_s  ->  {outcome, engine}
-RESCUE = PRELUDE + r"""
+RESCUE = (
+    PRELUDE
+    + r"""
 local id, now = ARGV[2], tonumber(ARGV[3])
 local jk = key('job', id)
 local status, rescued, engine = unpack(redis.call('HMGET', jk, 'status', 'rescued_at', 'engine'))
@@ -247,12 +270,15 @@ redis.call('HSET', jk, 'rescued_at', now, 'orphaned_at', now)
 redis.call('ZADD', key('deadline', 'run'), now + tonumber(ARGV[4]), id)
 return {'rescue', engine}
 """
+)
 
 # Worker, shutting down: give a running job back. The lease is dropped and the worker field
 # cleared (the old run can no longer take the lease back); the handover does not count towards
 # the redelivery cap. The caller sends a new message; the job stays running until it is claimed.
 # ARGV: P, id, owner, now, redelivery_grace_s  ->  {outcome, engine}
-RELEASE = PRELUDE + r"""
+RELEASE = (
+    PRELUDE
+    + r"""
 local id, owner, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local jk = key('job', id)
 local status, engine = unpack(redis.call('HMGET', jk, 'status', 'engine'))
@@ -264,23 +290,29 @@ redis.call('HDEL', jk, 'progress')
 redis.call('ZADD', key('deadline', 'run'), now + tonumber(ARGV[5]), id)
 return {'released', engine}
 """
+)
 
 # Worker's main process, when the hard time limit killed the process running a job: fail the job,
 # if it is still running a run of this worker node (`worker` starts with the node prefix).
 # ARGV: P, id, now, node_prefix, error_json
-TIME_LIMIT = PRELUDE + r"""
+TIME_LIMIT = (
+    PRELUDE
+    + r"""
 local id, now, prefix = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local jk = key('job', id)
 local status, worker = unpack(redis.call('HMGET', jk, 'status', 'worker'))
 if not RUNNING[status] or string.sub(worker or '', 1, #prefix) ~= prefix then return {'skipped', ''} end
 return {'done', finish(jk, id, 'failed', now, ARGV[5])}
 """
+)
 
 # Sweeper, at a run's deadline. A live lease means the run is over its time limit: fail it. No
 # lease means its worker died and the broker will redeliver the message: wait `redelivery_grace_s`
 # once (a new claim clears the mark and sets a new deadline); still orphaned then, it failed.
 # ARGV: P, id, now, redelivery_grace_s, time_limit_error, worker_lost_error
-RUN_DEADLINE = PRELUDE + r"""
+RUN_DEADLINE = (
+    PRELUDE
+    + r"""
 local id, now = ARGV[2], tonumber(ARGV[3])
 local jk = key('job', id)
 local status = redis.call('HGET', jk, 'status')
@@ -298,9 +330,12 @@ if not redis.call('HGET', jk, 'orphaned_at') then
 end
 return {'lost', finish(jk, id, 'failed', now, ARGV[6])}
 """
+)
 
 # ARGV: P, id, tenant, now, tombstone_ttl_s
-TOMBSTONE = PRELUDE + r"""
+TOMBSTONE = (
+    PRELUDE
+    + r"""
 local id, tenant, now = ARGV[2], ARGV[3], ARGV[4]
 local jk = key('job', id)
 local status, owner, deleted, idem = unpack(redis.call('HMGET', jk, 'status', 'tenant', 'deleted_at', 'idem'))
@@ -316,3 +351,4 @@ redis.call('HSET', jk, 'id', id, 'tenant', tenant, 'status', status, 'deleted_at
 redis.call('EXPIRE', jk, ARGV[5])
 return {'deleted', status}
 """
+)

@@ -42,11 +42,17 @@ class WorkerInfo:
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> WorkerInfo:
         return cls(
-            id=raw["id"], state=WorkerState(raw["state"]), hostname=raw["hostname"], pid=int(raw["pid"]),
-            engine=raw["engine"], queue=raw["queue"], started_at=float(raw["started_at"]),
+            id=raw["id"],
+            state=WorkerState(raw["state"]),
+            hostname=raw["hostname"],
+            pid=int(raw["pid"]),
+            engine=raw["engine"],
+            queue=raw["queue"],
+            started_at=float(raw["started_at"]),
             heartbeat_at=float(raw["heartbeat_at"]),
             model_load_s=float(raw["model_load_s"]) if raw.get("model_load_s") else None,
-            job=raw.get("job") or None, error=raw.get("error") or None,
+            job=raw.get("job") or None,
+            error=raw.get("error") or None,
         )
 
 

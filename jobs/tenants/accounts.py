@@ -73,7 +73,8 @@ class Tenants:
         if not TENANT_NAME.match(tenant):
             raise InvalidRequest(
                 "a tenant name is 1-63 characters: lower-case letters, digits, '-' and '_'",
-                field="tenant", code="invalid_tenant",
+                field="tenant",
+                code="invalid_tenant",
             )
         created = self.redis.hsetnx(self.keys.tenant(tenant), "webhook_secret", new_webhook_secret())
         if created:
@@ -86,8 +87,11 @@ class Tenants:
         api_key = KEY_PREFIX + secrets.token_urlsafe(_KEY_BYTES)
         self.redis.hset(
             self.keys.api_key(self._digest(api_key)),
-            mapping={"tenant": tenant, "created_at": repr(time.time() if now is None else now),
-                     "hint": api_key[: len(KEY_PREFIX) + 4]},
+            mapping={
+                "tenant": tenant,
+                "created_at": repr(time.time() if now is None else now),
+                "hint": api_key[: len(KEY_PREFIX) + 4],
+            },
         )
         return api_key
 
@@ -127,8 +131,15 @@ class Tenants:
         def rotate(pipe: redis.client.Pipeline) -> None:
             current = pipe.hget(key, "webhook_secret")  # WATCHed: a concurrent rotation retries
             pipe.multi()
-            pipe.hset(key, mapping={"webhook_secret": new_webhook_secret(), "previous_secret": current,
-                                    "previous_expires_at": repr(moment + grace_s), "rotated_at": repr(moment)})
+            pipe.hset(
+                key,
+                mapping={
+                    "webhook_secret": new_webhook_secret(),
+                    "previous_secret": current,
+                    "previous_expires_at": repr(moment + grace_s),
+                    "rotated_at": repr(moment),
+                },
+            )
 
         self.redis.transaction(rotate, key)
         return self.webhook_secrets(tenant)

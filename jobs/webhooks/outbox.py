@@ -108,13 +108,23 @@ class Outbox:
             return None
         fields = dict(zip(raw[::2], raw[1::2], strict=True))
         return Delivery(
-            id=fields["id"], job_id=fields["job"], tenant=fields["tenant"], event=fields["event"],
-            url=fields["url"], attempts=int(fields["attempts"]), best_effort=fields.get("best_effort") == "1",
+            id=fields["id"],
+            job_id=fields["job"],
+            tenant=fields["tenant"],
+            event=fields["event"],
+            url=fields["url"],
+            attempts=int(fields["attempts"]),
+            best_effort=fields.get("best_effort") == "1",
             created_at=float(fields.get("created_at") or 0.0),
         )
 
     def record(
-        self, delivery_id: str, outcome: Outcome, *, detail: str, next_attempt_at: float | None = None,
+        self,
+        delivery_id: str,
+        outcome: Outcome,
+        *,
+        detail: str,
+        next_attempt_at: float | None = None,
         now: float | None = None,
     ) -> None:
         """Store an attempt's outcome (delivered, retry at ``next_attempt_at``, or failed for good) in

@@ -22,8 +22,9 @@ class RetryPolicy:
         """Seconds to wait after the ``attempts``-th failed attempt: base * 2^(attempts-1), capped."""
         return min(self.base_s * 2 ** max(attempts - 1, 0), self.max_s)
 
-    def next_attempt(self, *, attempts: int, best_effort: bool, permanent: bool, now: float,
-                     recorded_at: float | None = None) -> float | None:
+    def next_attempt(
+        self, *, attempts: int, best_effort: bool, permanent: bool, now: float, recorded_at: float | None = None
+    ) -> float | None:
         """When to try again, or None to give up. ``recorded_at``: when the event happened."""
         if best_effort or permanent or attempts >= self.max_attempts:
             return None

@@ -24,20 +24,22 @@ class AttemptResult:
 class WebhookSender:
     """Sends signed deliveries. ``transport`` is injectable (tests, proxies)."""
 
-    def __init__(self, policy: TargetPolicy, *, timeout_s: float,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, policy: TargetPolicy, *, timeout_s: float, transport: httpx.BaseTransport | None = None) -> None:
         self._policy = policy
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=False,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
             transport=transport if transport is not None else GuardedTransport(policy, timeout_s=timeout_s),
-            headers={"user-agent": USER_AGENT}, trust_env=False,
+            headers={"user-agent": USER_AGENT},
+            trust_env=False,
         )
 
     def close(self) -> None:
         self._client.close()
 
-    def send(self, url: str, msg_id: str, body: bytes, secrets: list[str], *,
-             now: float | None = None) -> AttemptResult:
+    def send(
+        self, url: str, msg_id: str, body: bytes, secrets: list[str], *, now: float | None = None
+    ) -> AttemptResult:
         try:
             target = self._policy.resolve(url)
         except ForbiddenTarget as exc:

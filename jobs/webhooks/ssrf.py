@@ -47,9 +47,17 @@ _LOCAL_NAMES = ("localhost", "localhost.localdomain")  # names that are loopback
 # What allow_private opens: loopback, RFC 1918 and IPv6 unique-local, named one by one. Python's
 # ``is_private`` also covers reserved space (240.0.0.0/4, 198.18.0.0/15, 192.0.0.0/24, ...),
 # which is never a development receiver; link-local stays closed.
-_DEV_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7",
-))
+_DEV_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "::1/128",
+        "fc00::/7",
+    )
+)
 _RESERVED_V4 = ipaddress.ip_network("192.0.0.0/24")  # IETF protocol assignments (RFC 6890), not all flagged
 
 
@@ -132,8 +140,12 @@ def forbidden_kind(address: IPAddress) -> str | None:
         if address.is_site_local:
             return "site-local"
     checks = (
-        ("is_unspecified", "unspecified"), ("is_loopback", "loopback"), ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"), ("is_reserved", "reserved"), ("is_private", "private"),
+        ("is_unspecified", "unspecified"),
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_reserved", "reserved"),
+        ("is_private", "private"),
     )
     for attribute, kind in checks:
         if getattr(address, attribute):
@@ -235,8 +247,13 @@ class TargetPolicy:
         elif host.rstrip(".") in _LOCAL_NAMES or host.rstrip(".").endswith(".localhost"):
             self.check_address(ipaddress.IPv4Address("127.0.0.1"), field=field)
         return ParsedTarget(
-            scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80), explicit_port=port is not None,
-            path=parts.path or "/", query=parts.query, address=address,
+            scheme=scheme,
+            host=host,
+            port=port or (443 if scheme == "https" else 80),
+            explicit_port=port is not None,
+            path=parts.path or "/",
+            query=parts.query,
+            address=address,
         )
 
     def resolve(self, url: str, *, field: str = "webhook") -> ResolvedTarget:

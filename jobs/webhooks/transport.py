@@ -62,8 +62,9 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout)))
 
     def get_extra_info(self, info: str) -> Any:
@@ -77,8 +78,14 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self._policy = policy
         self._tcp = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         try:
             address = ipaddress.ip_address(host.strip("[]"))
             self._policy.check_address(address)
@@ -89,8 +96,9 @@ class _PinnedBackend(httpcore.NetworkBackend):
         stream = self._tcp.connect_tcp(str(address), port, _remaining(timeout), local_address, socket_options)
         return _DeadlineStream(stream)
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("unix sockets are never webhook targets")
 
     def sleep(self, seconds: float) -> None:
@@ -130,15 +138,25 @@ class GuardedTransport(httpx.HTTPTransport):
     per-phase timeouts; ``max_response_bytes`` bounds what is read of the answer.
     """
 
-    def __init__(self, policy: TargetPolicy, *, timeout_s: float, max_response_bytes: int = MAX_RESPONSE_BYTES,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        policy: TargetPolicy,
+        *,
+        timeout_s: float,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         context = ssl_context or httpx.create_ssl_context()
         super().__init__(verify=context, http1=True, http2=False, retries=0, trust_env=False)
         self._policy = policy
         self._timeout_s = timeout_s
         self._max_response_bytes = max_response_bytes
         self._pool = httpcore.ConnectionPool(  # replaces the parent's pool: same settings, pinned backend
-            ssl_context=context, max_connections=8, http1=True, http2=False, retries=0,
+            ssl_context=context,
+            max_connections=8,
+            http1=True,
+            http2=False,
+            retries=0,
             network_backend=_PinnedBackend(policy),
         )
         _redact_httpx_log()

@@ -31,6 +31,7 @@ from tests.service.stack import FAST, REPO, ServiceStack, to_env
 
 TEST_DB = int(os.environ.get("IPFVR_TEST_REDIS_DB", "13"))
 
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server.start(tmp_path_factory.mktemp("weed"))
@@ -77,24 +78,44 @@ def make_stack(
     """Builds a service stack with its own key prefix and bucket; ``overrides`` change settings."""
     stacks: list[ServiceStack] = []
 
-    def make(*, api: bool = True, restore_worker: bool = True, service_worker: bool = True,
-             worker_env: dict[str, Any] | None = None, ready_timeout_s: float = 30.0,
-             **overrides: Any) -> ServiceStack:
+    def make(
+        *,
+        api: bool = True,
+        restore_worker: bool = True,
+        service_worker: bool = True,
+        worker_env: dict[str, Any] | None = None,
+        ready_timeout_s: float = 30.0,
+        **overrides: Any,
+    ) -> ServiceStack:
         prefix = redis_prefix()
         tmp = tmp_path_factory.mktemp("stack")
-        values = FAST | {
-            "redis_url": redis_url, "key_prefix": prefix, "broker_key_prefix": f"{prefix}:celery:",
-            "work_dir": str(tmp / "work"), "s3_endpoint_url": s3_server.endpoint_url,
-            "s3_access_key_id": s3_server.access_key, "s3_secret_access_key": s3_server.secret_key,
-            "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-t-"), "s3_create_bucket": True,
-        } | overrides
+        values = (
+            FAST
+            | {
+                "redis_url": redis_url,
+                "key_prefix": prefix,
+                "broker_key_prefix": f"{prefix}:celery:",
+                "work_dir": str(tmp / "work"),
+                "s3_endpoint_url": s3_server.endpoint_url,
+                "s3_access_key_id": s3_server.access_key,
+                "s3_secret_access_key": s3_server.secret_key,
+                "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-t-"),
+                "s3_create_bucket": True,
+            }
+            | overrides
+        )
         env = {**os.environ, "PYTHONPATH": str(REPO), **to_env(values)}
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         stack = Stack(env=env, log_dir=tmp / "logs")
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
-                          aws_secret_access_key=s3_server.secret_key, region_name="us-east-1",
-                          config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server.endpoint_url,
+            aws_access_key_id=s3_server.access_key,
+            aws_secret_access_key=s3_server.secret_key,
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
         service = ServiceStack(stack, settings, client, s3, tmp)
         stacks.append(service)
         if restore_worker:

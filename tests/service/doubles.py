@@ -45,13 +45,12 @@ class CopyRestorerDouble:
         self.step_s = step_s
         self.ignore_cancel = ignore_cancel
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
-                should_cancel: CancelFn) -> RestoreReport:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback, should_cancel: CancelFn) -> RestoreReport:
         steps, step_s, ignore_cancel = self.steps, self.step_s, self.ignore_cancel
         prompt = request.options.prompt or ""
         spec: dict[str, str] = {}
         if prompt.startswith("double:"):
-            spec = dict(item.split("=", 1) for item in prompt[len("double:"):].split(",") if item)
+            spec = dict(item.split("=", 1) for item in prompt[len("double:") :].split(",") if item)
             steps = int(spec.get("steps", steps))
             step_s = float(spec.get("step_s", step_s))
             ignore_cancel = spec.get("ignore_cancel", "0") == "1"
@@ -79,8 +78,13 @@ class CopyRestorerDouble:
         if (runs := spec.get("runs")) is not None:
             with open(runs, "a") as log:
                 log.write("done\n")
-        return sample_report(video=request.video.name, references=tuple(r.name for r in request.references),
-                             frames=1, seconds=steps * step_s, warnings=(COPY_WARNING,))
+        return sample_report(
+            video=request.video.name,
+            references=tuple(r.name for r in request.references),
+            frames=1,
+            seconds=steps * step_s,
+            warnings=(COPY_WARNING,),
+        )
 
     @staticmethod
     def _sleep(seconds: float, *, ignore_soft_limit: bool) -> None:

@@ -49,8 +49,21 @@ class PrivateRedis:
         self.child: Child | None = None
 
     def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ]
         self.child = Child.start("redis", argv, env=dict(os.environ), log_path=self.dir / "redis.log")
 
         def answers() -> bool:
@@ -222,8 +235,7 @@ class FlakyReceiver:
                     verified = False
                 with receiver._lock:
                     answer = receiver.script.pop(0) if receiver.script else receiver.then
-                    receiver.arrivals.append(Arrival(time.monotonic(), headers.get("webhook-id", ""), verified,
-                                                     answer))
+                    receiver.arrivals.append(Arrival(time.monotonic(), headers.get("webhook-id", ""), verified, answer))
                 if answer == "slow":
                     time.sleep(receiver.slow_s)
                 try:
@@ -250,23 +262,50 @@ class FlakyReceiver:
 
 
 # ---------------------------------------------------------------------------------------------- stacks
-def start_stack(*, redis_url: str, s3: S3Server, prefix: str, tmp: Path, s3_endpoint_url: str | None = None,
-                restore_worker: bool = True, **overrides: Any) -> ServiceStack:
+def start_stack(
+    *,
+    redis_url: str,
+    s3: S3Server,
+    prefix: str,
+    tmp: Path,
+    s3_endpoint_url: str | None = None,
+    restore_worker: bool = True,
+    **overrides: Any,
+) -> ServiceStack:
     """API, a copy-double restore worker and a service worker on ``redis_url`` and ``s3`` (or a proxy
     in front of it, ``s3_endpoint_url``), with the fast test settings and ``overrides``."""
-    values = FAST | {
-        "redis_url": redis_url, "key_prefix": prefix, "broker_key_prefix": f"{prefix}:celery:",
-        "work_dir": str(tmp / "work"), "s3_endpoint_url": s3_endpoint_url or s3.endpoint_url,
-        "s3_access_key_id": s3.access_key, "s3_secret_access_key": s3.secret_key,
-        "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-f-"), "s3_create_bucket": True,
-    } | overrides
+    values = (
+        FAST
+        | {
+            "redis_url": redis_url,
+            "key_prefix": prefix,
+            "broker_key_prefix": f"{prefix}:celery:",
+            "work_dir": str(tmp / "work"),
+            "s3_endpoint_url": s3_endpoint_url or s3.endpoint_url,
+            "s3_access_key_id": s3.access_key,
+            "s3_secret_access_key": s3.secret_key,
+            "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-f-"),
+            "s3_create_bucket": True,
+        }
+        | overrides
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), **to_env(values)}
     settings = Settings(**{k: v for k, v in values.items() if v is not None})
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=s3.access_key,
-                          aws_secret_access_key=s3.secret_key, region_name="us-east-1",
-                          config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
-    service = ServiceStack(Stack(env=env, log_dir=tmp / "logs"), settings,
-                           redis.Redis.from_url(redis_url, decode_responses=True), client, tmp)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    service = ServiceStack(
+        Stack(env=env, log_dir=tmp / "logs"),
+        settings,
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        client,
+        tmp,
+    )
     if restore_worker:
         service.start_restore_worker("restore")
     service.stack.start_service_worker()

@@ -26,8 +26,7 @@ class ProbingRestorerDouble:
         self.limits = config.limits
         self.max_reference_pixels = config.max_reference_pixels
 
-    def restore(self, request: RestoreRequest, *, progress: ProgressCallback,
-                should_cancel: CancelFn) -> RestoreReport:
+    def restore(self, request: RestoreRequest, *, progress: ProgressCallback, should_cancel: CancelFn) -> RestoreReport:
         info = probe(request.video, self.limits)
         for index, reference in enumerate(request.references):
             read_image(reference, field=f"reference[{index}]", max_pixels=self.max_reference_pixels)

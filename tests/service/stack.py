@@ -103,8 +103,7 @@ class ServiceStack:
     def client(self, api_key: str | None = None) -> httpx.Client:
         """An HTTP client of the API; every error it receives must be declared in the OpenAPI document."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30,
-                            event_hooks={"response": [_contract()]})
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, event_hooks={"response": [_contract()]})
 
     def objects(self, prefix: str = "") -> list[str]:
         listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -112,7 +111,8 @@ class ServiceStack:
 
     def start_restore_worker(self, name: str, engine: str = "baseline", **env: Any) -> Child:
         return self.stack.start_restore_worker(
-            name, engine=engine,
+            name,
+            engine=engine,
             extra_env=to_env({"worker_engine": engine, **{k: v for k, v in env.items() if not k.startswith("IPFVR_")}})
             | {k: str(v) for k, v in env.items() if k.startswith("IPFVR_")},
         )
@@ -125,8 +125,9 @@ class ServiceStack:
 
         wait_until(reached, timeout_s=timeout_s, what=f"worker {name} {state}")
 
-    def wait_job(self, client: httpx.Client, job_id: str, statuses: set[str], timeout_s: float = 30.0
-                 ) -> dict[str, Any]:
+    def wait_job(
+        self, client: httpx.Client, job_id: str, statuses: set[str], timeout_s: float = 30.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:

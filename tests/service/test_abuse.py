@@ -40,13 +40,17 @@ def submit(client: httpx.Client, video: Path, reference: Path, options: dict | N
 @pytest.fixture(scope="module")
 def strict(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
     """An API alone (no worker: jobs stay queued) with a small rate limit and a queued-job quota of 2."""
-    return make_stack(restore_worker=False, service_worker=False, rate_limit_per_s=RATE, rate_limit_burst=BURST,
-                      max_queued_per_tenant=2)
+    return make_stack(
+        restore_worker=False,
+        service_worker=False,
+        rate_limit_per_s=RATE,
+        rate_limit_burst=BURST,
+        max_queued_per_tenant=2,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- rate limits
-def test_token_bucket_refills_and_is_atomic_under_contention(redis_url: str,
-                                                             redis_prefix: Callable[[], str]) -> None:
+def test_token_bucket_refills_and_is_atomic_under_contention(redis_url: str, redis_prefix: Callable[[], str]) -> None:
     bucket = TokenBucket(redis.Redis.from_url(redis_url), redis_prefix(), rate_per_s=2.0, burst=5)
     assert [bucket.take("k", now=100.0).allowed for _ in range(6)] == [True] * 5 + [False]
     refused = bucket.take("k", now=100.0)
@@ -93,8 +97,7 @@ def test_each_api_key_is_rate_limited_with_retry_after(strict: ServiceStack) -> 
         assert client.get("/v1/jobs").status_code == 200
 
 
-def test_queued_jobs_are_capped_per_tenant(strict: ServiceStack, carphone_distorted: Path,
-                                           astronaut_png: Path) -> None:
+def test_queued_jobs_are_capped_per_tenant(strict: ServiceStack, carphone_distorted: Path, astronaut_png: Path) -> None:
     name, key = strict.new_tenant()
     with strict.client(key) as client:
         first, second = (submit(client, carphone_distorted, astronaut_png) for _ in range(2))
@@ -116,8 +119,9 @@ def tampered(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def test_tenants_are_isolated_on_every_endpoint(stack: ServiceStack, receiver: WebhookReceiver,
-                                                carphone_distorted: Path, astronaut_png: Path) -> None:
+def test_tenants_are_isolated_on_every_endpoint(
+    stack: ServiceStack, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     name_a, key_a = stack.new_tenant()
     name_b, key_b = stack.new_tenant()
     with stack.client(key_a) as a, stack.client(key_b) as b:
@@ -125,8 +129,9 @@ def test_tenants_are_isolated_on_every_endpoint(stack: ServiceStack, receiver: W
         secret_b = b.get("/v1/webhooks/secret").json()["secret"]
         assert secret_a != secret_b
         inbox = receiver.inbox(secret_a)
-        job = submit(a, carphone_distorted, astronaut_png,
-                     {"webhook": inbox.url, "webhook_events_filter": ["completed"]}).json()
+        job = submit(
+            a, carphone_distorted, astronaut_png, {"webhook": inbox.url, "webhook_events_filter": ["completed"]}
+        ).json()
         done = stack.wait_job(a, job["id"], {"succeeded"})
         slow = submit(a, carphone_distorted, astronaut_png, {"prompt": "double:steps=400,step_s=0.05"}).json()
         b_job = submit(b, carphone_distorted, astronaut_png).json()
@@ -139,14 +144,20 @@ def test_tenants_are_isolated_on_every_endpoint(stack: ServiceStack, receiver: W
         # finished or still queued/running; afterwards A reads both jobs as they were
         for target in (job["id"], slow["id"]):
             before = unchanged(a.get(f"/v1/jobs/{target}").json())
-            for response in (b.get(f"/v1/jobs/{target}"), b.post(f"/v1/jobs/{target}/cancel"),
-                             b.delete(f"/v1/jobs/{target}")):
+            for response in (
+                b.get(f"/v1/jobs/{target}"),
+                b.post(f"/v1/jobs/{target}/cancel"),
+                b.delete(f"/v1/jobs/{target}"),
+            ):
                 assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
             after = unchanged(a.get(f"/v1/jobs/{target}").json())
             if target == slow["id"]:  # it may have moved on by itself meanwhile, never towards a cancel
                 assert not after["cancel_requested"] and after["status"] in ("queued", "processing"), after
-                before = {k: v for k, v in before.items() if k not in ("status", "progress", "queue_position",
-                                                                     "started_at", "attempts", "metrics")}
+                before = {
+                    k: v
+                    for k, v in before.items()
+                    if k not in ("status", "progress", "queue_position", "started_at", "attempts", "metrics")
+                }
                 after = {k: v for k, v in after.items() if k in before}
             assert after == before
         assert a.post(f"/v1/jobs/{slow['id']}/cancel").status_code == 200
@@ -211,8 +222,9 @@ def test_presigned_urls_expire(stack: ServiceStack) -> None:
 
 # ---------------------------------------------------------------------------------------------- logs
 @pytest.mark.slow
-def test_logs_are_json_and_carry_no_secret(make_stack: Callable[..., ServiceStack], receiver: WebhookReceiver,
-                                           carphone_distorted: Path, astronaut_png: Path) -> None:
+def test_logs_are_json_and_carry_no_secret(
+    make_stack: Callable[..., ServiceStack], receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     """A whole flow at DEBUG: no API key, webhook secret, receiver token or presigned signature in any log."""
     stack = make_stack(log_level="DEBUG")
     _, key = stack.new_tenant()
@@ -230,12 +242,14 @@ def test_logs_are_json_and_carry_no_secret(make_stack: Callable[..., ServiceStac
         assert stranger.get("/v1/jobs").status_code == 401
     inbox.wait_for(lambda received: len(received) >= 1, timeout_s=60)  # the completed webhook arrived ...
     service_log = stack.tmp / "logs" / "service.log"
-    wait_until(lambda: "token=[REDACTED]" in service_log.read_text(), timeout_s=60,
-               what="the delivery's log line")  # ... and its delivery was logged
-    signatures = [dict(parse_qsl(urlsplit(u).query))["X-Amz-Signature"]
-                  for u in (done["output"]["video_url"], done["output"]["report_url"], upload["url"])]
-    forbidden = [key, secret, rotated, token, *signatures,
-                 stack.settings.s3_secret_access_key.get_secret_value()]  # type: ignore[union-attr]
+    wait_until(
+        lambda: "token=[REDACTED]" in service_log.read_text(), timeout_s=60, what="the delivery's log line"
+    )  # ... and its delivery was logged
+    signatures = [
+        dict(parse_qsl(urlsplit(u).query))["X-Amz-Signature"]
+        for u in (done["output"]["video_url"], done["output"]["report_url"], upload["url"])
+    ]
+    forbidden = [key, secret, rotated, token, *signatures, stack.settings.s3_secret_access_key.get_secret_value()]  # type: ignore[union-attr]
 
     logs = {path.name: path.read_text() for path in (stack.tmp / "logs").glob("*.log")}
     assert {"api.log", "restore.log", "service.log"} <= set(logs)
@@ -260,13 +274,28 @@ def test_logs_are_json_and_carry_no_secret(make_stack: Callable[..., ServiceStac
 def test_the_redactor_removes_every_kind_of_secret() -> None:
     redactor = Redactor(["s3-secret-value-123"])
     key, whsec = "ipfvr_" + "k" * 43, "whsec_" + "Zm9vYmFyYmF6cXV4" * 2
-    presigned = ("https://s3.example/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F2026"
-                 "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=abc123def")
-    text = redactor(f"key {key} secret {whsec} url {presigned} auth Bearer {key[6:]} basic Basic dXNlcjpwdw== "
-                    "hook https://user:pw@hooks.example/x?token=t0k&id=7 aws AKIAIOSFODNN7EXAMPLE s3-secret-value-123 "
-                    "AWS4-HMAC-SHA256 Credential=AKID/2026/us-east-1/s3/aws4_request, Signature=feedbeef")
-    for secret in (key, key[6:], whsec[6:], "abc123def", "AKIAIOSFODNN7EXAMPLE", "dXNlcjpwdw", "user:pw", "t0k",
-                   "s3-secret-value-123", "feedbeef", "AKID/2026"):
+    presigned = (
+        "https://s3.example/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F2026"
+        "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=abc123def"
+    )
+    text = redactor(
+        f"key {key} secret {whsec} url {presigned} auth Bearer {key[6:]} basic Basic dXNlcjpwdw== "
+        "hook https://user:pw@hooks.example/x?token=t0k&id=7 aws AKIAIOSFODNN7EXAMPLE s3-secret-value-123 "
+        "AWS4-HMAC-SHA256 Credential=AKID/2026/us-east-1/s3/aws4_request, Signature=feedbeef"
+    )
+    for secret in (
+        key,
+        key[6:],
+        whsec[6:],
+        "abc123def",
+        "AKIAIOSFODNN7EXAMPLE",
+        "dXNlcjpwdw",
+        "user:pw",
+        "t0k",
+        "s3-secret-value-123",
+        "feedbeef",
+        "AKID/2026",
+    ):
         assert secret not in text, secret
     assert "X-Amz-Expires=3600" in text and "id=7" in text and "ipfvr_[REDACTED]" in text  # the rest stays readable
     nested = redactor.value({"authorization": "anything", "headers": [{"x": f"Bearer {key}"}], "n": 3})

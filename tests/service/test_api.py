@@ -22,8 +22,13 @@ from tests.service.stack import ServiceStack
 Tenant = tuple[str, httpx.Client]
 
 
-def submit(client: httpx.Client, video: Path, reference: Path, options: dict | None = None,
-           headers: dict[str, str] | None = None) -> httpx.Response:
+def submit(
+    client: httpx.Client,
+    video: Path,
+    reference: Path,
+    options: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     files = [("video", ("clip.mp4", video.read_bytes())), ("reference", ("face.png", reference.read_bytes()))]
     if options is not None:
         files.insert(0, ("options", (None, json.dumps(options), "application/json")))
@@ -62,8 +67,9 @@ def test_create_returns_202_and_the_job_object(tenant: Tenant, carphone_distorte
     assert client.get(urlsplit(job["urls"]["get"]).path).json()["id"] == job["id"]
 
 
-def test_another_tenants_job_is_404(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                    astronaut_png: Path) -> None:
+def test_another_tenants_job_is_404(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     job = submit(client, carphone_distorted, astronaut_png).json()
     _, other_key = stack.new_tenant()
@@ -75,8 +81,9 @@ def test_another_tenants_job_is_404(stack: ServiceStack, tenant: Tenant, carphon
     assert_error(client.get("/v1/jobs/job_0000000000000000000000000z"), 404, "not_found")
 
 
-def test_idempotent_create(stack: ServiceStack, tenant: Tenant, tmp_path: Path, carphone_distorted: Path,
-                           astronaut_png: Path) -> None:
+def test_idempotent_create(
+    stack: ServiceStack, tenant: Tenant, tmp_path: Path, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     name, client = tenant
     first = submit(client, carphone_distorted, astronaut_png, headers={"idempotency-key": "order-42"})
     again = submit(client, carphone_distorted, astronaut_png, headers={"idempotency-key": "order-42"})
@@ -86,7 +93,9 @@ def test_idempotent_create(stack: ServiceStack, tenant: Tenant, tmp_path: Path, 
     assert [j["id"] for j in client.get("/v1/jobs").json()["data"]] == [first.json()["id"]]
     assert len(stack.objects(f"inputs/{name}/")) == 2  # the replay's copies are removed
     # the same content with the defaults spelled out is the same request
-    spelled = submit(client, carphone_distorted, astronaut_png, {"faces": "target"}, headers={"idempotency-key": "order-42"})
+    spelled = submit(
+        client, carphone_distorted, astronaut_png, {"faces": "target"}, headers={"idempotency-key": "order-42"}
+    )
     assert spelled.status_code == 202 and spelled.json()["id"] == first.json()["id"]
     # the same key with other options, another file or another file name is refused; nothing is left behind
     key = {"idempotency-key": "order-42"}
@@ -94,10 +103,14 @@ def test_idempotent_create(stack: ServiceStack, tenant: Tenant, tmp_path: Path, 
     mirrored = tmp_path / "face.png"
     Image.fromarray(np.asarray(Image.open(astronaut_png))[:, ::-1]).save(mirrored)
     other_file = submit(client, carphone_distorted, mirrored, headers=key)
-    renamed = client.post("/v1/jobs", headers=key, files=[
-        ("video", ("other-name.mp4", carphone_distorted.read_bytes())),
-        ("reference", ("face.png", astronaut_png.read_bytes())),
-    ])
+    renamed = client.post(
+        "/v1/jobs",
+        headers=key,
+        files=[
+            ("video", ("other-name.mp4", carphone_distorted.read_bytes())),
+            ("reference", ("face.png", astronaut_png.read_bytes())),
+        ],
+    )
     for refused in (other_options, other_file, renamed):
         assert_error(refused, 422, "idempotency_key_reused", "idempotency-key")
         assert first.json()["id"] in refused.json()["error"]["message"]
@@ -112,8 +125,12 @@ def test_oversize_body_is_refused_before_it_is_read(stack: ServiceStack, tenant:
     key = client.headers["authorization"]
     declared = stack.settings.max_request_bytes + 1
     with socket.create_connection(("127.0.0.1", urlsplit(stack.url).port)) as s:
-        s.sendall((f"POST /v1/jobs HTTP/1.1\r\nHost: api\r\nAuthorization: {key}\r\n"
-                   f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {declared}\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"POST /v1/jobs HTTP/1.1\r\nHost: api\r\nAuthorization: {key}\r\n"
+                f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {declared}\r\n\r\n"
+            ).encode()
+        )
         s.sendall(b"--x\r\n")  # a few bytes of a body that would be far too large
         status, headers, body = read_http_response(s, timeout=10)
     assert status == 413, (status, headers, body)
@@ -135,8 +152,9 @@ def test_oversize_files_without_content_length_are_stopped_while_streaming(
             yield big_video[i : i + 256 * 1024]
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    response = client.post("/v1/jobs", content=chunked_body(),
-                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    response = client.post(
+        "/v1/jobs", content=chunked_body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
     assert_error(response, 413, "video_too_large", "video")
     assert stack.objects(f"inputs/{name}/") == []  # the reference already stored was removed again
 
@@ -149,11 +167,14 @@ def test_oversize_files_without_content_length_are_stopped_while_streaming(
         ("reference", b"GIF89a" + bytes(100), "unsupported_media_type"),
     ],
 )
-def test_content_is_sniffed_not_trusted(tenant: Tenant, carphone_distorted: Path, astronaut_png: Path,
-                                        field: str, payload: bytes, code: str) -> None:
+def test_content_is_sniffed_not_trusted(
+    tenant: Tenant, carphone_distorted: Path, astronaut_png: Path, field: str, payload: bytes, code: str
+) -> None:
     _, client = tenant
-    parts = {"video": ("clip.mp4", carphone_distorted.read_bytes(), "video/mp4"),
-             "reference": ("face.png", astronaut_png.read_bytes(), "image/png")}
+    parts = {
+        "video": ("clip.mp4", carphone_distorted.read_bytes(), "video/mp4"),
+        "reference": ("face.png", astronaut_png.read_bytes(), "image/png"),
+    }
     parts[field] = (parts[field][0], payload, parts[field][2])  # right name and declared type, wrong content
     response = client.post("/v1/jobs", files=list(parts.items()))
     assert_error(response, 415, code, field if field == "video" else "reference[0]")
@@ -161,8 +182,12 @@ def test_content_is_sniffed_not_trusted(tenant: Tenant, carphone_distorted: Path
 
 def test_wrong_content_type_is_415(tenant: Tenant) -> None:
     _, client = tenant
-    assert_error(client.post("/v1/jobs", content=b"x", headers={"content-type": "text/plain"}), 415,
-                 "unsupported_content_type", "content-type")
+    assert_error(
+        client.post("/v1/jobs", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported_content_type",
+        "content-type",
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,22 +203,29 @@ def test_wrong_content_type_is_415(tenant: Tenant) -> None:
         ({"webhook": "ftp://example.com/x"}, "invalid_option", "options.webhook"),
     ],
 )
-def test_invalid_options_are_422(tenant: Tenant, carphone_distorted: Path, astronaut_png: Path,
-                                 options: dict, code: str, field: str) -> None:
+def test_invalid_options_are_422(
+    tenant: Tenant, carphone_distorted: Path, astronaut_png: Path, options: dict, code: str, field: str
+) -> None:
     _, client = tenant
     assert_error(submit(client, carphone_distorted, astronaut_png, options), 422, code, field)
 
 
-def test_missing_parts_and_bad_json_are_422(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                            astronaut_png: Path) -> None:
+def test_missing_parts_and_bad_json_are_422(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     name, client = tenant
     video_only = client.post("/v1/jobs", files=[("video", ("v.mp4", carphone_distorted.read_bytes()))])
     assert_error(video_only, 422, "missing_field", "reference")
     ref_only = client.post("/v1/jobs", files=[("reference", ("r.png", astronaut_png.read_bytes()))])
     assert_error(ref_only, 422, "missing_field", "video")
-    bad_json = client.post("/v1/jobs", files=[("options", (None, b"{not json")),
-                                              ("video", ("v.mp4", carphone_distorted.read_bytes())),
-                                              ("reference", ("r.png", astronaut_png.read_bytes()))])
+    bad_json = client.post(
+        "/v1/jobs",
+        files=[
+            ("options", (None, b"{not json")),
+            ("video", ("v.mp4", carphone_distorted.read_bytes())),
+            ("reference", ("r.png", astronaut_png.read_bytes())),
+        ],
+    )
     assert_error(bad_json, 422, "invalid_option", "options")
     unknown = client.post("/v1/jobs", files=[("extra", ("x", b"1"))])
     assert_error(unknown, 422, "unknown_field", "extra")
@@ -249,8 +281,9 @@ def test_delete_of_an_unfinished_job_is_409(tenant: Tenant, carphone_distorted: 
     client.post(f"/v1/jobs/{job['id']}/cancel")
 
 
-def test_presigned_upload_then_json_job(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                        astronaut_png: Path) -> None:
+def test_presigned_upload_then_json_job(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     video = client.post("/v1/uploads", json={"purpose": "video", "size": carphone_distorted.stat().st_size}).json()
     reference = client.post("/v1/uploads", json={"purpose": "reference", "size": astronaut_png.stat().st_size}).json()
@@ -269,8 +302,11 @@ def test_presigned_upload_then_json_job(stack: ServiceStack, tenant: Tenant, car
     done = stack.wait_job(client, created.json()["id"], {"succeeded"})
     assert httpx.get(done["output"]["video_url"]).content == carphone_distorted.read_bytes()
     # a retry (other spacing and key order) replays; other options under the same key are refused
-    retry = client.post("/v1/jobs", content=json.dumps(dict(reversed(body.items())), indent=2),
-                        headers={"idempotency-key": "presigned-1", "content-type": "application/json"})
+    retry = client.post(
+        "/v1/jobs",
+        content=json.dumps(dict(reversed(body.items())), indent=2),
+        headers={"idempotency-key": "presigned-1", "content-type": "application/json"},
+    )
     assert retry.status_code == 202 and retry.json()["id"] == created.json()["id"], retry.text
     assert retry.headers["idempotent-replayed"] == "true"
     changed = client.post("/v1/jobs", json=body | {"faces": "target"}, headers={"idempotency-key": "presigned-1"})
@@ -310,10 +346,16 @@ def test_health_readiness_metrics_and_openapi(stack: ServiceStack) -> None:
         metrics = client.get("/metrics").text
         # Every declared family is exported before its first observation (this test may run first).
         families = [f"# TYPE ipfvr_{name}_total counter" for name in COUNTERS] + [
-            f"# TYPE ipfvr_{name} histogram" for name in HISTOGRAMS]
-        for name in (*families, "ipfvr_queue_waiting_jobs", "ipfvr_queue_active_jobs",
-                     'ipfvr_model_load_seconds_count{engine="baseline"}',  # the shared worker's load
-                     'ipfvr_workers{state="ready"}', "ipfvr_http_requests_total"):
+            f"# TYPE ipfvr_{name} histogram" for name in HISTOGRAMS
+        ]
+        for name in (
+            *families,
+            "ipfvr_queue_waiting_jobs",
+            "ipfvr_queue_active_jobs",
+            'ipfvr_model_load_seconds_count{engine="baseline"}',  # the shared worker's load
+            'ipfvr_workers{state="ready"}',
+            "ipfvr_http_requests_total",
+        ):
             assert name in metrics, name
         assert 'route="/healthz",status="200"' in metrics  # route templates, never raw paths
         schema = client.get("/openapi.json").json()
@@ -342,6 +384,7 @@ def test_docs_pages_load_every_file_from_the_service(stack: ServiceStack) -> Non
 def test_json_bodies_have_their_own_small_limit(stack: ServiceStack, tenant: Tenant) -> None:
     _, client = tenant
     padding = "x" * (stack.settings.max_json_bytes + 1)
-    response = client.post("/v1/jobs", content=json.dumps({"prompt": padding}),
-                           headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/jobs", content=json.dumps({"prompt": padding}), headers={"content-type": "application/json"}
+    )
     assert_error(response, 413, "payload_too_large")

@@ -20,8 +20,7 @@ from ipfvr.devstack import free_port
 from tests.service.stack import DOUBLE, REPO, ServiceStack
 
 
-def test_client_round_trip(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path,
-                           astronaut_png: Path) -> None:
+def test_client_round_trip(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path, astronaut_png: Path) -> None:
     _, key = stack.new_tenant()
     with Client(stack.url, key) as client:
         job = client.submit(carphone_distorted, [astronaut_png], faces="target", idempotency_key="c-1")
@@ -51,8 +50,9 @@ def test_client_round_trip(stack: ServiceStack, tmp_path: Path, carphone_distort
 
 
 def _ipfvr(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ipfvr", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ipfvr", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_wait_reports_changes_not_polls(stack: ServiceStack, carphone_distorted: Path, astronaut_png: Path) -> None:
@@ -60,8 +60,12 @@ def test_wait_reports_changes_not_polls(stack: ServiceStack, carphone_distorted:
     with Client(stack.url, key) as client:
         job = client.submit(carphone_distorted, [astronaut_png], prompt="double:steps=3,step_s=0.6")
         seen: list[tuple] = []
-        done = client.wait(job["id"], poll_s=0.05, timeout_s=60, on_update=lambda j: seen.append(
-            (j["status"], j.get("progress"), j.get("queue_position"))))
+        done = client.wait(
+            job["id"],
+            poll_s=0.05,
+            timeout_s=60,
+            on_update=lambda j: seen.append((j["status"], j.get("progress"), j.get("queue_position"))),
+        )
     assert done["status"] == "succeeded" and seen[-1][0] == "succeeded"
     assert all(a != b for a, b in zip(seen, seen[1:])), seen  # ~40 polls, one line per change
 
@@ -71,9 +75,15 @@ def test_a_closed_output_pipe_ends_quietly(stack: ServiceStack) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run([sys.executable, "-m", "ipfvr", "keys", "create", "--tenant", "pipe-tenant"],
-                              env=stack.stack.env, cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "ipfvr", "keys", "create", "--tenant", "pipe-tenant"],
+            env=stack.stack.env,
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(write_end)
     assert done.returncode == 141, done.stderr
@@ -82,15 +92,19 @@ def test_a_closed_output_pipe_ends_quietly(stack: ServiceStack) -> None:
 
 def test_an_unreachable_service_is_named_with_a_hint(stack: ServiceStack) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    done = _ipfvr("status", "job_01m8t4bqs31jheqx07tzh8y819", env={**stack.stack.env, "IPFVR_URL": url,
-                                                                  "IPFVR_API_KEY": "ipfvr_x"})
+    done = _ipfvr(
+        "status",
+        "job_01m8t4bqs31jheqx07tzh8y819",
+        env={**stack.stack.env, "IPFVR_URL": url, "IPFVR_API_KEY": "ipfvr_x"},
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and url in lines[0] and "ipfvr dev" in lines[0], done.stderr
 
 
-def test_keys_submit_status_wait_commands(stack: ServiceStack, tmp_path: Path, carphone_distorted: Path,
-                                          astronaut_png: Path) -> None:
+def test_keys_submit_status_wait_commands(
+    stack: ServiceStack, tmp_path: Path, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     env = stack.stack.env
     created = _ipfvr("keys", "create", "--tenant", "cli-tenant", env=env)
     assert created.returncode == 0, created.stderr
@@ -98,8 +112,18 @@ def test_keys_submit_status_wait_commands(stack: ServiceStack, tmp_path: Path, c
     assert key.startswith("ipfvr_") and "shown only once" in created.stderr
     client_env = {**env, "IPFVR_URL": stack.url, "IPFVR_API_KEY": key}
     out = tmp_path / "restored.mp4"
-    submitted = _ipfvr("submit", str(carphone_distorted), "-r", str(astronaut_png), "--faces", "all", "--wait",
-                       "-o", str(out), env=client_env)
+    submitted = _ipfvr(
+        "submit",
+        str(carphone_distorted),
+        "-r",
+        str(astronaut_png),
+        "--faces",
+        "all",
+        "--wait",
+        "-o",
+        str(out),
+        env=client_env,
+    )
     assert submitted.returncode == 0, submitted.stderr
     job = json.loads(submitted.stdout)
     assert job["status"] == "succeeded" and job["options"]["faces"] == "all"
@@ -136,9 +160,27 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
     # As from a terminal: Ctrl-C's signal at its default. A suite started in the background by a shell
     # without job control inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
     dev = subprocess.Popen(
-        [sys.executable, "-m", "ipfvr", "dev", "--port", str(port), "--data-dir", str(tmp_path / "dev"),
-         "--key-prefix", prefix, "--redis-db", str(db), "--engine", "baseline"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ipfvr",
+            "dev",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "dev"),
+            "--key-prefix",
+            prefix,
+            "--redis-db",
+            str(db),
+            "--engine",
+            "baseline",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
@@ -162,14 +204,16 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         shell = {k: v for k, v in env.items() if k not in ("IPFVR_REDIS_URL", "IPFVR_KEY_PREFIX")}
         created = _ipfvr(*[("extra" if arg == "NAME" else arg) for arg in more[1:]], env=shell)
         assert created.returncode == 0, created.stderr
-        extra = httpx.get(f"http://127.0.0.1:{port}/v1/jobs",
-                          headers={"authorization": f"Bearer {created.stdout.strip()}"})
+        extra = httpx.get(
+            f"http://127.0.0.1:{port}/v1/jobs", headers={"authorization": f"Bearer {created.stdout.strip()}"}
+        )
         assert extra.status_code == 200, extra.text
         # A second stack on the same data folder says, in one line, where the first one runs.
         second = _ipfvr("dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "dev"), env=env)
         assert second.returncode == 1 and second.stderr.strip().splitlines() == [
             f"ipfvr: error: an ipfvr dev stack is already running on http://127.0.0.1:{port} "
-            f"(data dir {tmp_path / 'dev'})"], second.stderr
+            f"(data dir {tmp_path / 'dev'})"
+        ], second.stderr
         ports = [port, int(next(line for line in lines if line.strip().startswith("S3")).rsplit(":", 1)[1])]
         children = psutil.Process(dev.pid).children(recursive=True)
         assert len(children) >= 5  # weed, api, two celery workers and their pool processes

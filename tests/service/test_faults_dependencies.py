@@ -36,15 +36,29 @@ def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture(scope="module")
-def deps(s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str], proxy: FaultProxy,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceStack]:
+def deps(
+    s3_server: S3Server,
+    redis_url: str,
+    redis_prefix: Callable[[], str],
+    proxy: FaultProxy,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServiceStack]:
     service = start_stack(
-        redis_url=redis_url, s3=s3_server, s3_endpoint_url=proxy.url, prefix=redis_prefix(),
-        tmp=tmp_path_factory.mktemp("deps"), upload_part_bytes=5 * MiB, s3_max_attempts=1,
-        storage_retry_base_s=RETRY_BASE_S, storage_retry_horizon_s=RETRY_HORIZON_S, webhook_timeout_s=0.5,
+        redis_url=redis_url,
+        s3=s3_server,
+        s3_endpoint_url=proxy.url,
+        prefix=redis_prefix(),
+        tmp=tmp_path_factory.mktemp("deps"),
+        upload_part_bytes=5 * MiB,
+        s3_max_attempts=1,
+        storage_retry_base_s=RETRY_BASE_S,
+        storage_retry_horizon_s=RETRY_HORIZON_S,
+        webhook_timeout_s=0.5,
         # An upload in progress is only presumed dead after the hard time limit: keep that far beyond
         # the waits below, so that what they see is the abort of an upload known to be abandoned.
-        job_time_limit_s=30, job_kill_grace_s=2, visibility_timeout_s=40,
+        job_time_limit_s=30,
+        job_kill_grace_s=2,
+        visibility_timeout_s=40,
     )
     yield service
     service.stack.stop()
@@ -58,8 +72,11 @@ def client(deps: ServiceStack) -> Iterator[tuple[str, httpx.Client]]:
 
 
 def submit(client: httpx.Client, video: Path, reference: Path, **options: object) -> dict[str, Any]:
-    files = [("options", (None, json.dumps(options), "application/json")),
-             ("video", ("clip.mp4", video.read_bytes())), ("reference", ("face.png", reference.read_bytes()))]
+    files = [
+        ("options", (None, json.dumps(options), "application/json")),
+        ("video", ("clip.mp4", video.read_bytes())),
+        ("reference", ("face.png", reference.read_bytes())),
+    ]
     response = client.post("/v1/jobs", files=files)
     assert response.status_code == 202, response.text
     return response.json()
@@ -67,6 +84,7 @@ def submit(client: httpx.Client, video: Path, reference: Path, **options: object
 
 def trip_during_upload(deps: ServiceStack, client: httpx.Client, job_id: str, proxy: FaultProxy) -> None:
     """Once the job restores (its inputs are downloaded), let S3 die 1 MiB into the result upload."""
+
     def restoring() -> bool:
         progress = client.get(f"/v1/jobs/{job_id}").json()["progress"]
         return progress is not None and progress["stage"] == "restore"
@@ -89,7 +107,10 @@ def pending_uploads(deps: ServiceStack, prefix: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- S3
 def test_s3_down_during_the_result_upload_is_retried_with_backoff_until_it_returns(
-    deps: ServiceStack, client: tuple[str, httpx.Client], proxy: FaultProxy, carphone_distorted: Path,
+    deps: ServiceStack,
+    client: tuple[str, httpx.Client],
+    proxy: FaultProxy,
+    carphone_distorted: Path,
     astronaut_png: Path,
 ) -> None:
     name, c = client
@@ -112,7 +133,10 @@ def test_s3_down_during_the_result_upload_is_retried_with_backoff_until_it_retur
 
 
 def test_s3_that_stays_down_fails_the_job_with_a_stable_code_and_leaves_nothing_behind(
-    deps: ServiceStack, client: tuple[str, httpx.Client], proxy: FaultProxy, carphone_distorted: Path,
+    deps: ServiceStack,
+    client: tuple[str, httpx.Client],
+    proxy: FaultProxy,
+    carphone_distorted: Path,
     astronaut_png: Path,
 ) -> None:
     name, c = client
@@ -143,7 +167,10 @@ def job_webhook(c: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def test_a_webhook_receiver_down_then_failing_then_slow_gets_the_event_once_it_recovers(
-    deps: ServiceStack, client: tuple[str, httpx.Client], carphone_distorted: Path, astronaut_png: Path,
+    deps: ServiceStack,
+    client: tuple[str, httpx.Client],
+    carphone_distorted: Path,
+    astronaut_png: Path,
 ) -> None:
     _, c = client
     receiver = FlakyReceiver(c.get("/v1/webhooks/secret").json()["secret"], slow_s=1.5, script=["error", "slow"])
@@ -155,8 +182,7 @@ def test_a_webhook_receiver_down_then_failing_then_slow_gets_the_event_once_it_r
         state = job_webhook(c, job["id"])
         assert state["state"] == "retrying" and "Connect" in state["last_error"] and state["next_attempt_at"]
         receiver.start()
-        wait_for(lambda: job_webhook(c, job["id"]).get("state") == "delivered", timeout_s=20,
-                 what="the delivery")
+        wait_for(lambda: job_webhook(c, job["id"]).get("state") == "delivered", timeout_s=20, what="the delivery")
         arrivals = receiver.snapshot()
         assert [a.answer for a in arrivals] == ["error", "slow", "ok"]
         assert {a.webhook_id for a in arrivals} == {f"msg_{job['id'][4:]}_completed"}
@@ -175,15 +201,17 @@ def test_a_webhook_receiver_down_then_failing_then_slow_gets_the_event_once_it_r
 
 
 def test_a_webhook_receiver_that_keeps_failing_is_given_up_after_the_configured_attempts(
-    deps: ServiceStack, client: tuple[str, httpx.Client], carphone_distorted: Path, astronaut_png: Path,
+    deps: ServiceStack,
+    client: tuple[str, httpx.Client],
+    carphone_distorted: Path,
+    astronaut_png: Path,
 ) -> None:
     _, c = client
     receiver = FlakyReceiver(c.get("/v1/webhooks/secret").json()["secret"], then="error")
     receiver.start()
     try:
         job = submit(c, carphone_distorted, astronaut_png, webhook=receiver.url, webhook_events_filter=["completed"])
-        wait_for(lambda: job_webhook(c, job["id"]).get("state") == "failed", timeout_s=25,
-                 what="giving up")
+        wait_for(lambda: job_webhook(c, job["id"]).get("state") == "failed", timeout_s=25, what="giving up")
         state = job_webhook(c, job["id"])
         max_attempts = deps.settings.webhook_max_attempts
         assert state["attempts"] == max_attempts and state["last_error"] == "HTTP 500"

@@ -29,15 +29,21 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 def test_redis_restarted_mid_queue_loses_no_job_and_the_api_answers_503_meanwhile(
-    private_redis: PrivateRedis, s3_server: S3Server, redis_prefix: Callable[[], str], tmp_path: Path,
-    carphone_distorted: Path, astronaut_png: Path,
+    private_redis: PrivateRedis,
+    s3_server: S3Server,
+    redis_prefix: Callable[[], str],
+    tmp_path: Path,
+    carphone_distorted: Path,
+    astronaut_png: Path,
 ) -> None:
     stack = start_stack(redis_url=private_redis.url, s3=s3_server, prefix=redis_prefix(), tmp=tmp_path)
     try:
         _, key = stack.new_tenant()
         client = stack.client(key)
-        files = [("video", ("clip.mp4", carphone_distorted.read_bytes())),
-                 ("reference", ("face.png", astronaut_png.read_bytes()))]
+        files = [
+            ("video", ("clip.mp4", carphone_distorted.read_bytes())),
+            ("reference", ("face.png", astronaut_png.read_bytes())),
+        ]
 
         def submit(prompt: str | None = None) -> str:
             options = ("options", (None, json.dumps({"prompt": prompt} if prompt else {}), "application/json"))
@@ -55,8 +61,12 @@ def test_redis_restarted_mid_queue_loses_no_job_and_the_api_answers_503_meanwhil
         answers: list[tuple[int, str]] = []
         down_until = time.monotonic() + DOWN_S
         while time.monotonic() < down_until:
-            for response in (client.get(f"/v1/jobs/{running}"), client.get("/v1/jobs"),
-                             client.post("/v1/jobs", json=new_job), client.get("/readyz")):
+            for response in (
+                client.get(f"/v1/jobs/{running}"),
+                client.get("/v1/jobs"),
+                client.post("/v1/jobs", json=new_job),
+                client.get("/readyz"),
+            ):
                 answers.append((response.status_code, response.json()["error"]["code"]))
             time.sleep(0.1)
         assert {status for status, _ in answers} == {503}, answers

@@ -40,18 +40,29 @@ def store(redis_url: str, redis_prefix: Callable[[], str]) -> JobStore:
 
 def create(store: JobStore, *, webhook: bool = False) -> str:
     now, job_id = time.time(), new_job_id()
-    store.create(NewJob(
-        id=job_id, tenant="acme", engine="baseline", options=JobOptions(),
-        inputs=JobInputs(video=f"inputs/acme/{job_id}/video", references=[]),
-        webhook_url="http://127.0.0.1:9/hook" if webhook else None, webhook_events=ALL if webhook else frozenset(),
-        created_at=now, expires_at=now + 60,
-    ), idempotency_key=None, idempotency_ttl_s=60, max_queued=100)
+    store.create(
+        NewJob(
+            id=job_id,
+            tenant="acme",
+            engine="baseline",
+            options=JobOptions(),
+            inputs=JobInputs(video=f"inputs/acme/{job_id}/video", references=[]),
+            webhook_url="http://127.0.0.1:9/hook" if webhook else None,
+            webhook_events=ALL if webhook else frozenset(),
+            created_at=now,
+            expires_at=now + 60,
+        ),
+        idempotency_key=None,
+        idempotency_ttl_s=60,
+        max_queued=100,
+    )
     return job_id
 
 
 def claim(store: JobStore, job_id: str, owner: str, *, lease_s: float = 5.0, max_deliveries: int = 3) -> str:
-    return store.claim(job_id, owner=owner, lease_ttl_s=lease_s, max_deliveries=max_deliveries,
-                       run_deadline=time.time() + 60).outcome
+    return store.claim(
+        job_id, owner=owner, lease_ttl_s=lease_s, max_deliveries=max_deliveries, run_deadline=time.time() + 60
+    ).outcome
 
 
 # ---------------------------------------------------------------------------------------------- leases
@@ -170,8 +181,14 @@ def test_backoff_doubles_and_gives_up_at_the_horizon() -> None:
         raise StorageUnavailable("down")
 
     with pytest.raises(StorageUnavailable):
-        retry(failing, backoff=Backoff(base_s=1, max_s=4, horizon_s=12), retry_on=(StorageUnavailable,),
-              what="test", sleep=sleep, clock=lambda: clock[0])
+        retry(
+            failing,
+            backoff=Backoff(base_s=1, max_s=4, horizon_s=12),
+            retry_on=(StorageUnavailable,),
+            what="test",
+            sleep=sleep,
+            clock=lambda: clock[0],
+        )
     assert slept == [1, 2, 4, 4]  # a fifth delay (4 s) would start the next attempt past 12 s
     calls = iter([StorageUnavailable("down"), None])
 
@@ -180,8 +197,10 @@ def test_backoff_doubles_and_gives_up_at_the_horizon() -> None:
             raise error
         return "stored"
 
-    assert retry(flaky, backoff=Backoff(base_s=0.001, max_s=1, horizon_s=1), retry_on=(StorageUnavailable,),
-                 what="test") == "stored"
+    assert (
+        retry(flaky, backoff=Backoff(base_s=0.001, max_s=1, horizon_s=1), retry_on=(StorageUnavailable,), what="test")
+        == "stored"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- leftovers
@@ -189,9 +208,14 @@ def test_the_cleaner_aborts_abandoned_uploads_and_deletes_partial_results_of_fai
     s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str]
 ) -> None:
     prefix = redis_prefix()
-    settings = Settings(redis_url=redis_url, key_prefix=prefix, s3_endpoint_url=s3_server.endpoint_url,
-                        s3_access_key_id=s3_server.access_key, s3_secret_access_key=s3_server.secret_key,
-                        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-c-"))
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-c-"),
+    )
     ctx = WorkerContext.build(settings, create_celery(settings))
     ctx.storage.ensure_bucket()
     failed, succeeded = create(ctx.store), create(ctx.store)
@@ -199,8 +223,9 @@ def test_the_cleaner_aborts_abandoned_uploads_and_deletes_partial_results_of_fai
         claim(ctx.store, job, "a")
         ctx.storage.put_bytes(report_key("acme", job), b"{}", "application/json")
         ctx.store.complete(job, owner="a", status=status)
-    upload_id = ctx.storage.client.create_multipart_upload(Bucket=ctx.storage.bucket,
-                                                           Key=output_key("acme", failed))["UploadId"]
+    upload_id = ctx.storage.client.create_multipart_upload(Bucket=ctx.storage.bucket, Key=output_key("acme", failed))[
+        "UploadId"
+    ]
     journal = UploadJournal(ctx.leftovers, failed, stale_after_s=60)
     journal.begun(output_key("acme", failed), upload_id)
     cleaner = LeftoverCleaner(ctx.leftovers, ctx.store, ctx.storage)
@@ -228,9 +253,14 @@ def test_a_refused_finish_deletes_outputs_only_when_no_other_run_can_own_them(
     from worker.runner import JobRunner, Outcome
 
     prefix = redis_prefix()
-    settings = Settings(redis_url=redis_url, key_prefix=prefix, s3_endpoint_url=s3_server.endpoint_url,
-                        s3_access_key_id=s3_server.access_key, s3_secret_access_key=s3_server.secret_key,
-                        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-r-"))
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=prefix,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-r-"),
+    )
     ctx = WorkerContext.build(settings, create_celery(settings))
     ctx.storage.ensure_bucket()
     runner = JobRunner(ctx, restorer=None, worker_id="node@h:1")  # type: ignore[arg-type]  # _finish only

@@ -25,8 +25,11 @@ Tenant = tuple[str, httpx.Client]
 
 
 def submit(client: httpx.Client, video: Path, reference: Path, **options: object) -> dict[str, Any]:
-    files = [("options", (None, json.dumps(options), "application/json")),
-             ("video", ("clip.mp4", video.read_bytes())), ("reference", ("face.png", reference.read_bytes()))]
+    files = [
+        ("options", (None, json.dumps(options), "application/json")),
+        ("video", ("clip.mp4", video.read_bytes())),
+        ("reference", ("face.png", reference.read_bytes())),
+    ]
     response = client.post("/v1/jobs", files=files)
     assert response.status_code == 202, response.text
     return response.json()
@@ -34,8 +37,11 @@ def submit(client: httpx.Client, video: Path, reference: Path, **options: object
 
 def pool_process(stack: ServiceStack, name: str) -> WorkerInfo | None:
     """The ready pool process of worker ``name`` (its pid changes when the pool replaces it)."""
-    ready = [w for w in WorkerRegistry(stack.redis, stack.settings.key_prefix).list()
-             if w.hostname.startswith(f"{name}@") and w.state in (WorkerState.READY, WorkerState.BUSY)]
+    ready = [
+        w
+        for w in WorkerRegistry(stack.redis, stack.settings.key_prefix).list()
+        if w.hostname.startswith(f"{name}@") and w.state in (WorkerState.READY, WorkerState.BUSY)
+    ]
     return max(ready, key=lambda w: w.started_at) if ready else None
 
 
@@ -79,13 +85,21 @@ def test_a_job_past_its_time_limit_fails_and_the_next_job_runs(
         same = pool_process(stack, "timeout")
         assert same is not None and same.pid == first.pid  # interrupted in place, not killed
 
-        hard = submit(client, carphone_distorted, astronaut_png, engine="timeout",
-                      prompt="double:steps=100,step_s=0.1,ignore_soft_limit=1")
+        hard = submit(
+            client,
+            carphone_distorted,
+            astronaut_png,
+            engine="timeout",
+            prompt="double:steps=100,step_s=0.1,ignore_soft_limit=1",
+        )
         done = stack.wait_job(client, hard["id"], {"succeeded", "failed"}, timeout_s=20)
         assert done["status"] == "failed" and done["error"]["code"] == "time_limit_exceeded", done
         assert done["metrics"]["predict_time"] >= 2.5 and done["attempts"] == 1  # failed when killed, not redelivered
-        wait_for(lambda: (p := pool_process(stack, "timeout")) is not None and p.pid != first.pid,
-                 timeout_s=15, what="a fresh pool process")
+        wait_for(
+            lambda: (p := pool_process(stack, "timeout")) is not None and p.pid != first.pid,
+            timeout_s=15,
+            what="a fresh pool process",
+        )
 
         after = submit(client, carphone_distorted, astronaut_png, engine="timeout")
         done = stack.wait_job(client, after["id"], {"succeeded", "failed"}, timeout_s=20)
@@ -125,8 +139,15 @@ def test_sigterm_hands_a_long_job_to_another_worker_after_the_grace_period(
     staying = None
     try:
         stack.wait_worker("shutdown-b", WorkerState.READY)
-        job = submit(client, carphone_distorted, astronaut_png, engine="shutdown", prompt="double:steps=40,step_s=0.1",
-                     webhook=inbox.url, webhook_events_filter=["start", "completed"])
+        job = submit(
+            client,
+            carphone_distorted,
+            astronaut_png,
+            engine="shutdown",
+            prompt="double:steps=40,step_s=0.1",
+            webhook=inbox.url,
+            webhook_events_filter=["start", "completed"],
+        )
         stack.wait_job(client, job["id"], {"processing"})
         staying = stack.start_restore_worker("shutdown-c", engine="shutdown")
         stack.wait_worker("shutdown-c", WorkerState.READY)

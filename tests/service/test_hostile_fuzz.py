@@ -34,8 +34,13 @@ from jobs.settings import Settings
 from jobs.tenants.accounts import Tenants
 from tests.service.stack import FAST
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 EXAMPLES = 25  # per operation and generation mode (about one in ten without a valid key)
 
 
@@ -48,11 +53,18 @@ def resolver_double(host: str, port: int) -> list[str]:
 def fuzz_settings(s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str]) -> Settings:
     prefix = redis_prefix()
     values: dict[str, Any] = FAST | {
-        "redis_url": redis_url, "key_prefix": prefix, "broker_key_prefix": f"{prefix}:celery:",
-        "s3_endpoint_url": s3_server.endpoint_url, "s3_access_key_id": s3_server.access_key,
-        "s3_secret_access_key": s3_server.secret_key, "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-f-"),
-        "s3_create_bucket": True, "webhook_allow_private": False, "rate_limit_per_s": 1000.0,
-        "rate_limit_burst": 1000, "max_queued_per_tenant": 5,
+        "redis_url": redis_url,
+        "key_prefix": prefix,
+        "broker_key_prefix": f"{prefix}:celery:",
+        "s3_endpoint_url": s3_server.endpoint_url,
+        "s3_access_key_id": s3_server.access_key,
+        "s3_secret_access_key": s3_server.secret_key,
+        "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-f-"),
+        "s3_create_bucket": True,
+        "webhook_allow_private": False,
+        "rate_limit_per_s": 1000.0,
+        "rate_limit_burst": 1000,
+        "max_queued_per_tenant": 5,
     }
     return Settings(**{k: v for k, v in values.items() if v is not None})
 
@@ -68,15 +80,25 @@ def fuzz_app(fuzz_settings: Settings) -> Iterator[FastAPI]:
 def api_key(fuzz_settings: Settings) -> str:
     client = redis.Redis.from_url(fuzz_settings.redis_url, decode_responses=True)
     return Tenants(client, fuzz_settings.key_prefix, fuzz_settings.effective_secret_key).create_key(
-        f"fuzz{secrets.token_hex(3)}")
+        f"fuzz{secrets.token_hex(3)}"
+    )
 
 
 OPERATIONS = [
-    ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("DELETE", "/v1/jobs/{job_id}"),
-    ("POST", "/v1/jobs/{job_id}/cancel"), ("POST", "/v1/identities"), ("GET", "/v1/identities"),
-    ("GET", "/v1/identities/{identity_id}"), ("DELETE", "/v1/identities/{identity_id}"),
-    ("POST", "/v1/uploads"), ("GET", "/v1/webhooks/secret"),
-    ("POST", "/v1/webhooks/secret/rotate"), ("GET", "/healthz"), ("GET", "/readyz"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/jobs"),
+    ("GET", "/v1/jobs/{job_id}"),
+    ("DELETE", "/v1/jobs/{job_id}"),
+    ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("POST", "/v1/identities"),
+    ("GET", "/v1/identities"),
+    ("GET", "/v1/identities/{identity_id}"),
+    ("DELETE", "/v1/identities/{identity_id}"),
+    ("POST", "/v1/uploads"),
+    ("GET", "/v1/webhooks/secret"),
+    ("POST", "/v1/webhooks/secret/rotate"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
 ]
 
 
@@ -91,20 +113,26 @@ def test_every_operation_is_fuzzed(api_schema: schemathesis.BaseSchema) -> None:
 
 
 NO_INPUTS = {("GET", "/healthz"), ("GET", "/readyz")}  # nothing to make invalid: positive only
-FUZZED = [(m, p, mode) for mode in GenerationMode for m, p in OPERATIONS
-          if mode is GenerationMode.POSITIVE or (m, p) not in NO_INPUTS]
+FUZZED = [
+    (m, p, mode)
+    for mode in GenerationMode
+    for m, p in OPERATIONS
+    if mode is GenerationMode.POSITIVE or (m, p) not in NO_INPUTS
+]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), FUZZED)
-def test_every_answer_is_documented_and_none_is_a_500(api_schema: schemathesis.BaseSchema, api_key: str,
-                                                       method: str, path: str, mode: GenerationMode) -> None:
+def test_every_answer_is_documented_and_none_is_a_500(
+    api_schema: schemathesis.BaseSchema, api_key: str, method: str, path: str, mode: GenerationMode
+) -> None:
     operation = api_schema[path][method]
     authorized = {"authorization": f"Bearer {api_key}"}
     anonymous = {"authorization": "Bearer ipfvr_not-a-key"}
 
     @given(case=operation.as_strategy(generation_mode=mode), anonymous_call=st.integers(0, 9))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     def fuzz(case: schemathesis.Case, anonymous_call: int) -> None:
         case.call_and_validate(headers=anonymous if anonymous_call == 0 else authorized, checks=CHECKS)
 

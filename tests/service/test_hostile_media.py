@@ -30,8 +30,9 @@ from tests.media_factory import png_bomb, remux_video, write_audio_only, write_c
 from tests.service.stack import ServiceStack
 
 PROBING = "tests.service.hostile_doubles:load_probing_restorer"
-LIMITS = MediaLimits(min_side=16, max_side=3840, max_pixels=3840 * 2160, max_duration_s=600,
-                     max_reference_pixels=40_000_000)
+LIMITS = MediaLimits(
+    min_side=16, max_side=3840, max_pixels=3840 * 2160, max_duration_s=600, max_reference_pixels=40_000_000
+)
 
 
 # ---------------------------------------------------------------------------------------------- the corpus
@@ -97,7 +98,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         archive.writestr("payload.txt", "a zip hidden behind a PNG")
     mdat = _box(fast, b"mdat")
     mdat_size = struct.unpack_from(">I", fast, mdat - 4)[0]
-    garbage = fast[: mdat + 4] + os.urandom(mdat_size - 8) + fast[mdat + 4 + mdat_size - 8:]
+    garbage = fast[: mdat + 4] + os.urandom(mdat_size - 8) + fast[mdat + 4 + mdat_size - 8 :]
     return {
         "clip.mp4": clip,
         "face.png": png,
@@ -155,10 +156,14 @@ REFUSED_AT_THE_API = [
 ]
 
 
-@pytest.mark.parametrize(("video", "reference", "status", "code", "field"), REFUSED_AT_THE_API,
-                         ids=[f"{v}|{r}" for v, r, *_ in REFUSED_AT_THE_API])
-def test_refused_at_the_api(probing: ServiceStack, corpus: dict[str, bytes], video: str, reference: str,
-                            status: int, code: str, field: str) -> None:
+@pytest.mark.parametrize(
+    ("video", "reference", "status", "code", "field"),
+    REFUSED_AT_THE_API,
+    ids=[f"{v}|{r}" for v, r, *_ in REFUSED_AT_THE_API],
+)
+def test_refused_at_the_api(
+    probing: ServiceStack, corpus: dict[str, bytes], video: str, reference: str, status: int, code: str, field: str
+) -> None:
     name, key = probing.new_tenant()
     with probing.client(key) as client:
         response = post(client, corpus[video], corpus[reference])
@@ -181,8 +186,7 @@ def test_presigned_uploads_get_the_same_header_checks(probing: ServiceStack, cor
         cases = [
             (upload("video", corpus["ten-hours.mp4"]), good_reference, 422, "limit_exceeded", "inputs.video"),
             (upload("video", corpus["audio.mp4"]), good_reference, 422, "no_video_stream", "inputs.video"),
-            (good_video, upload("reference", corpus["bomb.png"]), 413, "reference_too_large",
-             "inputs.references[0]"),
+            (good_video, upload("reference", corpus["bomb.png"]), 413, "reference_too_large", "inputs.references[0]"),
             (good_video, upload("reference", corpus["png+zip"]), 422, "invalid_reference", "inputs.references[0]"),
         ]
         for video, reference, status, code, field in cases:
@@ -201,8 +205,9 @@ FAILED_IN_THE_WORKER = [
 ]
 
 
-def test_the_worker_fails_them_with_stable_codes_and_keeps_serving(probing: ServiceStack,
-                                                                     corpus: dict[str, bytes]) -> None:
+def test_the_worker_fails_them_with_stable_codes_and_keeps_serving(
+    probing: ServiceStack, corpus: dict[str, bytes]
+) -> None:
     registry = WorkerRegistry(probing.redis, probing.settings.key_prefix)
     workers_before = {w.id for w in registry.list() if w.state is not WorkerState.FAILED}
     _, key = probing.new_tenant()
@@ -230,7 +235,6 @@ def test_the_worker_fails_them_with_stable_codes_and_keeps_serving(probing: Serv
     assert workers_before and workers_before == workers_after  # same pool process, never restarted
 
 
-
 @pytest.fixture(scope="module")
 def real(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
     """A stack whose worker runs the production restorer (the library, the default face backend)."""
@@ -239,15 +243,21 @@ def real(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
 
 @pytest.mark.slow
 def test_the_real_restorer_fails_them_with_stable_codes_and_keeps_serving(
-    real: ServiceStack, corpus: dict[str, bytes], astronaut_png: Path,
+    real: ServiceStack,
+    corpus: dict[str, bytes],
+    astronaut_png: Path,
 ) -> None:
     face = astronaut_png.read_bytes()  # a real face: the reference is accepted, so the video is what fails
     registry = WorkerRegistry(real.redis, real.settings.key_prefix)
     workers_before = {w.id for w in registry.list() if w.state is not WorkerState.FAILED}
     # None: it succeeds. The polyglot is read as its MP4 (the zip behind it is never looked at): six
     # pattern frames with nobody in them, copied unchanged with a warning.
-    cases = {"truncated.mp4": "invalid_video", "zero-frames.mkv": "empty_video", "garbage-frames.mp4": "invalid_video",
-             "mp4+zip": None}
+    cases = {
+        "truncated.mp4": "invalid_video",
+        "zero-frames.mkv": "empty_video",
+        "garbage-frames.mp4": "invalid_video",
+        "mp4+zip": None,
+    }
     _, key = real.new_tenant()
     with real.client(key) as client:
         submitted = {}
@@ -270,10 +280,14 @@ def test_the_real_restorer_fails_them_with_stable_codes_and_keeps_serving(
 
 # ---------------------------------------------------------------------------------------------- the parsers
 @settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(["clip.mp4", "huge-frame-faststart.mp4", "zero-frames.mkv", "face.png", "truncated.jpg"]),
-       cut=st.integers(0, 4096), flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=16))
-def test_header_parsers_survive_damaged_headers(corpus: dict[str, bytes], name: str, cut: int,
-                                               flips: list[tuple[int, int]]) -> None:
+@given(
+    name=st.sampled_from(["clip.mp4", "huge-frame-faststart.mp4", "zero-frames.mkv", "face.png", "truncated.jpg"]),
+    cut=st.integers(0, 4096),
+    flips=st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), max_size=16),
+)
+def test_header_parsers_survive_damaged_headers(
+    corpus: dict[str, bytes], name: str, cut: int, flips: list[tuple[int, int]]
+) -> None:
     """Truncated and bit-flipped headers give "unknown" or a service error, never a crash."""
     data = bytearray(corpus[name][:cut] if cut else corpus[name])
     for offset, value in flips:
@@ -287,5 +301,10 @@ def test_header_parsers_survive_damaged_headers(corpus: dict[str, bytes], name: 
         try:
             check_upload(kind, media_type, head, tail, LIMITS, "file")
         except ServiceError as exc:
-            assert exc.code in {"limit_exceeded", "video_too_small", "no_video_stream", "invalid_reference",
-                                "reference_too_large"}
+            assert exc.code in {
+                "limit_exceeded",
+                "video_too_small",
+                "no_video_stream",
+                "invalid_reference",
+                "reference_too_large",
+            }

@@ -21,8 +21,15 @@ from tests.service.stack import ServiceStack
 
 Tenant = tuple[str, httpx.Client]
 HOSTILE_NAMES = [
-    "../../../../etc/passwd", "..\\..\\windows\\win.ini", "/abs/olute.mp4", "clip\x00.png.mp4",
-    "ünïcødé 🎞️ \u202e4pm.exe", "%2e%2e%2fsecret.mp4", "a" * 600 + ".mp4", "con", "\r\nX-Injected: 1",
+    "../../../../etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "/abs/olute.mp4",
+    "clip\x00.png.mp4",
+    "ünïcødé 🎞️ \u202e4pm.exe",
+    "%2e%2e%2fsecret.mp4",
+    "a" * 600 + ".mp4",
+    "con",
+    "\r\nX-Injected: 1",
 ]
 KEY = re.compile(
     r"^(inputs|outputs)/t[0-9a-f]{8}/job_[0-9a-hjkmnp-tv-z]{26}/(video|reference-\d|restored\.mp4|report\.json)$"
@@ -42,12 +49,14 @@ def multipart(boundary: str, parts: list[tuple[bytes, bytes]]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def audited(make_stack: Callable[..., ServiceStack],
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[ServiceStack, Path]:
+def audited(
+    make_stack: Callable[..., ServiceStack], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ServiceStack, Path]:
     """A stack whose restore worker logs every path it touches under its work folder, and that log."""
     log = tmp_path_factory.mktemp("audit") / "paths.log"
-    stack = make_stack(restorer="tests.service.doubles:load_auditing_restorer",
-                       worker_env={"IPFVR_TEST_AUDIT_LOG": str(log)})
+    stack = make_stack(
+        restorer="tests.service.doubles:load_auditing_restorer", worker_env={"IPFVR_TEST_AUDIT_LOG": str(log)}
+    )
     return stack, log
 
 
@@ -62,15 +71,28 @@ def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
     for hostile in HOSTILE_NAMES:
         raw = hostile.encode("utf-8")
         options = json.dumps({"prompt": "double:steps=2,step_s=0.1", "negative_prompt": hostile}).encode()
-        body = multipart("b0undary", [
-            (b'Content-Disposition: form-data; name="options"\r\nContent-Type: application/json', options),
-            (b'Content-Disposition: form-data; name="video"; filename="' + raw + b'"; filename*=UTF-8\'\'..%2F..%2Fx'
-             b"\r\nContent-Type: ../../" + raw, video),
-            (b'Content-Disposition: form-data; name="reference"; filename="' + raw + b'"', reference),
-        ])
-        response = client.post("/v1/jobs", content=body, headers={
-            "content-type": "multipart/form-data; boundary=b0undary", "idempotency-key": f"../../{len(created)}/..",
-        })
+        body = multipart(
+            "b0undary",
+            [
+                (b'Content-Disposition: form-data; name="options"\r\nContent-Type: application/json', options),
+                (
+                    b'Content-Disposition: form-data; name="video"; filename="'
+                    + raw
+                    + b"\"; filename*=UTF-8''..%2F..%2Fx"
+                    b"\r\nContent-Type: ../../" + raw,
+                    video,
+                ),
+                (b'Content-Disposition: form-data; name="reference"; filename="' + raw + b'"', reference),
+            ],
+        )
+        response = client.post(
+            "/v1/jobs",
+            content=body,
+            headers={
+                "content-type": "multipart/form-data; boundary=b0undary",
+                "idempotency-key": f"../../{len(created)}/..",
+            },
+        )
         assert response.status_code == 202, (hostile, response.text)
         created.append(response.json()["id"])
 
@@ -79,7 +101,10 @@ def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
     touched = {line.split("\t", 1)[1] for line in audit_log.read_text().splitlines()}
     for job_id in created:  # every job's inputs were written and its output read, all under fixed names
         assert {re.sub(r"^job_\w+?-[A-Za-z0-9_]+/", "", s) for s in touched if s.startswith(job_id)} >= {
-            "input-video", "reference-0", "restored.mp4"}, job_id
+            "input-video",
+            "reference-0",
+            "restored.mp4",
+        }, job_id
     assert not [s for s in touched if not SCRATCH.match(s)], sorted(touched)
 
     keys = stack.objects(f"inputs/{name}/") + stack.objects(f"outputs/{name}/")
@@ -92,10 +117,16 @@ def test_hostile_file_names_and_part_headers_never_reach_keys_or_paths(
     client.close()
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v1/jobs/..%2F..%2Fetc%2Fpasswd"), ("GET", "/v1/jobs/job_%00"), ("POST", "/v1/jobs/%2e%2e/cancel"),
-    ("DELETE", "/v1/jobs/job_0123456789abcdefghjkmnpqrs%2F..%2F.."), ("GET", "/v1/jobs/%F0%9F%8E%9E"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/..%2F..%2Fetc%2Fpasswd"),
+        ("GET", "/v1/jobs/job_%00"),
+        ("POST", "/v1/jobs/%2e%2e/cancel"),
+        ("DELETE", "/v1/jobs/job_0123456789abcdefghjkmnpqrs%2F..%2F.."),
+        ("GET", "/v1/jobs/%F0%9F%8E%9E"),
+    ],
+)
 def test_hostile_job_ids_in_paths_are_404(tenant: Tenant, method: str, path: str) -> None:
     _, client = tenant
     response = client.request(method, path)
@@ -113,15 +144,18 @@ def test_hostile_upload_ids_and_tenant_names_are_refused(stack: ServiceStack, te
             tenants.create_key(bad)
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("face.png", "face.png"),
-    ("../../etc/passwd", "passwd"),
-    ("C:\\Users\\me\\my face.jpg", "my face.jpg"),
-    ("bad\x00na\x1bme\u202e.png", "badname.png"),
-    ("..", ""),
-    ("/", ""),
-    ("é" * 500, "é" * 120),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("face.png", "face.png"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\my face.jpg", "my face.jpg"),
+        ("bad\x00na\x1bme\u202e.png", "badname.png"),
+        ("..", ""),
+        ("/", ""),
+        ("é" * 500, "é" * 120),
+    ],
+)
 def test_display_names_keep_the_last_segment_without_control_characters(raw: str, shown: str) -> None:
     from api.multipart import display_name
 

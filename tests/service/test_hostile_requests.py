@@ -52,8 +52,13 @@ def cases(video: bytes, png: bytes) -> list[tuple[str, bytes, str, int, str]]:
         ("part without a name", part("", png) + inputs + END, form, 422, "unknown_field"),
         ("two videos", inputs + part("video", video, "again.mp4") + END, form, 422, "duplicate_field"),
         ("two options", part("options", b"{}") * 2 + inputs + END, form, 422, "duplicate_field"),
-        ("forty references", part("video", video) + part("reference", png) * 40 + END, form, 422,
-         "too_many_references"),
+        (
+            "forty references",
+            part("video", video) + part("reference", png) * 40 + END,
+            form,
+            422,
+            "too_many_references",
+        ),
         ("no reference", part("video", video) + END, form, 422, "missing_field"),
         ("empty body", b"", form, 422, "invalid_multipart"),
         ("JSON that is not JSON", b"{'inputs':", "application/json", 422, "invalid_option"),
@@ -62,8 +67,9 @@ def cases(video: bytes, png: bytes) -> list[tuple[str, bytes, str, int, str]]:
     ]
 
 
-def test_malformed_job_requests_are_4xx_with_stable_codes(stack: ServiceStack, tenant: Tenant,
-                                                          files: tuple[bytes, bytes]) -> None:
+def test_malformed_job_requests_are_4xx_with_stable_codes(
+    stack: ServiceStack, tenant: Tenant, files: tuple[bytes, bytes]
+) -> None:
     name, client = tenant
     for label, body, content_type, status, code in cases(*files):
         response = client.post("/v1/jobs", content=body, headers={"content-type": content_type})

@@ -37,10 +37,13 @@ def astronaut_photos(folder: Path) -> list[Path]:
 
 
 def create_identity(client: httpx.Client, photos: list[Path], **options: Any) -> httpx.Response:
-    return client.post("/v1/identities", files=[
-        ("options", (None, json.dumps(options), "application/json")),
-        *(("reference", (p.name, p.read_bytes())) for p in photos),
-    ])
+    return client.post(
+        "/v1/identities",
+        files=[
+            ("options", (None, json.dumps(options), "application/json")),
+            *(("reference", (p.name, p.read_bytes())) for p in photos),
+        ],
+    )
 
 
 def wait_identity(client: httpx.Client, identity_id: str, timeout_s: float) -> dict[str, Any]:
@@ -55,13 +58,24 @@ def wait_identity(client: httpx.Client, identity_id: str, timeout_s: float) -> d
 
 
 @pytest.mark.slow
-def test_identities_train_serve_a_job_stay_private_and_delete(make_stack, tmp_path: Path,  # noqa: ANN001
-                                                              carphone_distorted: Path, tom_hanks: Path) -> None:
+def test_identities_train_serve_a_job_stay_private_and_delete(
+    make_stack,
+    tmp_path: Path,  # noqa: ANN001
+    carphone_distorted: Path,
+    tom_hanks: Path,
+) -> None:
     weights = write_tiny_checkpoint(tmp_path / "tiny", seed=0)
     stack: ServiceStack = make_stack(
-        restorer="worker.restorer:load_restorer", worker_env={"engine": "ipfvr"}, weights_dir=str(weights),
-        engines=["baseline", "ipfvr"], identity_steps=30, identity_learning_rate=2e-3, job_time_limit_s=540, job_kill_grace_s=30,
-        visibility_timeout_s=600, ready_timeout_s=180,
+        restorer="worker.restorer:load_restorer",
+        worker_env={"engine": "ipfvr"},
+        weights_dir=str(weights),
+        engines=["baseline", "ipfvr"],
+        identity_steps=30,
+        identity_learning_rate=2e-3,
+        job_time_limit_s=540,
+        job_kill_grace_s=30,
+        visibility_timeout_s=600,
+        ready_timeout_s=180,
     )
     photos = astronaut_photos(tmp_path)
     _, key = stack.new_tenant()
@@ -72,8 +86,11 @@ def test_identities_train_serve_a_job_stay_private_and_delete(make_stack, tmp_pa
         refused = create_identity(client, photos[:1], name="x", engine="nope")
         assert (refused.status_code, refused.json()["error"]["field"]) == (422, "options.engine")
         with_video = client.post("/v1/identities", files=[("video", ("v.mp4", b"\0" * 64))])
-        assert with_video.json()["error"] == {"code": "unknown_field", "field": "video",
-                                              "message": "an identity takes photos as reference files, not a video"}
+        assert with_video.json()["error"] == {
+            "code": "unknown_field",
+            "field": "video",
+            "message": "an identity takes photos as reference files, not a video",
+        }
         assert stack.objects("identities/") == []
 
         created = create_identity(client, photos, name="astronaut", engine="ipfvr")
@@ -93,8 +110,9 @@ def test_identities_train_serve_a_job_stay_private_and_delete(make_stack, tmp_pa
         clip = first_frames(carphone_distorted, tmp_path / "carphone.mp4", 6)
         job_files = [("video", ("carphone.mp4", clip.read_bytes()))]
         options = {"engine": "ipfvr", "identity": identity_id, "faces": "all", "seed": 1}
-        stolen = other.post("/v1/jobs", files=[("options", (None, json.dumps(options), "application/json")),
-                                               *job_files])
+        stolen = other.post(
+            "/v1/jobs", files=[("options", (None, json.dumps(options), "application/json")), *job_files]
+        )
         assert stolen.json()["error"]["code"] == "identity_not_found", stolen.text
 
         # a job named by the identity alone: her photos are the references, her LoRA is active
@@ -121,8 +139,9 @@ def test_identities_train_serve_a_job_stay_private_and_delete(make_stack, tmp_pa
         assert client.delete(f"/v1/identities/{identity_id}").status_code == 204
         assert client.get(f"/v1/identities/{identity_id}").status_code == 404
         assert not [k for k in stack.objects("identities/") if f"/{identity_id}/" in k]
-        again = client.post("/v1/jobs", files=[("options", (None, json.dumps(options), "application/json")),
-                                               *job_files])
+        again = client.post(
+            "/v1/jobs", files=[("options", (None, json.dumps(options), "application/json")), *job_files]
+        )
         assert again.json()["error"]["code"] == "identity_not_found", again.text
 
 
@@ -169,8 +188,16 @@ def test_identity_transitions_move_only_from_the_expected_state(redis_url: str, 
     from jobs.store.identities import IdentityRecord, IdentityStatus, IdentityStore, new_identity_id
 
     store = IdentityStore(redis.Redis.from_url(redis_url, decode_responses=True), redis_prefix())
-    record = IdentityRecord(id=new_identity_id(), tenant="t1", name="n", engine="ipfvr", status=IdentityStatus.QUEUED,
-                            photos=["k0"], photo_names=["p.png"], created_at=1.0)
+    record = IdentityRecord(
+        id=new_identity_id(),
+        tenant="t1",
+        name="n",
+        engine="ipfvr",
+        status=IdentityStatus.QUEUED,
+        photos=["k0"],
+        photo_names=["p.png"],
+        created_at=1.0,
+    )
     store.create(record)
     assert store.finish(record.id, status=IdentityStatus.READY) is False  # not training yet
     assert store.start(record.id, max_attempts=2) == "started"

@@ -24,8 +24,11 @@ Tenant = tuple[str, httpx.Client]
 
 
 def submit(client: httpx.Client, video: Path, reference: Path, **options: object) -> dict:
-    files = [("options", (None, json.dumps(options), "application/json")),
-             ("video", ("clip.mp4", video.read_bytes())), ("reference", ("face.png", reference.read_bytes()))]
+    files = [
+        ("options", (None, json.dumps(options), "application/json")),
+        ("video", ("clip.mp4", video.read_bytes())),
+        ("reference", ("face.png", reference.read_bytes())),
+    ]
     response = client.post("/v1/jobs", files=files)
     assert response.status_code == 202, response.text
     return response.json()
@@ -35,12 +38,12 @@ def events(received: list[Received]) -> list[str]:
     return [r.webhook_id.rsplit("_", 2)[-1] if "_progress_" not in r.webhook_id else "progress" for r in received]
 
 
-def test_round_trip_with_signed_webhooks(stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver,
-                                         carphone_distorted: Path, astronaut_png: Path) -> None:
+def test_round_trip_with_signed_webhooks(
+    stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
-    job = submit(client, carphone_distorted, astronaut_png, webhook=inbox.url,
-                 prompt="double:steps=6,step_s=0.15")
+    job = submit(client, carphone_distorted, astronaut_png, webhook=inbox.url, prompt="double:steps=6,step_s=0.15")
     done = stack.wait_job(client, job["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded", done
     assert done["progress"]["percent"] == 100.0 and done["attempts"] == 1
@@ -59,9 +62,9 @@ def test_round_trip_with_signed_webhooks(stack: ServiceStack, tenant: Tenant, re
     assert len({r.webhook_id for r in received}) == len(received)
 
 
-def test_terminal_webhooks_are_retried_with_the_same_id(stack: ServiceStack, tenant: Tenant,
-                                                         receiver: WebhookReceiver, carphone_distorted: Path,
-                                                         astronaut_png: Path) -> None:
+def test_terminal_webhooks_are_retried_with_the_same_id(
+    stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"], fail_first=2)
     job = submit(client, carphone_distorted, astronaut_png, webhook=inbox.url, webhook_events_filter=["completed"])
@@ -72,8 +75,9 @@ def test_terminal_webhooks_are_retried_with_the_same_id(stack: ServiceStack, ten
     assert len(inbox.snapshot()) == 3  # delivered on the third attempt, then never again
 
 
-def test_cancel_a_queued_job_at_once(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                     astronaut_png: Path) -> None:
+def test_cancel_a_queued_job_at_once(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     blocker = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=30,step_s=0.1")
     stack.wait_job(client, blocker["id"], {"processing"})
@@ -89,12 +93,19 @@ def test_cancel_a_queued_job_at_once(stack: ServiceStack, tenant: Tenant, carpho
     assert client.get(f"/v1/jobs/{queued['id']}").json()["attempts"] == 0  # never started
 
 
-def test_cancel_a_running_job_cooperatively(stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver,
-                                            carphone_distorted: Path, astronaut_png: Path) -> None:
+def test_cancel_a_running_job_cooperatively(
+    stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     name, client = tenant
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
-    job = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=100,step_s=0.1",
-                 webhook=inbox.url, webhook_events_filter=["completed"])
+    job = submit(
+        client,
+        carphone_distorted,
+        astronaut_png,
+        prompt="double:steps=100,step_s=0.1",
+        webhook=inbox.url,
+        webhook_events_filter=["completed"],
+    )
     stack.wait_job(client, job["id"], {"processing"})
     requested = client.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert requested["status"] in ("starting", "processing") and requested["cancel_requested"] is True
@@ -105,8 +116,9 @@ def test_cancel_a_running_job_cooperatively(stack: ServiceStack, tenant: Tenant,
     assert received[0].verified and received[0].payload["status"] == "canceled"
 
 
-def test_a_job_that_ignores_cancel_is_terminated(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                                 astronaut_png: Path) -> None:
+def test_a_job_that_ignores_cancel_is_terminated(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     job = submit(client, carphone_distorted, astronaut_png, prompt="double:steps=50,step_s=0.1,ignore_cancel=1")
     stack.wait_job(client, job["id"], {"processing"})
@@ -119,8 +131,9 @@ def test_a_job_that_ignores_cancel_is_terminated(stack: ServiceStack, tenant: Te
     assert stack.wait_job(client, after["id"], {"succeeded", "failed"})["status"] == "succeeded"
 
 
-def test_worker_is_ready_only_after_its_model_loads(stack: ServiceStack, tenant: Tenant, carphone_distorted: Path,
-                                                    astronaut_png: Path) -> None:
+def test_worker_is_ready_only_after_its_model_loads(
+    stack: ServiceStack, tenant: Tenant, carphone_distorted: Path, astronaut_png: Path
+) -> None:
     _, client = tenant
     registry = WorkerRegistry(stack.redis, stack.settings.key_prefix)
     worker = stack.start_restore_worker("slowload", engine="slowload", IPFVR_TEST_DOUBLE_LOAD_S="3")
@@ -144,8 +157,9 @@ def test_a_worker_whose_model_fails_to_load_reports_failed_and_takes_no_jobs(
 ) -> None:
     _, client = tenant
     registry = WorkerRegistry(stack.redis, stack.settings.key_prefix)
-    worker = stack.start_restore_worker("broken", engine="broken",
-                                        restorer="tests.service.doubles:load_broken_restorer")
+    worker = stack.start_restore_worker(
+        "broken", engine="broken", restorer="tests.service.doubles:load_broken_restorer"
+    )
     try:
         stack.wait_worker("broken", WorkerState.FAILED)
         info = next(w for w in registry.list() if w.hostname.startswith("broken@"))
@@ -161,7 +175,11 @@ def test_a_worker_whose_model_fails_to_load_reports_failed_and_takes_no_jobs(
 
 
 def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_fails(
-    stack: ServiceStack, tenant: Tenant, receiver: WebhookReceiver, carphone_distorted: Path, astronaut_png: Path,
+    stack: ServiceStack,
+    tenant: Tenant,
+    receiver: WebhookReceiver,
+    carphone_distorted: Path,
+    astronaut_png: Path,
     tmp_path: Path,
 ) -> None:
     """Two workers are killed mid-job (SIGKILL to the whole worker, no cleanup), with an idle worker
@@ -177,21 +195,35 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
     inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
     runs = tmp_path / "crash-runs"  # the double appends "start" and "done" per run of the crash job
     limits = {"crash": 3, "poison": 1}
-    first = {engine: stack.start_restore_worker(f"{engine}-a", engine=engine, max_deliveries=limit)
-             for engine, limit in limits.items()}
+    first = {
+        engine: stack.start_restore_worker(f"{engine}-a", engine=engine, max_deliveries=limit)
+        for engine, limit in limits.items()
+    }
     jobs = {
         # the first run lasts until it is killed (however slow the machine); the redelivery is short
-        "crash": submit(client, carphone_distorted, astronaut_png, engine="crash", webhook=inbox.url,
-                        webhook_events_filter=["start", "completed"],
-                        prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'crash-first-run'},"
-                               f"runs={runs}"),
-        "poison": submit(client, carphone_distorted, astronaut_png, engine="poison",
-                         prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'poison-first-run'}"),
+        "crash": submit(
+            client,
+            carphone_distorted,
+            astronaut_png,
+            engine="crash",
+            webhook=inbox.url,
+            webhook_events_filter=["start", "completed"],
+            prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'crash-first-run'},runs={runs}",
+        ),
+        "poison": submit(
+            client,
+            carphone_distorted,
+            astronaut_png,
+            engine="poison",
+            prompt=f"double:steps=20,step_s=0.15,first_run={tmp_path / 'poison-first-run'}",
+        ),
     }
     for engine in first:
         stack.wait_job(client, jobs[engine]["id"], {"processing"})
-    second = [stack.start_restore_worker(f"{engine}-b", engine=engine, max_deliveries=limit)
-              for engine, limit in limits.items()]
+    second = [
+        stack.start_restore_worker(f"{engine}-b", engine=engine, max_deliveries=limit)
+        for engine, limit in limits.items()
+    ]
     try:
         for engine in limits:
             stack.wait_worker(f"{engine}-b", WorkerState.READY)
@@ -205,8 +237,10 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
             assert time.monotonic() < killed + 120, client.get(f"/v1/jobs/{job_id}").json()  # never redelivered
             time.sleep(0.05)
         redelivery_s = time.monotonic() - killed
-        print(f"\nredelivery after SIGKILL: {redelivery_s:.2f} s (lease_ttl_s={settings.lease_ttl_s}, "
-              f"sweep_interval_s={settings.sweep_interval_s}, visibility_timeout_s={settings.visibility_timeout_s})")
+        print(
+            f"\nredelivery after SIGKILL: {redelivery_s:.2f} s (lease_ttl_s={settings.lease_ttl_s}, "
+            f"sweep_interval_s={settings.sweep_interval_s}, visibility_timeout_s={settings.visibility_timeout_s})"
+        )
         # The sweep sent it again when the lease ran out (it logs that), not the broker's visibility
         # timeout: a broker redelivery would have renewed the lease, and the sweep would stay silent.
         service = next(child for child in stack.stack.children if child.name == "service")
@@ -221,8 +255,11 @@ def test_after_sigkill_a_job_is_redelivered_and_completes_once_and_a_poison_job_
         # The killed worker never acknowledged the job's first message: once its visibility timeout
         # passes, the broker hands it to the replacement worker, which must not run the job again.
         replacement = Path(second[0].log_path)
-        wait_until(lambda: f"job {job_id}: not run (terminal)" in replacement.read_text(),
-                   timeout_s=settings.visibility_timeout_s * 6, what="the broker's redelivery of the first message")
+        wait_until(
+            lambda: f"job {job_id}: not run (terminal)" in replacement.read_text(),
+            timeout_s=settings.visibility_timeout_s * 6,
+            what="the broker's redelivery of the first message",
+        )
     finally:
         for worker in second:
             worker.stop()

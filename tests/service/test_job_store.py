@@ -34,10 +34,15 @@ def new_job(tenant: str = "acme", *, webhook: bool = True, engine: str = "baseli
     now = time.time()
     job_id = new_job_id()
     return NewJob(
-        id=job_id, tenant=tenant, engine=engine, options=JobOptions(faces="target"),
+        id=job_id,
+        tenant=tenant,
+        engine=engine,
+        options=JobOptions(faces="target"),
         inputs=JobInputs(video=f"inputs/{tenant}/{job_id}/video", references=[f"inputs/{tenant}/{job_id}/reference-0"]),
-        webhook_url="http://127.0.0.1:9/hook" if webhook else None, webhook_events=ALL if webhook else frozenset(),
-        created_at=now, expires_at=now + ttl,
+        webhook_url="http://127.0.0.1:9/hook" if webhook else None,
+        webhook_events=ALL if webhook else frozenset(),
+        created_at=now,
+        expires_at=now + ttl,
     )
 
 
@@ -46,8 +51,9 @@ def create(store: JobStore, job: NewJob, key: str | None = None, max_queued: int
 
 
 def claim(store: JobStore, job_id: str, owner: str, max_deliveries: int = 3, lease: float = 5.0):  # noqa: ANN201
-    return store.claim(job_id, owner=owner, lease_ttl_s=lease, max_deliveries=max_deliveries,
-                       run_deadline=time.time() + 60)
+    return store.claim(
+        job_id, owner=owner, lease_ttl_s=lease, max_deliveries=max_deliveries, run_deadline=time.time() + 60
+    )
 
 
 def test_create_read_and_queue_positions(store: JobStore) -> None:
@@ -134,17 +140,22 @@ def test_claim_progress_complete_and_webhook_outbox(store: JobStore) -> None:
     first = claim(store, job_id, "w1:a")
     assert first.outcome == "claimed" and first.attempt == 1 and first.delivery is not None
     assert store.get(job_id).status is Status.STARTING
-    ack = store.report_progress(job_id, owner="w1:a", progress=ProgressEvent("restore", 1, 4, 0.25), webhook_interval_s=0)
+    ack = store.report_progress(
+        job_id, owner="w1:a", progress=ProgressEvent("restore", 1, 4, 0.25), webhook_interval_s=0
+    )
     assert not ack.lost and not ack.cancel_requested and ack.delivery is not None
-    throttled = store.report_progress(job_id, owner="w1:a", progress=ProgressEvent("restore", 2, 4, 0.5),
-                                      webhook_interval_s=3600)
+    throttled = store.report_progress(
+        job_id, owner="w1:a", progress=ProgressEvent("restore", 2, 4, 0.5), webhook_interval_s=3600
+    )
     assert throttled.delivery is None
     record = store.get(job_id)
     assert record.status is Status.PROCESSING and record.progress == ProgressEvent("restore", 2, 4, 0.5)
-    assert store.report_progress(job_id, owner="intruder", progress=ProgressEvent("x", 0, 1, 0),
-                                 webhook_interval_s=0).lost
-    done = store.complete(job_id, owner="w1:a", status=Status.SUCCEEDED, output_key="o", report_key="r",
-                          report={"ok": True})
+    assert store.report_progress(
+        job_id, owner="intruder", progress=ProgressEvent("x", 0, 1, 0), webhook_interval_s=0
+    ).lost
+    done = store.complete(
+        job_id, owner="w1:a", status=Status.SUCCEEDED, output_key="o", report_key="r", report={"ok": True}
+    )
     assert done.outcome == "done" and done.delivery == f"msg_{job_id[4:]}_completed"
     final = store.get(job_id)
     assert final.status is Status.SUCCEEDED and final.report == {"ok": True} and final.output_key == "o"
@@ -252,8 +263,7 @@ def test_expiry_in_the_queue(store: JobStore) -> None:
     assert store.get(job_id).error.code == "queue_ttl_exceeded"
     late = create(store, new_job(ttl=0.01))
     assert store.due("queue", now=time.time() + 1) == [late]
-    forced = store.force(late, expected="queued", status=Status.EXPIRED,
-                         error=ErrorInfo("queue_ttl_exceeded", "late"))
+    forced = store.force(late, expected="queued", status=Status.EXPIRED, error=ErrorInfo("queue_ttl_exceeded", "late"))
     assert forced.outcome == "done" and store.get(late).status is Status.EXPIRED
 
 
@@ -278,8 +288,7 @@ def test_presigned_uploads_are_used_once_by_their_tenant(store: JobStore) -> Non
     uploads.register("acme", "upl_a")
     uploads.register("acme", "upl_b")
     with pytest.raises(Conflict):
-        store.create(new_job("globex"), idempotency_key=None, idempotency_ttl_s=60, max_queued=10,
-                     upload_ids=["upl_a"])
+        store.create(new_job("globex"), idempotency_key=None, idempotency_ttl_s=60, max_queued=10, upload_ids=["upl_a"])
     store.create(new_job(), idempotency_key=None, idempotency_ttl_s=60, max_queued=10, upload_ids=["upl_a", "upl_b"])
     with pytest.raises(Conflict):
         store.create(new_job(), idempotency_key=None, idempotency_ttl_s=60, max_queued=10, upload_ids=["upl_a"])

@@ -34,8 +34,9 @@ def observed() -> tuple[TestClient, CollectorRegistry]:
     return TestClient(app, raise_server_exceptions=False), registry
 
 
-def test_request_ids_access_records_and_metrics(observed: tuple[TestClient, CollectorRegistry],
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_request_ids_access_records_and_metrics(
+    observed: tuple[TestClient, CollectorRegistry], caplog: pytest.LogCaptureFixture
+) -> None:
     client, registry = observed
     with caplog.at_level(logging.INFO, logger="ipfvr.access"):
         kept = client.get("/items/42?api_key=x", headers={"X-Request-Id": "caller-id.1"})
@@ -46,19 +47,32 @@ def test_request_ids_access_records_and_metrics(observed: tuple[TestClient, Coll
     assert re.fullmatch(r"[0-9a-f]{16}", made.headers["x-request-id"])
     records = [r for r in caplog.records if getattr(r, "event", None) == "http_request"]
     assert [(r.path, r.route, r.status) for r in records] == [
-        ("/items/42", "/items/{item_id}", 200), ("/items/43", "/items/{item_id}", 200),
-        ("/nothing", None, 404), ("/boom", "/boom", 500)]
+        ("/items/42", "/items/{item_id}", 200),
+        ("/items/43", "/items/{item_id}", 200),
+        ("/nothing", None, 404),
+        ("/boom", "/boom", 500),
+    ]
     first = records[0]
     assert (first.request_id, first.method, first.query, first.tenant, first.key_hint) == (
-        "caller-id.1", "GET", "api_key=x", "acme", "ipfvr_abcd")
+        "caller-id.1",
+        "GET",
+        "api_key=x",
+        "acme",
+        "ipfvr_abcd",
+    )
     assert records[1].request_id == made.headers["x-request-id"] and records[2].tenant is None
     assert all(r.duration_ms >= 0 for r in records)
 
     def requests(route: str, status: str) -> float | None:
-        return registry.get_sample_value("ipfvr_http_requests_total",
-                                         {"method": "GET", "route": route, "status": status})
+        return registry.get_sample_value(
+            "ipfvr_http_requests_total", {"method": "GET", "route": route, "status": status}
+        )
 
     assert requests("/items/{item_id}", "200") == 2  # by route template, never by raw path
     assert requests("unmatched", "404") == 1 and requests("/boom", "500") == 1
-    assert registry.get_sample_value("ipfvr_http_request_duration_seconds_count",
-                                     {"method": "GET", "route": "/items/{item_id}"}) == 2
+    assert (
+        registry.get_sample_value(
+            "ipfvr_http_request_duration_seconds_count", {"method": "GET", "route": "/items/{item_id}"}
+        )
+        == 2
+    )

@@ -39,21 +39,34 @@ def count_frames(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_real_restorer_end_to_end(make_stack, receiver: WebhookReceiver, tmp_path: Path,  # noqa: ANN001
-                                  carphone_distorted: Path, carphone_pristine: Path) -> None:
-    stack: ServiceStack = make_stack(restorer="worker.restorer:load_restorer", job_time_limit_s=540,
-                                     job_kill_grace_s=30, visibility_timeout_s=600, ready_timeout_s=180)
+def test_real_restorer_end_to_end(
+    make_stack,
+    receiver: WebhookReceiver,
+    tmp_path: Path,  # noqa: ANN001
+    carphone_distorted: Path,
+    carphone_pristine: Path,
+) -> None:
+    stack: ServiceStack = make_stack(
+        restorer="worker.restorer:load_restorer",
+        job_time_limit_s=540,
+        job_kill_grace_s=30,
+        visibility_timeout_s=600,
+        ready_timeout_s=180,
+    )
     clip = first_frames(carphone_distorted, tmp_path / "carphone.mp4", FRAMES)
     reference = frame_at(carphone_pristine, 60, tmp_path / "reference.png")
     _, key = stack.new_tenant()
     with stack.client(key) as client:
         inbox = receiver.inbox(client.get("/v1/webhooks/secret").json()["secret"])
         options = {"faces": "target", "webhook": inbox.url, "webhook_events_filter": ["start", "completed"]}
-        created = client.post("/v1/jobs", files=[
-            ("options", (None, json.dumps(options), "application/json")),
-            ("video", ("carphone.mp4", clip.read_bytes())),
-            ("reference", ("pristine.png", reference.read_bytes())),
-        ])
+        created = client.post(
+            "/v1/jobs",
+            files=[
+                ("options", (None, json.dumps(options), "application/json")),
+                ("video", ("carphone.mp4", clip.read_bytes())),
+                ("reference", ("pristine.png", reference.read_bytes())),
+            ],
+        )
         assert created.status_code == 202, created.text
         done = stack.wait_job(client, created.json()["id"], {"succeeded", "failed", "canceled"}, timeout_s=480)
     assert done["status"] == "succeeded", done["error"]

@@ -38,8 +38,12 @@ def test_production_refuses_to_start_without_a_secret() -> None:
 def test_development_has_a_fixed_secret_production_uses_its_own() -> None:
     development = Settings().effective_secret_key
     # fixed: the same in another process (keys made by `ipfvr keys create` work in `ipfvr dev`)
-    child = subprocess.run([sys.executable, "-c", "from jobs.settings import Settings; "
-                            "print(Settings().effective_secret_key.hex())"], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "from jobs.settings import Settings; print(Settings().effective_secret_key.hex())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert bytes.fromhex(child.stdout.strip()) == development and len(development) >= 32
     assert Settings(env="production", secret_key="y" * 32).effective_secret_key == b"y" * 32
 
@@ -88,8 +92,11 @@ def test_service_errors_are_library_errors_with_their_own_codes() -> None:
     """One error base: a service error carries code, message and field as the library's errors do."""
     error = StorageUnavailable("reading inputs/acme/job/video failed", field="inputs.video")
     assert isinstance(error, IPFVRError)
-    assert (error.code, error.message, error.field) == ("storage_unavailable", "reading inputs/acme/job/video failed",
-                                                        "inputs.video")
+    assert (error.code, error.message, error.field) == (
+        "storage_unavailable",
+        "reading inputs/acme/job/video failed",
+        "inputs.video",
+    )
     assert InvalidRequest("bad cursor", code="invalid_cursor").code == "invalid_cursor"
 
 
@@ -156,10 +163,19 @@ def test_during_rotation_both_secrets_verify() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "http://127.0.0.1/hook", "http://localhost:8080/x", "http://10.0.0.5/", "http://192.168.1.1/",
-        "http://169.254.169.254/latest/meta-data/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
-        "http://0.0.0.0/", "http://100.64.0.1/", "http://224.0.0.1/", "ftp://example.com/",
-        "http://user:pw@example.com/", "https:///nohost",
+        "http://127.0.0.1/hook",
+        "http://localhost:8080/x",
+        "http://10.0.0.5/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "http://100.64.0.1/",
+        "http://224.0.0.1/",
+        "ftp://example.com/",
+        "http://user:pw@example.com/",
+        "https:///nohost",
     ],
 )
 def test_forbidden_webhook_targets(url: str) -> None:

@@ -13,9 +13,12 @@ from jobs.storage import Storage, StorageUnavailable
 
 @pytest.fixture()
 def storage(s3_server: S3Server, redis_prefix: Callable[[], str]) -> Storage:
-    settings = Settings(s3_endpoint_url=s3_server.endpoint_url, s3_access_key_id=s3_server.access_key,
-                        s3_secret_access_key=s3_server.secret_key,
-                        s3_bucket=redis_prefix().replace("ipfvrtest-", "ipfvr-o-"))
+    settings = Settings(
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        s3_bucket=redis_prefix().replace("ipfvrtest-", "ipfvr-o-"),
+    )
     bucket = Storage.from_settings(settings)
     bucket.ensure_bucket()
     return bucket

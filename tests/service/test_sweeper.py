@@ -23,10 +23,15 @@ from worker.sweeper import Sweeper
 def ctx(s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str]) -> WorkerContext:
     prefix = redis_prefix()
     settings = Settings(
-        redis_url=redis_url, key_prefix=prefix, broker_key_prefix=f"{prefix}:celery:",
-        s3_endpoint_url=s3_server.endpoint_url, s3_access_key_id=s3_server.access_key,
-        s3_secret_access_key=s3_server.secret_key, s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-s-"),
-        retention_s=3600, upload_ttl_s=600,
+        redis_url=redis_url,
+        key_prefix=prefix,
+        broker_key_prefix=f"{prefix}:celery:",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        s3_bucket=prefix.replace("ipfvrtest-", "ipfvr-s-"),
+        retention_s=3600,
+        upload_ttl_s=600,
     )
     context = WorkerContext.build(settings, create_celery(settings))
     context.storage.ensure_bucket()
@@ -40,9 +45,20 @@ def make_job(ctx: WorkerContext, *, queue_ttl_s: float = 60) -> str:
         ctx.storage.put_bytes(key, b"data", "application/octet-stream")
     now = time.time()
     ctx.store.create(
-        NewJob(id=job_id, tenant="acme", engine="baseline", options=JobOptions(), inputs=inputs, webhook_url="http://127.0.0.1:9/",
-               webhook_events=frozenset({WebhookEvent.COMPLETED}), created_at=now, expires_at=now + queue_ttl_s),
-        idempotency_key=None, idempotency_ttl_s=60, max_queued=100,
+        NewJob(
+            id=job_id,
+            tenant="acme",
+            engine="baseline",
+            options=JobOptions(),
+            inputs=inputs,
+            webhook_url="http://127.0.0.1:9/",
+            webhook_events=frozenset({WebhookEvent.COMPLETED}),
+            created_at=now,
+            expires_at=now + queue_ttl_s,
+        ),
+        idempotency_key=None,
+        idempotency_ttl_s=60,
+        max_queued=100,
     )
     return job_id
 
@@ -67,8 +83,14 @@ def test_retention_removes_inputs_and_outputs_and_marks_the_job(ctx: WorkerConte
     ctx.store.claim(job_id, owner="w", lease_ttl_s=5, max_deliveries=3, run_deadline=time.time() + 60)
     for key in (output_key("acme", job_id), report_key("acme", job_id)):
         ctx.storage.put_bytes(key, b"result", "video/mp4")
-    ctx.store.complete(job_id, owner="w", status=Status.SUCCEEDED, output_key=output_key("acme", job_id),
-                       report_key=report_key("acme", job_id), report={"frames_total": 1})
+    ctx.store.complete(
+        job_id,
+        owner="w",
+        status=Status.SUCCEEDED,
+        output_key=output_key("acme", job_id),
+        report_key=report_key("acme", job_id),
+        report={"frames_total": 1},
+    )
     Sweeper(ctx).run(now=time.time() + 60)  # within retention: kept
     assert len(objects(ctx, f"inputs/acme/{job_id}/")) == 2 and not ctx.store.get(job_id).data_removed
     Sweeper(ctx).run(now=time.time() + 3600 + 60)
