@@ -6,7 +6,8 @@
 2. Peak RSS while processing a generated 60 s 1280×720 clip, sampled at each quarter of the job:
    flat means memory does not grow with the video's length.
 
-    python bench/pipeline_bench.py [--seconds 60] [--fps 10] [--ratio-seconds 8] [--embed-every 1,4] [--face-backend auto]
+    python bench/pipeline_bench.py [--seconds 60] [--fps 10] [--ratio-seconds 8] [--embed-every 1,4]
+                                   [--face-backend auto]
 
 The generated clip is the astronaut's face (skimage) drifting over a textured 720p background.
 """

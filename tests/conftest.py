@@ -5,10 +5,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # As the CLI and the worker do, before any test module loads torch: OpenMP's default busy-wait slows
@@ -79,3 +84,31 @@ def carphone_reference(tmp_path_factory: pytest.TempPathFactory, carphone_pristi
         frame = next(container.decode(video=0))
         Image.fromarray(frame.to_ndarray(format="rgb24")).save(path)
     return path
+
+
+# The tiny IP-FVR pipeline of tests/test_ipfvr_pipeline.py and tests/test_pipeline_findings.py.
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest single-threaded; on shared busy cores extra threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random IP-FVR checkpoint (64 px) with two identity LoRAs."""
+    from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0, lora_names=("alice", "bob"))
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_dir: Path) -> IPFVRPipeline:
+    """The tiny checkpoint's pipeline, two denoising steps."""
+    from ipfvr_core.diffusion.weights import load_pipeline
+
+    return load_pipeline(tiny_dir, overrides={"num_inference_steps": 2})

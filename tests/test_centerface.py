@@ -90,12 +90,16 @@ def test_finds_the_degraded_carphone_face_in_almost_every_frame_with_accurate_la
 ) -> None:
     """The reason for this backend: dlib's HOG finds this face in about 81 of 120 frames (5.5 px)."""
     assert all(face is not None for face in carphone_results["dlib_pristine"])
-    found = [(f, t) for f, t in zip(carphone_results["default"], carphone_results["dlib_pristine"]) if f is not None]
+    found = [
+        (f, t)
+        for f, t in zip(carphone_results["default"], carphone_results["dlib_pristine"], strict=True)
+        if f is not None
+    ]
     errors = [float(np.abs(face.kps - truth.kps).mean()) for face, truth in found]
     scores = [face.score for face, _ in found]
     network = [
         float(np.abs(face.kps - truth.kps).mean())
-        for face, truth in zip(carphone_results["network"], carphone_results["dlib_pristine"])
+        for face, truth in zip(carphone_results["network"], carphone_results["dlib_pristine"], strict=True)
         if face is not None
     ]
     print(

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from media_factory import first_frames, remux_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def ipfvr(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProces
 
 def assert_clean_failure(result: subprocess.CompletedProcess, code: str, *outputs: Path) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("ipfvr: error: ") and lines[0].endswith(f"[{code}]"), lines[0]

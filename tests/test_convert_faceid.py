@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel, UNetMotionModel
-from faceid_factory import faceid_state, make_motion_adapter, motion_adapter_config, sd15_unet_config
-from media_factory import first_frames
 from safetensors.torch import load_file, save_file
 
+from faceid_factory import faceid_state, make_motion_adapter, motion_adapter_config, sd15_unet_config
 from ipfvr_core.diffusion.attention_processor import identity_processors, install_identity_processors
 from ipfvr_core.diffusion.config import IPFVRConfig
 from ipfvr_core.diffusion.convert import (
@@ -37,6 +36,7 @@ from ipfvr_core.diffusion.identity_tokens import IdentityEncoder
 from ipfvr_core.diffusion.random_backbone import random_backbone
 from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.errors import ConfigError
+from media_factory import first_frames
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-import media_factory as mf
 import numpy as np
 import pytest
 
+import media_factory as mf
 from ipfvr_core.degrade import (
     SEVERITIES,
     DegradationConfig,
@@ -147,7 +147,7 @@ def test_x264_roundtrip_keeps_frames_and_loses_more_at_higher_crf():
     for crf in (10, 28, 45):
         out = x264_roundtrip(frames, crf, preset="ultrafast")
         assert out.shape == frames.shape and out.dtype == np.uint8
-        quality.append(np.mean([psnr(o, f) for o, f in zip(out, frames)]))
+        quality.append(np.mean([psnr(o, f) for o, f in zip(out, frames, strict=True)]))
     assert quality[0] > quality[1] + 2 > quality[2] + 4, quality
     assert quality[0] > 33  # CRF 10 is near-transparent (measured 35.4 dB; RGB->yuv420p->RGB costs some)
     mf.assert_same_up_to_x264(x264_roundtrip(frames, 28), x264_roundtrip(frames, 28))
@@ -223,7 +223,7 @@ def test_severities_get_worse():
     scores = []
     for name in ("mild", "moderate", "severe"):
         out, params = degrade_video(frames, SEVERITIES[name], 1)
-        scores.append(np.mean([psnr(o, f) for o, f in zip(out, frames)]))
+        scores.append(np.mean([psnr(o, f) for o, f in zip(out, frames, strict=True)]))
     assert scores[0] > scores[1] > scores[2], scores
     scales = [SEVERITIES[s].downscale_range for s in ("mild", "moderate", "severe")]
     assert scales == [(2.0, 2.0), (3.0, 3.0), (4.0, 4.0)]

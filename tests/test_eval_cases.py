@@ -11,11 +11,11 @@ import math
 import shutil
 from pathlib import Path
 
-import media_factory as mf
 import numpy as np
 import pytest
 from PIL import Image
 
+import media_factory as mf
 from ipfvr_core.errors import InputError, OutputError
 from ipfvr_core.evaluation import cases as cases_module
 from ipfvr_core.evaluation.cases import EvalCase, builtin_suite

@@ -19,7 +19,6 @@ import numpy as np
 import onnxruntime
 import pytest
 from insightface.utils import face_align
-from tiny_insightface import write_tiny_arcface, write_tiny_pack, write_tiny_scrfd
 
 from ipfvr_core.errors import ConfigError, InputError
 from ipfvr_core.faces.base import Face, FaceAnalyzer
@@ -27,6 +26,7 @@ from ipfvr_core.faces.centerface_backend import CenterFaceAnalyzer
 from ipfvr_core.faces.dlib_backend import DlibConfig, DlibFaceAnalyzer, five_points_from_68
 from ipfvr_core.faces.insightface_backend import InsightFaceAnalyzer, InsightFaceConfig
 from ipfvr_core.faces.loader import INSIGHTFACE_DIR_ENV, load_analyzer
+from tiny_insightface import write_tiny_arcface, write_tiny_pack, write_tiny_scrfd
 
 # insightface 2.1's norm_crop calls a skimage API deprecated in 0.26 (the backend silences it outside pytest).
 pytestmark = pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")

@@ -68,10 +68,10 @@ def test_the_port_is_differentiable_and_tells_people_apart(
 def test_an_insightface_onnx_recogniser_runs_as_a_differentiable_torch_network(tmp_path, astronaut_rgb) -> None:
     import onnxruntime
     import torch
-    from tiny_insightface import write_tiny_arcface
 
     from ipfvr_core.errors import ConfigError
     from ipfvr_core.identity_nets.onnx_graph import ArcFaceNetwork
+    from tiny_insightface import write_tiny_arcface
 
     path = write_tiny_arcface(tmp_path / "w600k_r50.onnx")
     network = ArcFaceNetwork(path)

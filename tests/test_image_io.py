@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import media_factory as mf
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+import media_factory as mf
 from ipfvr_core.errors import InputError
 from ipfvr_core.image_io import read_image
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,48 +22,9 @@ from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.diffusion.weights import CONV_IN_LQ_FILE, load_pipeline, widen_conv_in
 from ipfvr_core.errors import Canceled, ConfigError, InputError
 from ipfvr_core.faces.base import Face
+from tiny_pipeline import FRAMES, emb, lq, run
 
-FRAMES = 6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models run fastest single-threaded; on shared busy cores extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0, lora_names=("alice", "bob"))
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_dir: Path) -> IPFVRPipeline:
-    return load_pipeline(tiny_dir, overrides={"num_inference_steps": 2})
-
-
-def _lq(n: int = FRAMES, seed: int = 0) -> np.ndarray:
-    return (np.random.RandomState(seed).rand(n, 64, 64, 3) * 255).astype(np.uint8)
-
-
-def _emb(seed: int = 0, dim: int = 128) -> np.ndarray:
-    return np.random.RandomState(seed).randn(1, dim).astype(np.float32)
-
-
-def _run(pipe: IPFVRPipeline, seed: int = 0, **kwargs: object) -> np.ndarray:
-    args: dict[str, object] = {
-        "prompt": "a man",
-        "negative_prompts": ["blurry", "woman"],
-        "guidance_weights": [1.0, 0.5],
-        "id_embeddings": _emb(),
-        "generator": torch.Generator().manual_seed(seed),
-    }
-    args.update(kwargs)
-    frames = args.pop("frames", FRAMES)
-    return pipe(_lq(frames), **args).frames  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _plain_backbone(tiny_dir: Path) -> UNetMotionModel:
@@ -86,7 +46,7 @@ def test_identity_scale_zero_reproduces_plain_backbone(tiny_dir: Path) -> None:
     gen = torch.Generator().manual_seed(0)
     sample = torch.randn(1, 8, FRAMES, 8, 8, generator=gen)  # (1, 2C, F, h, w)
     text = pipe.encode_prompt(["a close-up video of a man"])  # (1, 77, D)
-    tokens = pipe.encode_identity(id_embeddings=_emb()).tokens  # (1, N, D)
+    tokens = pipe.encode_identity(id_embeddings=emb()).tokens  # (1, N, D)
     with_id = frame_condition_embeds(torch.cat([text, tokens], dim=1), FRAMES)
     ours = pipe.unet(sample, 500, encoder_hidden_states=with_id).sample
     reference = plain(sample, 500, encoder_hidden_states=frame_condition_embeds(text, FRAMES)).sample
@@ -103,18 +63,18 @@ def test_identity_scale_zero_reproduces_plain_backbone(tiny_dir: Path) -> None:
 
 def test_identity_scale_zero_ignores_identity_end_to_end(tiny_dir: Path) -> None:
     pipe = load_pipeline(tiny_dir, overrides={"identity_scale": 0.0, "num_inference_steps": 2})
-    a = _run(pipe, id_embeddings=_emb(1))
-    b = _run(pipe, id_embeddings=_emb(2))
+    a = run(pipe, id_embeddings=emb(1))
+    b = run(pipe, id_embeddings=emb(2))
     assert np.array_equal(a, b)
     pipe1 = load_pipeline(tiny_dir, overrides={"identity_scale": 1.0, "num_inference_steps": 2})
-    assert not np.allclose(_run(pipe1, id_embeddings=_emb(1)), _run(pipe1, id_embeddings=_emb(2)))
+    assert not np.allclose(run(pipe1, id_embeddings=emb(1)), run(pipe1, id_embeddings=emb(2)))
 
 
 @torch.no_grad()
 def test_batched_guidance_equals_separate_calls(pipe: IPFVRPipeline) -> None:
     # U-Net level: one call on the stacked 1+S conditions equals S+1 calls
     text = pipe.encode_prompt(["a man", "blurry", "woman"])  # (3, 77, D)
-    identity = pipe.encode_identity(id_embeddings=_emb())
+    identity = pipe.encode_identity(id_embeddings=emb())
     tokens = torch.cat([identity.tokens, identity.negative_tokens.expand(2, -1, -1)])  # (3, N, D)
     embeds = torch.cat([text, tokens], dim=1)  # (3, 77+N, D)
     sample = torch.randn(1, 8, FRAMES, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -132,11 +92,11 @@ def test_batched_guidance_equals_separate_calls(pipe: IPFVRPipeline) -> None:
 
 def test_batched_pipeline_equals_unbatched(pipe: IPFVRPipeline) -> None:
     unbatched = load_pipeline_like(pipe, condition_batch_size=1)
-    np.testing.assert_allclose(_run(pipe), _run(unbatched), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run(pipe), run(unbatched), rtol=1e-4, atol=1e-4)
 
 
 def test_seed_reproducibility(pipe: IPFVRPipeline) -> None:
-    a, b, c = _run(pipe, seed=7), _run(pipe, seed=7), _run(pipe, seed=8)
+    a, b, c = run(pipe, seed=7), run(pipe, seed=7), run(pipe, seed=8)
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
     assert a.shape == (FRAMES, 64, 64, 3) and a.dtype == np.float32 and a.min() >= 0.0 and a.max() <= 1.0
@@ -155,7 +115,7 @@ def test_cancellation_mid_denoise(pipe: IPFVRPipeline) -> None:
         return {}
 
     with pytest.raises(Canceled):
-        _run(pipe, callback_on_step_end=stop_after_two)
+        run(pipe, callback_on_step_end=stop_after_two)
     assert seen == [0, 1]
 
 
@@ -164,26 +124,26 @@ def test_lora_save_load_switch_without_reloading(tiny_dir: Path, tmp_path: Path)
     unet_before = pipe.unet
     params_before = {id(p) for n, p in pipe.unet.named_parameters() if "lora" not in n}
     single: dict[str, object] = {"negative_prompts": [], "guidance_weights": [], "frames": 4}
-    base = _run(pipe, **single)
+    base = run(pipe, **single)
     pipe.load_lora("alice", str(tiny_dir / "loras" / "alice.safetensors"))
     pipe.load_lora("bob", str(tiny_dir / "loras" / "bob.safetensors"))
-    assert np.array_equal(_run(pipe, **single), base)  # loading activates nothing
+    assert np.array_equal(run(pipe, **single), base)  # loading activates nothing
     pipe.set_lora("alice")
-    out_alice = _run(pipe, **single)
+    out_alice = run(pipe, **single)
     pipe.set_lora("bob")
-    out_bob = _run(pipe, **single)
+    out_bob = run(pipe, **single)
     assert not np.allclose(out_alice, base) and not np.allclose(out_bob, out_alice)
     pipe.set_lora(None)
-    assert np.array_equal(_run(pipe, **single), base)
+    assert np.array_equal(run(pipe, **single), base)
     pipe.set_lora("alice")
-    assert np.array_equal(_run(pipe, **single), out_alice)
+    assert np.array_equal(run(pipe, **single), out_alice)
     assert pipe.unet is unet_before and sorted(pipe.loras) == ["alice", "bob"]
     assert params_before <= {id(p) for _, p in pipe.unet.named_parameters()}  # backbone tensors are the same objects
 
     # save -> load round trip of a new adapter, in the diffusers LoRA file format
     add_identity_lora(pipe.unet, "carol", pipe.ipfvr_config, init_random=True)
     pipe.set_lora("carol")
-    out_carol = _run(pipe, **single)
+    out_carol = run(pipe, **single)
     path = save_identity_lora(pipe.unet, "carol", tmp_path / "carol.safetensors")
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
@@ -192,10 +152,10 @@ def test_lora_save_load_switch_without_reloading(tiny_dir: Path, tmp_path: Path)
     assert not any("motion_modules" in k for k in keys)
     assert "lora_adapter_metadata" in metadata
     pipe.unload_lora("carol")
-    assert np.array_equal(_run(pipe, **single), base)  # carol was active: LoRA is now off
+    assert np.array_equal(run(pipe, **single), base)  # carol was active: LoRA is now off
     pipe.load_lora("carol", str(path))
     pipe.set_lora("carol")
-    assert np.array_equal(_run(pipe, **single), out_carol)
+    assert np.array_equal(run(pipe, **single), out_carol)
     with pytest.raises(ConfigError) as err:
         pipe.set_lora("dave")
     assert err.value.field == "lora"
@@ -204,16 +164,16 @@ def test_lora_save_load_switch_without_reloading(tiny_dir: Path, tmp_path: Path)
 def test_blending_in_the_loop(pipe: IPFVRPipeline) -> None:
     steps = pipe.planned_steps()
     previous = [torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(steps)]
-    plain = _run(pipe, output_type="latent")
+    plain = run(pipe, output_type="latent")
     copied = load_pipeline_like(pipe, blend_beta=0.0)
-    out = _run(copied, output_type="latent", previous_latents=previous)
+    out = run(copied, output_type="latent", previous_latents=previous)
     assert torch.equal(out[:, :, :2], previous[-1])  # beta = 0 copies the overlap at every step
     off = load_pipeline_like(pipe, blend_beta=math.inf, blend_index_offset=1)
-    assert torch.equal(_run(off, output_type="latent", previous_latents=previous), plain)
+    assert torch.equal(run(off, output_type="latent", previous_latents=previous), plain)
     tail = pipe(
-        _lq(),
+        lq(),
         prompt="a",
-        id_embeddings=_emb(),
+        id_embeddings=emb(),
         generator=torch.Generator().manual_seed(0),
         cache_tail_frames=2,
         output_type="latent",
@@ -233,10 +193,10 @@ def test_init_strength_runs_the_tail_of_the_schedule(pipe: IPFVRPipeline) -> Non
     steps: list[int] = []
     half = load_pipeline_like(pipe, init_strength=0.67, num_inference_steps=3)
     full = load_pipeline_like(pipe, num_inference_steps=3)
-    out = _run(half, callback_on_step_end=lambda p, i, t, k: steps.append(int(t)) or {})
+    out = run(half, callback_on_step_end=lambda p, i, t, k: steps.append(int(t)) or {})
     assert len(steps) == 2 and half.planned_steps() == 2
     assert steps == [int(t) for t in _timesteps(pipe, 3)[1:]]
-    assert not np.allclose(out, _run(full))
+    assert not np.allclose(out, run(full))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -253,9 +213,9 @@ def test_every_sampler_runs_with_sdedit_and_blending(pipe: IPFVRPipeline, sample
     assert type(scheduler).__name__ == expected
     assert sampler != "dpmsolver++" or scheduler.config.algorithm_type == "dpmsolver++"
     previous = [torch.zeros(1, 4, 2, 8, 8)] * sdedit.planned_steps()
-    out = _run(sdedit, previous_latents=previous, frames=4)
+    out = run(sdedit, previous_latents=previous, frames=4)
     assert out.shape == (4, 64, 64, 3) and np.isfinite(out).all()
-    assert not np.allclose(out, _run(sdedit, frames=4)), "the previous clip's latents were not blended in"
+    assert not np.allclose(out, run(sdedit, frames=4)), "the previous clip's latents were not blended in"
 
 
 def test_with_config_refuses_load_time_fields(pipe: IPFVRPipeline) -> None:
@@ -283,18 +243,18 @@ def test_check_inputs_name_the_argument(pipe: IPFVRPipeline) -> None:
     ]
     for change, field in cases:
         args: dict[str, object] = {
-            "lq_frames": _lq(),
+            "lq_frames": lq(),
             "prompt": "a",
             "negative_prompts": ["b", "c"],
             "guidance_weights": [1.0, 1.0],
-            "id_embeddings": _emb(),
+            "id_embeddings": emb(),
         }
         args.update(change)
         with pytest.raises(InputError) as err:
             pipe(**args)  # type: ignore[arg-type]
         assert err.value.field == field, change
     with pytest.raises(ConfigError) as err:
-        _run(pipe, id_embeddings=_emb(dim=512))
+        run(pipe, id_embeddings=emb(dim=512))
     assert err.value.field == "id_embedding_dim"
 
 
@@ -323,13 +283,13 @@ class FaceAnalyzerTestDouble:
 def test_raw_reference_images_need_a_face(tiny_dir: Path) -> None:
     analyzer = FaceAnalyzerTestDouble()
     pipe = load_pipeline(tiny_dir, overrides={"num_inference_steps": 1}, face_analyzer=analyzer)
-    reference = _lq(1, seed=5)[0]
+    reference = lq(1, seed=5)[0]
     face = analyzer.detect(reference)[0]
-    from_images = _run(pipe, id_embeddings=None, reference_images=[reference])
-    from_embeddings = _run(pipe, id_embeddings=analyzer.embed(reference, face)[None])
+    from_images = run(pipe, id_embeddings=None, reference_images=[reference])
+    from_embeddings = run(pipe, id_embeddings=analyzer.embed(reference, face)[None])
     assert np.array_equal(from_images, from_embeddings)
     with pytest.raises(InputError) as err:
-        _run(pipe, id_embeddings=None, reference_images=[np.zeros((64, 64, 3), np.uint8)])
+        run(pipe, id_embeddings=None, reference_images=[np.zeros((64, 64, 3), np.uint8)])
     assert (err.value.code, err.value.field) == ("no_face_in_reference", "reference_images")
 
 
@@ -343,13 +303,13 @@ def test_perceiver_identity_path_and_reference_concat(tmp_path: Path) -> None:
     )
     pipe = load_pipeline(root)
     assert pipe.image_encoder is not None and pipe.identity_encoder.uses_patches
-    refs = [_lq(1, seed=s)[0] for s in (1, 2)]
+    refs = [lq(1, seed=s)[0] for s in (1, 2)]
     identity = pipe.encode_identity(
         id_embeddings=np.random.RandomState(0).randn(2, 512).astype(np.float32), reference_images=refs
     )
     assert identity.tokens.shape == (1, 2 * 4, 32)  # concat: N tokens per reference
     assert not torch.equal(identity.tokens, identity.negative_tokens)
-    out = pipe(_lq(4), prompt="a", identity=identity, generator=torch.Generator().manual_seed(0)).frames
+    out = pipe(lq(4), prompt="a", identity=identity, generator=torch.Generator().manual_seed(0)).frames
     assert out.shape == (4, 64, 64, 3) and np.isfinite(out).all()
     with pytest.raises(InputError) as err:
         pipe.encode_identity(id_embeddings=np.zeros((1, 512), np.float32))

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from report_factory import sample_report
 
 from ipfvr_core.errors import InputError
 from ipfvr_core.limits import VideoLimits
@@ -17,6 +16,7 @@ from ipfvr_core.progress import ProgressEvent
 from ipfvr_core.report import RestoreReport
 from jobs.options import JobOptions, restore_options
 from jobs.schemas import ProgressPublic
+from report_factory import sample_report
 
 SERVICE_OPTIONS = [o for o in job_options() if o.spec.service]
 # Fields the worker sets from its own configuration and the job's identity.

@@ -36,7 +36,9 @@ from ipfvr_core.diffusion.weights import load_pipeline
 from ipfvr_core.engines.base import IdentityCondition
 from ipfvr_core.engines.ipfvr import IPFVREngine
 from ipfvr_core.errors import ConfigError, InputError
-from tests.test_ipfvr_pipeline import _emb, _lq, _one_torch_thread, _run, pipe, tiny_dir  # noqa: F401  (shared fixtures)
+from tiny_pipeline import emb, lq, run
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class IdealDenoiser:
@@ -66,9 +68,9 @@ def _toy(pipe: IPFVRPipeline, **changes: object) -> IPFVRPipeline:
 def _latents(pipe: IPFVRPipeline, seed: int, frames: int = 8, **kwargs: object) -> Any:
     """One clip to latents, with a single positive condition."""
     return pipe(
-        _lq(frames, seed=seed),
+        lq(frames, seed=seed),
         prompt="a",
-        id_embeddings=_emb(),
+        id_embeddings=emb(),
         generator=torch.Generator().manual_seed(seed),
         output_type="latent",
         **kwargs,
@@ -104,7 +106,7 @@ def test_previous_noise_is_checked(pipe: IPFVRPipeline) -> None:
     ]
     for change, field in cases:
         with pytest.raises(InputError) as err:
-            _run(pipe, **change)
+            run(pipe, **change)
         assert err.value.field == field, change
 
 
@@ -130,7 +132,7 @@ def test_session_hands_each_clip_the_previous_clips_tail_noise(tiny_dir: Path) -
     engine.pipeline = spy  # type: ignore[assignment]
     emb = np.random.RandomState(3).randn(128).astype(np.float32)
     session = engine.open_session(IdentityCondition(embeddings=[emb], metric="l2"), seed=0)
-    session.push(_lq(10))
+    session.push(lq(10))
     session.flush()
     assert len(spy.calls) == 2
     (first_args, first), (second_args, _) = spy.calls
@@ -219,7 +221,7 @@ def test_perceiver_negative_reads_clip_states_of_the_zero_image(tmp_path: Path) 
     )
     pipe = load_pipeline(root)
     emb = np.random.RandomState(0).randn(2, 512).astype(np.float32)
-    identity = pipe.encode_identity(id_embeddings=emb, reference_images=[_lq(1, seed=s)[0] for s in (1, 2)])
+    identity = pipe.encode_identity(id_embeddings=emb, reference_images=[lq(1, seed=s)[0] for s in (1, 2)])
     size = int(pipe.image_encoder.config.image_size)
     with torch.no_grad():
         zero_image = pipe.image_encoder(pixel_values=torch.zeros(1, 3, size, size), output_hidden_states=True)
@@ -288,13 +290,13 @@ def test_a_stream_of_weight_zero_runs_no_unet_work(pipe: IPFVRPipeline) -> None:
 
     counted = pipe.with_config()
     counted._unet_forward = spy
-    with_zero = _run(counted, negative_prompts=["blurry", "woman"], guidance_weights=[1.0, 0.0])
+    with_zero = run(counted, negative_prompts=["blurry", "woman"], guidance_weights=[1.0, 0.0])
     assert batches == [2] * counted.planned_steps()  # the positive and "blurry": "woman" is not run
-    without = _run(pipe, negative_prompts=["blurry"], guidance_weights=[1.0])
+    without = run(pipe, negative_prompts=["blurry"], guidance_weights=[1.0])
     np.testing.assert_allclose(with_zero, without, rtol=0, atol=1e-6)
     embeds = pipe.encode_prompt(["blurry", "woman"])  # (2, L, D)
     batches.clear()
-    _run(counted, negative_prompts=[], negative_prompt_embeds=embeds, guidance_weights=[0.0, 0.0])
+    run(counted, negative_prompts=[], negative_prompt_embeds=embeds, guidance_weights=[0.0, 0.0])
     assert batches == [1] * counted.planned_steps()
 
 
@@ -330,11 +332,11 @@ def test_latents_stay_float32_under_bfloat16_weights(tiny_dir: Path) -> None:
 @torch.no_grad()
 def test_a_with_config_copy_leaves_the_shared_unets_identity_settings(pipe: IPFVRPipeline) -> None:
     sample = torch.randn(1, 8, 4, 8, 8, generator=torch.Generator().manual_seed(0))  # (1, 2C, F, h, w)
-    tokens = pipe.encode_identity(id_embeddings=_emb()).tokens  # (1, N, D)
+    tokens = pipe.encode_identity(id_embeddings=emb()).tokens  # (1, N, D)
     states = frame_condition_embeds(torch.cat([pipe.encode_prompt(["a"]), tokens], dim=1), 4)  # (F, 77+N, D)
     before = {name: (p.num_tokens, p.scale) for name, p in identity_processors(pipe.unet).items()}
     reference = pipe.unet(sample, 500, encoder_hidden_states=states).sample
-    _run(pipe.with_config(identity_scale=0.0))
+    run(pipe.with_config(identity_scale=0.0))
     assert {name: (p.num_tokens, p.scale) for name, p in identity_processors(pipe.unet).items()} == before
     assert torch.equal(pipe.unet(sample, 500, encoder_hidden_states=states).sample, reference)
 

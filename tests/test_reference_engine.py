@@ -98,11 +98,14 @@ def test_own_reference_brings_back_the_ground_truths_detail(carphone: dict) -> N
         l2_after.append(judge.compare(judge.embed(o, box), truth))
     assert np.mean(l2_after) < np.mean(l2_before) - 0.08, (l2_before, l2_after)
     # The detail band of the output matches the truth's better than the degraded crop's does.
-    before = [_fine_band_correlation(lq, gt, carphone["native"]) for lq, gt in zip(carphone["lq"], carphone["gt"])]
-    after = [_fine_band_correlation(o, gt, carphone["native"]) for o, gt in zip(out, carphone["gt"])]
+    before = [
+        _fine_band_correlation(lq, gt, carphone["native"])
+        for lq, gt in zip(carphone["lq"], carphone["gt"], strict=True)
+    ]
+    after = [_fine_band_correlation(o, gt, carphone["native"]) for o, gt in zip(out, carphone["gt"], strict=True)]
     assert np.mean(after) > np.mean(before) + 0.02, (before, after)
-    psnr_before = np.mean([_masked_psnr(lq, gt) for lq, gt in zip(carphone["lq"], carphone["gt"])])
-    psnr_after = np.mean([_masked_psnr(o, gt) for o, gt in zip(out, carphone["gt"])])
+    psnr_before = np.mean([_masked_psnr(lq, gt) for lq, gt in zip(carphone["lq"], carphone["gt"], strict=True)])
+    psnr_after = np.mean([_masked_psnr(o, gt) for o, gt in zip(out, carphone["gt"], strict=True)])
     assert psnr_after >= psnr_before, (psnr_before, psnr_after)
 
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
-from media_factory import first_frames
-from report_factory import sample_report
 
+from engine_doubles import CheckerboardEngineDouble, StampEngineDouble, stamp
 from ipfvr_core.errors import Canceled, InputError
 from ipfvr_core.faces.loader import load_analyzer
 from ipfvr_core.faces.paste import face_region_mask
 from ipfvr_core.restore import RestoreOptions, Restorer
 from ipfvr_core.video_io import VideoWriter, iter_frames, probe
+from media_factory import first_frames
+from report_factory import sample_report
 
 
 @pytest.fixture(scope="module")

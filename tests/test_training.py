@@ -15,13 +15,13 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import media_factory as mf
 import numpy as np
 import pytest
 import skimage.data
 import torch
 import yaml
 
+import media_factory as mf
 from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.evaluation.synth import camera_path, render_path
@@ -277,7 +277,9 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(prepared: Path, tiny: P
     resumed = {r["step"]: r["loss"] for r in read_log(interrupted) if r["loss"]}
     assert list(resumed) == ["1", "2", "3", "4", "5", "6"] and resumed == losses  # bit for bit, as logged
     a, b = load_pipeline(straight / "weights"), load_pipeline(weights)
-    for (name, p), (_, q) in zip(a.identity_encoder.named_parameters(), b.identity_encoder.named_parameters()):
+    for (name, p), (_, q) in zip(
+        a.identity_encoder.named_parameters(), b.identity_encoder.named_parameters(), strict=True
+    ):
         assert torch.equal(p, q), name
 
 

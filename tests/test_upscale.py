@@ -16,12 +16,12 @@ from pathlib import Path
 
 import av
 import cv2
-import media_factory as mf
 import numpy as np
 import pytest
 import torch
-from engine_doubles import CheckerboardEngineDouble
 
+import media_factory as mf
+from engine_doubles import CheckerboardEngineDouble
 from ipfvr_core.engines import ncnn_weights
 from ipfvr_core.errors import InputError
 from ipfvr_core.faces.align import estimate_affine, transform_points, warp_face
@@ -272,6 +272,7 @@ def test_x2_and_x4_keep_timing_and_audio(analyzer, carphone_reference, tmp_path,
     src_times = [f.time_s for f in iter_frames(clip)]
     restorer = Restorer(analyzer, CheckerboardEngineDouble())
     outputs = {}
+    x1 = None  # the x1 output's probe, which the x2 and x4 outputs are compared with
     for s in (1, 2, 4):
         out = tmp_path / f"x{s}.mp4"
         events = []
@@ -291,7 +292,7 @@ def test_x2_and_x4_keep_timing_and_audio(analyzer, carphone_reference, tmp_path,
         assert [f.time_s for f in iter_frames(out)] == src_times  # variable frame rate, to the tick
         assert abs(dst.duration_s - src.duration_s) < 1 / float(src.fps)
         if s > 1:  # the container's average rate and duration exactly as at x1
-            assert (dst.fps, dst.duration_s) == (x1.fps, x1.duration_s)
+            assert x1 is not None and (dst.fps, dst.duration_s) == (x1.fps, x1.duration_s)
         else:
             x1 = dst
         fractions = [e.fraction for e in events]

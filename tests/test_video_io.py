@@ -9,10 +9,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import media_factory as mf
 import numpy as np
 import pytest
 
+import media_factory as mf
 from ipfvr_core.errors import ConfigError, InputError, OutputError
 from ipfvr_core.video_io import (
     VideoInfo,

@@ -137,7 +137,8 @@ def test_tenants_are_isolated_on_every_endpoint(
         b_job = submit(b, carphone_distorted, astronaut_png).json()
 
         def unchanged(record: dict) -> dict:
-            """A's job without what every read makes anew (presigned URLs) or moves by itself (its webhook's delivery)."""
+            """A's job without what every read makes anew (presigned URLs) or moves by itself (its webhook's
+            delivery)."""
             return {k: v for k, v in record.items() if k not in ("output", "urls", "webhook")}
 
         # read, list (also with A's cursor), cancel, delete: another tenant's job does not exist, whether

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -67,7 +68,7 @@ def test_wait_reports_changes_not_polls(stack: ServiceStack, carphone_distorted:
             on_update=lambda j: seen.append((j["status"], j.get("progress"), j.get("queue_position"))),
         )
     assert done["status"] == "succeeded" and seen[-1][0] == "succeeded"
-    assert all(a != b for a, b in zip(seen, seen[1:])), seen  # ~40 polls, one line per change
+    assert all(a != b for a, b in pairwise(seen)), seen  # ~40 polls, one line per change
 
 
 def test_a_closed_output_pipe_ends_quietly(stack: ServiceStack) -> None:
