@@ -21,6 +21,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from python_multipart.exceptions import MultipartParseError
@@ -33,6 +34,9 @@ from jobs.media.header import HEAD_BYTES, TAIL_BYTES
 from jobs.media.sniff import SNIFF_BYTES, Kind, sniff
 from jobs.settings import Settings
 from jobs.storage import ObjectWriter, Storage, input_key
+
+if TYPE_CHECKING:  # python-multipart declares its callback types for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ class _Events:
         self._header_value = bytearray()
         self.headers: dict[bytes, bytes] = {}
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         def on_part_begin() -> None:
             self.headers = {}
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Literal
 
@@ -104,7 +105,9 @@ class IdentityPublic(BaseModel):
     photos: int = Field(description="photos uploaded")
     photo_names: list[str] = Field(description="the photos' file names as uploaded")
     module: bool = Field(description="whether the engine has a per-identity module for it (ipfvr: a LoRA)")
-    summary: dict[str, object] = Field(default_factory=dict, description="what training reported")
+    summary: dict[str, builtins.object] = Field(  # ``object`` is the field above
+        default_factory=dict, description="what training reported"
+    )
     created_at: datetime
     completed_at: datetime | None = None
     error: ErrorPublic | None = None

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from jobs.store.keys import Keys
+from jobs.store.replies import text_hash
 from jobs.store.workers import WorkerRegistry, WorkerState
 
 NAMESPACE = "ipfvr"
@@ -105,7 +106,7 @@ class RedisCollector(Collector):
         yield self._worker_states()
         for name, spec in COUNTERS.items():
             family = CounterMetricFamily(f"{NAMESPACE}_{name}", spec.help, labels=list(spec.labels))
-            for sig, value in sorted(self.redis.hgetall(self.keys.counter(name)).items()):
+            for sig, value in sorted(text_hash(self.redis.hgetall(self.keys.counter(name))).items()):
                 labels = _parse_signature(sig)
                 family.add_metric([labels.get(label, "") for label in spec.labels], float(value))
             yield family
@@ -136,7 +137,7 @@ class RedisCollector(Collector):
     def _histogram(self, name: str, spec: Spec) -> Metric:
         family = HistogramMetricFamily(f"{NAMESPACE}_{name}", spec.help, labels=list(spec.labels))
         series: dict[str, dict[str, float]] = defaultdict(dict)
-        for field, value in self.redis.hgetall(self.keys.histogram(name)).items():
+        for field, value in text_hash(self.redis.hgetall(self.keys.histogram(name))).items():
             sig, _, part = field.rpartition("|")
             series[sig][part] = float(value)
         for sig, parts in sorted(series.items()):

@@ -101,7 +101,7 @@ class JobInputs:
     def display_names(self) -> list[str]:
         """What messages call each input, in :meth:`object_keys` order: the client's name, else the field."""
         fields = ["video", *(f"reference[{i}]" for i in range(len(self.references)))]
-        return [name or fallback for name, fallback in zip([*self.names, *[""] * len(fields)], fields)]
+        return [name or fallback for name, fallback in zip([*self.names, *[""] * len(fields)], fields, strict=False)]
 
     def object_keys(self) -> list[str]:
         return [self.video, *self.references]

@@ -10,7 +10,7 @@ them into ``RestoreOptions`` with :func:`restore_options`, by name.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, create_model
 from pydantic.fields import FieldInfo
@@ -80,13 +80,21 @@ def _api_field(option: JobOption) -> tuple[Any, FieldInfo]:
     return annotation, Field(option.default, description=spec.help, json_schema_extra=extra)
 
 
-JobOptions = create_model(
-    "JobOptions",
-    __base__=ServiceOptions,
-    __module__=__name__,
-    __doc__="What to do with the inputs. Everything is optional.",
-    **{o.name: _api_field(o) for o in job_options() if o.spec.service},
-)
+if TYPE_CHECKING:
+    # The library's options are fields made at run time, which no static type can list: the type
+    # checker sees the service's own (what the code reads by attribute); the library's are read by
+    # name (:func:`restore_options`).
+    class JobOptions(ServiceOptions):
+        """What to do with the inputs. Everything is optional."""
+
+else:
+    JobOptions = create_model(
+        "JobOptions",
+        __base__=ServiceOptions,
+        __module__=__name__,
+        __doc__="What to do with the inputs. Everything is optional.",
+        **{o.name: _api_field(o) for o in job_options() if o.spec.service},
+    )
 
 
 def restore_options(

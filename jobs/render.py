@@ -59,7 +59,7 @@ def render_job(
             event=w.event,
             state=w.state,
             attempts=w.attempts,
-            last_error=w.last_error,  # type: ignore[arg-type]
+            last_error=w.last_error,
             last_attempt_at=datetime.fromtimestamp(w.last_attempt_at, UTC),
             next_attempt_at=_when(w.next_attempt_at),
         )

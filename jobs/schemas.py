@@ -6,6 +6,7 @@ it lives here, shared by the API and the workers. Request-only schemas are in ``
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Literal
 
@@ -70,7 +71,7 @@ class JobPublic(BaseModel):
     object: Literal["job"] = "job"
     status: Status
     engine: str
-    options: dict[str, object]
+    options: dict[str, builtins.object]  # ``object`` is the field above
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None

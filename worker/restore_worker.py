@@ -1,4 +1,6 @@
-"""Entry point of a restore worker: ``celery -A worker.restore_worker worker -Q restore.<engine>,train.<engine> --pool prefork -c 1``.
+"""Entry point of a restore worker::
+
+    celery -A worker.restore_worker worker -Q restore.<engine>,train.<engine> --pool prefork -c 1
 
 It restores jobs (``restore.<engine>``) and trains identities (``train.<engine>``) with the same
 resident model; a deployment may also run workers on ``train.<engine>`` alone.

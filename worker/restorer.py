@@ -2,8 +2,9 @@
 
 The worker talks to a :class:`ResidentRestorer` (paths and the job's options in, a
 ``ipfvr_core.report.RestoreReport`` out). The default factory, :func:`load_restorer`, adapts
-``ipfvr_core.restore.Restorer`` to it; another factory can be configured with ``IPFVR_RESTORER=module:callable`` (a lighter model, a
-remote backend). The library is imported lazily, inside the worker's child process only.
+``ipfvr_core.restore.Restorer`` to it; another factory can be configured with
+``IPFVR_RESTORER=module:callable`` (a lighter model, a remote backend). The library is imported
+lazily, inside the worker's child process only.
 """
 
 from __future__ import annotations

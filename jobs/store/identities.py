@@ -23,6 +23,7 @@ from jobs.errors import NotFound
 from jobs.ids import new_id
 from jobs.model import ErrorInfo
 from jobs.store.keys import Keys
+from jobs.store.replies import hash_mapping
 
 
 class IdentityStatus(StrEnum):
@@ -118,7 +119,7 @@ class IdentityStore:
 
     def create(self, record: IdentityRecord) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.identity(record.id), mapping=record.to_hash())
+        pipe.hset(self.keys.identity(record.id), mapping=hash_mapping(record.to_hash()))
         pipe.zadd(self.keys.tenant_identities(record.tenant), {record.id: 0})
         pipe.execute()
 

@@ -7,6 +7,7 @@ it recorded, so the caller can dispatch it at once (the outbox keeps it if the c
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import redis
 from redis.exceptions import LockNotOwnedError, RedisError
@@ -27,6 +28,7 @@ from jobs.options import JobOptions
 from jobs.store import lua
 from jobs.store.cursor import decode_cursor, encode_cursor
 from jobs.store.keys import Keys
+from jobs.store.replies import optional_text, text_hash, text_set, texts
 from jobs.store.results import Beat, Claim, Created, Page, ProgressAck, Transition
 
 log = logging.getLogger(__name__)
@@ -165,7 +167,7 @@ class JobStore:
 
         With a ``fingerprint``, an earlier request whose content differed raises IdempotencyKeyReused.
         """
-        stored = self.redis.get(self.keys.idempotency(tenant, idempotency_digest(idempotency_key)))
+        stored = optional_text(self.redis.get(self.keys.idempotency(tenant, idempotency_digest(idempotency_key))))
         if stored is None:
             return None
         job_id, _, stored_fingerprint = stored.partition(" ")
@@ -175,7 +177,7 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job or its tombstone, whoever owns it (worker side)."""
-        raw = self.redis.hgetall(self.keys.job(job_id))
+        raw = text_hash(self.redis.hgetall(self.keys.job(job_id)))
         return JobRecord.from_hash(raw) if raw else None
 
     def get_for(self, tenant: str, job_id: str) -> JobRecord:
@@ -191,7 +193,7 @@ class JobStore:
         """The tenant's jobs, newest first; ``next_cursor`` continues after the last one."""
         index = self.keys.tenant_status(tenant, status.value) if status else self.keys.tenant_jobs(tenant)
         upper = f"({decode_cursor(cursor)}" if cursor else "+"
-        ids = self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
+        ids = texts(self.redis.zrevrangebylex(index, upper, "-", start=0, num=limit + 1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids[:limit]:
             pipe.hgetall(self.keys.job(job_id))
@@ -203,7 +205,8 @@ class JobStore:
         """How many queued jobs of the same engine are ahead of this one (0 = next); None unless queued."""
         if record.status is not Status.QUEUED:
             return None
-        return self.redis.zrank(self.keys.waiting(record.engine), record.id)
+        # Without ``withscore`` a ZRANK reply is the rank or None; redis-py types both forms.
+        return cast(int | None, self.redis.zrank(self.keys.waiting(record.engine), record.id))
 
     def queued_count(self, tenant: str) -> int:
         """How many of the tenant's jobs are queued (its queue quota counts them)."""
@@ -414,17 +417,19 @@ class JobStore:
         outcome, detail = _decode(outcome), _decode(detail)
         return Transition(outcome=outcome, delivery=detail or None if outcome == "done" else None)
 
-    def active(self, engine: str) -> list[str]:
+    def active(self, engine: str) -> builtins.list[str]:
         """Ids of the running jobs of ``engine``."""
-        return sorted(self.redis.smembers(self.keys.active(engine)))
+        return sorted(text_set(self.redis.smembers(self.keys.active(engine))))
 
-    def due(self, kind: Literal["queue", "run", "cancel"], *, now: float | None = None, limit: int = 100) -> list[str]:
+    def due(
+        self, kind: Literal["queue", "run", "cancel"], *, now: float | None = None, limit: int = 100
+    ) -> builtins.list[str]:
         """Job ids whose ``kind`` deadline has passed."""
-        return list(self.redis.zrangebyscore(self.keys.deadline(kind), "-inf", _now(now), start=0, num=limit))
+        return texts(self.redis.zrangebyscore(self.keys.deadline(kind), "-inf", _now(now), start=0, num=limit))
 
-    def retention_due(self, *, older_than: float, limit: int = 100) -> list[str]:
+    def retention_due(self, *, older_than: float, limit: int = 100) -> builtins.list[str]:
         """Terminal jobs that ended before ``older_than`` and still hold data."""
-        return list(self.redis.zrangebyscore(self.keys.retention(), "-inf", older_than, start=0, num=limit))
+        return texts(self.redis.zrangebyscore(self.keys.retention(), "-inf", older_than, start=0, num=limit))
 
     def mark_data_removed(self, job_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

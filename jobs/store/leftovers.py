@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.store.keys import Keys
+from jobs.store.replies import texts
 
 
 @dataclass(frozen=True)
@@ -48,5 +49,5 @@ class Leftovers:
 
     def due(self, *, now: float, limit: int = 100) -> list[Leftover]:
         """The entries due at ``now``, earliest first."""
-        members = self.redis.zrangebyscore(self.keys.abandoned_uploads(), "-inf", now, start=0, num=limit)
+        members = texts(self.redis.zrangebyscore(self.keys.abandoned_uploads(), "-inf", now, start=0, num=limit))
         return [Leftover.from_member(m) for m in members]

@@ -12,6 +12,7 @@ import time
 import redis
 
 from jobs.store.keys import Keys
+from jobs.store.replies import texts
 
 
 class Uploads:
@@ -27,8 +28,8 @@ class Uploads:
 
     def stale(self, *, older_than: float, limit: int = 100) -> list[tuple[str, str]]:
         """(tenant, upload id) of uploads issued before ``older_than`` and never used."""
-        members = self.redis.zrangebyscore(self.keys.uploads(), "-inf", older_than, start=0, num=limit)
-        return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
+        members = texts(self.redis.zrangebyscore(self.keys.uploads(), "-inf", older_than, start=0, num=limit))
+        return [(tenant, upload_id) for tenant, _, upload_id in (m.partition("/") for m in members)]
 
     def forget(self, tenant: str, upload_id: str) -> None:
         self.redis.zrem(self.keys.uploads(), f"{tenant}/{upload_id}")

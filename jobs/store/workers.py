@@ -13,6 +13,7 @@ from enum import StrEnum
 import redis
 
 from jobs.store.keys import Keys
+from jobs.store.replies import hash_mapping, texts
 
 
 class WorkerState(StrEnum):
@@ -64,7 +65,7 @@ class WorkerRegistry:
     def publish(self, info: WorkerInfo, *, ttl_s: float) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.worker(info.id))
-        pipe.hset(self.keys.worker(info.id), mapping=info.to_hash())
+        pipe.hset(self.keys.worker(info.id), mapping=hash_mapping(info.to_hash()))
         pipe.pexpire(self.keys.worker(info.id), int(ttl_s * 1000))
         pipe.zadd(self.keys.workers(), {info.id: info.heartbeat_at})
         pipe.execute()
@@ -86,7 +87,7 @@ class WorkerRegistry:
 
     def list(self) -> list[WorkerInfo]:
         """Live workers (their state key has not expired), pruning the index of dead ones."""
-        ids = self.redis.zrange(self.keys.workers(), 0, -1)
+        ids = texts(self.redis.zrange(self.keys.workers(), 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(self.keys.worker(worker_id))

@@ -20,6 +20,7 @@ import redis
 
 from jobs.errors import InvalidRequest
 from jobs.store.keys import Keys
+from jobs.store.replies import hash_mapping, optional_text, text_hash
 
 KEY_PREFIX = "ipfvr_"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -105,16 +106,16 @@ class Tenants:
         if not api_key.startswith(KEY_PREFIX) or len(api_key) > _MAX_KEY_LENGTH:
             return None
         digest = self._digest(api_key)
-        tenant = self.redis.hget(self.keys.api_key(digest), "tenant")
+        tenant = optional_text(self.redis.hget(self.keys.api_key(digest), "tenant"))
         if tenant is None:
             return None
         return KeyIdentity(tenant=tenant, key_id=digest[:_KEY_ID_LENGTH], hint=api_key[: len(KEY_PREFIX) + 4])
 
     def webhook_secrets(self, tenant: str) -> WebhookSecrets:
-        raw = self.redis.hgetall(self.keys.tenant(tenant))
+        raw = text_hash(self.redis.hgetall(self.keys.tenant(tenant)))
         if "webhook_secret" not in raw:
             self.ensure(tenant)
-            raw = self.redis.hgetall(self.keys.tenant(tenant))
+            raw = text_hash(self.redis.hgetall(self.keys.tenant(tenant)))
         expires = raw.get("previous_expires_at")
         return WebhookSecrets(
             current=raw["webhook_secret"],
@@ -129,16 +130,18 @@ class Tenants:
         key = self.keys.tenant(tenant)
 
         def rotate(pipe: redis.client.Pipeline) -> None:
-            current = pipe.hget(key, "webhook_secret")  # WATCHed: a concurrent rotation retries
+            current = optional_text(pipe.hget(key, "webhook_secret"))  # WATCHed: a concurrent rotation retries
             pipe.multi()
             pipe.hset(
                 key,
-                mapping={
-                    "webhook_secret": new_webhook_secret(),
-                    "previous_secret": current,
-                    "previous_expires_at": repr(moment + grace_s),
-                    "rotated_at": repr(moment),
-                },
+                mapping=hash_mapping(
+                    {
+                        "webhook_secret": new_webhook_secret(),
+                        "previous_secret": current or "",  # "": none (the record vanished since ensure)
+                        "previous_expires_at": repr(moment + grace_s),
+                        "rotated_at": repr(moment),
+                    }
+                ),
             )
 
         self.redis.transaction(rotate, key)

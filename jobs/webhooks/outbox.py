@@ -20,6 +20,7 @@ from typing import Literal
 import redis
 
 from jobs.store.keys import Keys
+from jobs.store.replies import text_hash, texts
 
 _RECORD_TTL_S = 7 * 24 * 3600  # finished delivery records are kept this long for inspection
 
@@ -138,11 +139,11 @@ class Outbox:
     def due(self, *, now: float | None = None, limit: int = 200) -> list[str]:
         """Deliveries whose next attempt is due (new, retrying, or abandoned mid-attempt)."""
         moment = time.time() if now is None else now
-        return list(self.redis.zrangebyscore(self.keys.deliveries_due(), "-inf", moment, start=0, num=limit))
+        return texts(self.redis.zrangebyscore(self.keys.deliveries_due(), "-inf", moment, start=0, num=limit))
 
     def mark_dispatched(self, delivery_id: str, *, ttl_s: float) -> bool:
         """True if no other dispatch of this delivery is in the queue (the marker lives ``ttl_s``)."""
         return bool(self.redis.set(self.keys.dispatched(delivery_id), "1", nx=True, px=int(ttl_s * 1000)))
 
     def state(self, delivery_id: str) -> dict[str, str]:
-        return self.redis.hgetall(self.keys.delivery(delivery_id))
+        return text_hash(self.redis.hgetall(self.keys.delivery(delivery_id)))
