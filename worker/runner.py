@@ -17,14 +17,12 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import re
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +30,14 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import RedisError
 
 from ipfvr_core.errors import Canceled, InputError, IPFVRError
-from ipfvr_core.progress import ProgressEvent
 from jobs.model import ErrorInfo, JobRecord, Status
 from jobs.storage import StorageUnavailable, output_key, report_key
 from jobs.store.identities import IdentityStatus
 from jobs.store.results import Claim, Transition
 from worker.context import WorkerContext
 from worker.lease import LeaseKeeper, redelivery_grace_s
+from worker.progress_reporter import ProgressReporter
+from worker.public_names import PublicNames, report_summary
 from worker.restorer import IdentityUse, ResidentRestorer, RestoreRequest
 from worker.retry import Backoff, retry
 from worker.upload_journal import UploadJournal
@@ -59,81 +58,6 @@ class Outcome:
     report: dict[str, Any] | None = None  # summary kept in the job
     frames: int = 0  # frames written (metrics)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # seconds per stage (metrics)
-
-
-class ProgressReporter:
-    """The restore loop's progress callback: throttled writes to the store, relayed cancel flags."""
-
-    def __init__(self, ctx: WorkerContext, job_id: str, owner: str, lease: LeaseKeeper) -> None:
-        self._ctx = ctx
-        self._job_id = job_id
-        self._owner = owner
-        self._lease = lease
-        self._last_write = float("-inf")
-        self._last_stage = ""
-
-    def __call__(self, event: ProgressEvent) -> None:
-        now = time.monotonic()
-        due = now - self._last_write >= self._ctx.settings.progress_interval_s
-        if not due and event.stage == self._last_stage and event.fraction < 1.0:
-            return
-        self._last_write, self._last_stage = now, event.stage
-        try:
-            ack = self._ctx.store.report_progress(
-                self._job_id,
-                owner=self._owner,
-                progress=replace(event, fraction=min(max(event.fraction, 0.0), 1.0)),
-                webhook_interval_s=self._ctx.settings.webhook_progress_interval_s,
-                lease_ttl_s=self._ctx.settings.lease_ttl_s,
-            )
-        except RedisError as exc:  # progress is advisory: keep restoring, write the next one
-            log.warning("job %s: progress not recorded: %s", self._job_id, exc)
-            return
-        self._ctx.dispatcher.webhook(ack.delivery)
-        self._lease.note(ack)
-
-    def stage(self, name: str, fraction: float) -> None:
-        """A service-side stage (download, upload): always written."""
-        self._last_write = float("-inf")
-        self(ProgressEvent(stage=name, current=0, total=1, fraction=fraction))
-
-
-class _PublicNames:
-    """What the client sees instead of the worker's scratch files: its own file names, no server paths.
-
-    Inputs are downloaded to ``scratch/input-video`` and ``scratch/reference-<i>`` (names no client
-    controls); messages and the report name those files. Here they become the names the client
-    uploaded (or the form field, for presigned uploads), and the scratch folder disappears.
-    """
-
-    def __init__(self, scratch: Path, record: JobRecord, extra: dict[str, str] | None = None) -> None:
-        self.folder = f"{scratch}{os.sep}"
-        inputs = record.inputs
-        self.names: dict[str, str] = dict(extra or {})
-        if inputs is not None:
-            scratch_names = ["input-video", *(f"reference-{i}" for i in range(len(inputs.references)))]
-            self.names |= dict(zip(scratch_names, inputs.display_names(), strict=True))
-        # a scratch name on its own, not part of a longer word or file name
-        alternatives = "|".join(map(re.escape, self.names)) or r"(?!)"
-        self.pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])")
-
-    def text(self, text: str) -> str:
-        return self.pattern.sub(lambda m: self.names[m.group(1)], text.replace(self.folder, ""))
-
-    def report(self, value: Any) -> Any:
-        """The report with every string made public (structure and numbers unchanged)."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {k: self.report(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.report(v) for v in value]
-        return value
-
-
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The report without its per-frame rows (those stay in report.json)."""
-    return {k: v for k, v in report.items() if k != "frames"}
 
 
 def _cuda() -> Any:
@@ -256,7 +180,7 @@ class JobRunner:
             report = self.restorer.restore(request, progress=reporter, should_cancel=lease.should_cancel)
             if lease.lost:
                 return Outcome(status=None)
-            public = _PublicNames(scratch, record, self._identity_names).report(report.to_dict())
+            public = PublicNames(scratch, record, self._identity_names).report(report.to_dict())
             started = time.monotonic()
             reporter.stage("upload", 1.0)
             self._store_outputs(record, request.output, public, lease)
@@ -264,7 +188,9 @@ class JobRunner:
             stages |= {name: seconds for name, seconds in report.timings_s.items() if name != "total"}
             if cuda is not None:
                 ctx.metrics.observe("gpu_peak_memory_bytes", float(cuda.max_memory_allocated()), engine=record.engine)
-            return Outcome(Status.SUCCEEDED, report=_summary(public), frames=report.frames_total, stage_seconds=stages)
+            return Outcome(
+                Status.SUCCEEDED, report=report_summary(public), frames=report.frames_total, stage_seconds=stages
+            )
         except Canceled:
             if lease.lost:
                 return Outcome(status=None)
@@ -275,7 +201,7 @@ class JobRunner:
             log.error("job %s: storage failed: %s", record.id, exc)
             return Outcome(Status.FAILED, error=ErrorInfo(code="storage_unavailable", message=exc.message))
         except IPFVRError as exc:
-            message = _PublicNames(scratch, record, self._identity_names).text(exc.message)
+            message = PublicNames(scratch, record, self._identity_names).text(exc.message)
             return Outcome(Status.FAILED, error=ErrorInfo(code=exc.code, message=message, field=exc.field))
         except SoftTimeLimitExceeded:
             limit = ctx.settings.job_time_limit_s

@@ -8,6 +8,7 @@ the type checker so in one place; they cost nothing at run time and convert noth
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -41,3 +42,13 @@ def hash_mapping(fields: Mapping[str, str]) -> Mapping[FieldT, EncodableT]:
     """``fields`` as ``HSET``'s ``mapping`` argument: redis-py types its keys invariantly, so a
     ``dict[str, str]`` is not taken as the ``Mapping[FieldT, EncodableT]`` it is."""
     return cast(Mapping[FieldT, EncodableT], fields)
+
+
+def decoded(value: bytes | str) -> str:
+    """A Lua script's reply item as text, converted at run time (scripts may answer bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def now_or(now: float | None) -> float:
+    """``now`` (seconds since the epoch), or the current time when None: the store's clock argument."""
+    return time.time() if now is None else now
