@@ -78,6 +78,28 @@ WITH_BODY = ("bad_request", "payload_too_large", "invalid_request")
 DECLARED = "x-error-codes"  # the OpenAPI extension :func:`declare` writes; ``api/openapi.py`` expands it
 
 
+# What every multipart upload of photos (a job's or an identity's) can answer: the body's parsing
+# (api/multipart.py), the photos' checks, and the store and S3 it writes to.
+UPLOAD_CODES = (
+    "invalid_request",
+    "upload_unavailable",
+    "reference_too_large",
+    "unsupported_content_type",
+    "unsupported_media_type",
+    "invalid_option",
+    "invalid_options",
+    "invalid_multipart",
+    "missing_field",
+    "duplicate_field",
+    "unknown_field",
+    "too_many_references",
+    "empty_file",
+    "invalid_reference",
+    "service_unavailable",
+    "storage_unavailable",
+)
+
+
 def declare(*codes: str) -> dict[str, Any]:
     """``openapi_extra`` for a route: the codes it can answer besides the common ones."""
     unknown = [c for c in codes if c not in CODES]

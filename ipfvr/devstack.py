@@ -286,49 +286,11 @@ class Stack:
     def start_restore_worker(
         self, name: str, *, engine: str = "reference", extra_env: dict[str, str] | None = None
     ) -> Child:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.restore_worker",
-            "worker",
-            "-Q",
-            f"restore.{engine},train.{engine}",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "1",
-            "--hostname",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        argv = _celery_worker("worker.restore_worker", f"restore.{engine},train.{engine}", "prefork", 1, name)
         return self._start(name, argv, extra_env)
 
     def start_service_worker(self, name: str = "service", *, beat: bool = True) -> Child:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "-Q",
-            "webhooks,maintenance",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "--hostname",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-        ]
+        argv = _celery_worker("worker.celery_app", "webhooks,maintenance", "threads", 4, name)
         if beat:
             argv += ["--beat", "--schedule", str(self.log_dir / f"{name}-beat-schedule")]
         return self._start(name, argv)
@@ -347,3 +309,12 @@ class Stack:
         for child in reversed(self.children):
             child.reap(deadline)
         self.children.clear()
+
+
+def _celery_worker(app: str, queues: str, pool: str, concurrency: int, name: str) -> list[str]:
+    """The command line of a Celery worker of ``app`` consuming ``queues``, as the images run it."""
+    options = f"--pool {pool} --concurrency {concurrency} --hostname {name}@%h --loglevel INFO"
+    return [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, *options.split()] + [
+        "--without-gossip",
+        "--without-mingle",
+    ]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from api.deps import ServicesDep, TenantDep
-from api.error_codes import declare
+from api.error_codes import UPLOAD_CODES, declare
 from api.multipart import receive_job_form
 from api.openapi import CREATE_IDENTITY_BODY
 from api.present import base_url
@@ -30,25 +30,7 @@ from jobs.storage import identity_module_key, identity_photo_key
 from jobs.store.identities import IdentityRecord, IdentityStatus, new_identity_id
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
-_CREATE_ERRORS = declare(
-    "invalid_request",
-    "upload_unavailable",
-    "reference_too_large",
-    "unsupported_content_type",
-    "unsupported_media_type",
-    "invalid_option",
-    "invalid_options",
-    "invalid_multipart",
-    "missing_field",
-    "duplicate_field",
-    "unknown_field",
-    "too_many_references",
-    "empty_file",
-    "invalid_reference",
-    "too_many_identities",
-    "service_unavailable",
-    "storage_unavailable",
-)
+_CREATE_ERRORS = declare(*UPLOAD_CODES, "too_many_identities")
 
 
 def present_identity(record: IdentityRecord, base: str) -> IdentityPublic:

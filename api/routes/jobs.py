@@ -8,7 +8,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.deps import ServicesDep, TenantDep
-from api.error_codes import declare
+from api.error_codes import UPLOAD_CODES, declare
 from api.openapi import CREATE_JOB_BODY
 from api.present import base_url, present
 from api.submission import Submission
@@ -19,31 +19,16 @@ from jobs.storage import output_key, report_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _CREATE_ERRORS = declare(
-    "invalid_request",
+    *UPLOAD_CODES,
     "conflict",
-    "upload_unavailable",
     "video_too_large",
-    "reference_too_large",
-    "unsupported_content_type",
-    "unsupported_media_type",
-    "invalid_option",
-    "invalid_options",
-    "invalid_multipart",
-    "missing_field",
-    "duplicate_field",
-    "unknown_field",
-    "too_many_references",
-    "empty_file",
     "upload_not_found",
-    "invalid_reference",
     "no_video_stream",
     "video_too_small",
     "limit_exceeded",
     "webhook_url_forbidden",
     "idempotency_key_reused",
     "too_many_queued_jobs",
-    "service_unavailable",
-    "storage_unavailable",
     "identity_not_found",
     "identity_not_ready",
 )
