@@ -3,7 +3,8 @@
 Each ``*_cli`` module of this package registers its commands with ``add_commands``.
 
 Library errors print as one line, ``ipfvr: error: <field>: <message> [<code>]``, and exit 2;
-a cancel (Ctrl-C) exits 130; a closed output pipe (``| head``) ends quietly with 141. Unexpected errors print one line too; ``--debug`` shows the traceback.
+a cancel (Ctrl-C) exits 130; a closed output pipe (``| head``) ends quietly with 141. Unexpected errors print
+one line too; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations

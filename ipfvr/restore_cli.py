@@ -16,6 +16,7 @@ from ipfvr_core.engines import DEFAULT_ENGINE, ENGINES
 from ipfvr_core.errors import InputError
 from ipfvr_core.limits import VideoLimits
 from ipfvr_core.options import RestoreOptions
+from ipfvr_core.progress import ProgressEvent
 from ipfvr_core.report import DistanceStats, RestoreReport, write_report
 from ipfvr_core.samples import sample_video
 
@@ -100,15 +101,17 @@ def _progress_printer(quiet: bool):
         return None, lambda keep=True: None
     from tqdm import tqdm
 
-    state: dict[str, object] = {"stage": None, "bar": None}
+    stage: str | None = None
+    bar: tqdm | None = None
     labels = {"references": "references", "analyze": "analyzing", "restore": "restoring"}
 
-    def on_progress(ev) -> None:
-        if ev.stage != state["stage"]:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["stage"] = ev.stage
-            state["bar"] = tqdm(
+    def on_progress(ev: ProgressEvent) -> None:
+        nonlocal stage, bar
+        if bar is None or ev.stage != stage:
+            if bar is not None:
+                bar.close()
+            stage = ev.stage
+            bar = tqdm(
                 total=ev.total,
                 desc=labels.get(ev.stage, ev.stage),
                 unit="frame",
@@ -116,13 +119,11 @@ def _progress_printer(quiet: bool):
                 dynamic_ncols=True,
                 leave=True,
             )
-        bar = state["bar"]
         bar.total = ev.total
         bar.update(ev.current - bar.n)
 
     def close(keep: bool = True) -> None:
         """Close the open bar; ``keep=False`` (the run failed) wipes its line, so the error stands alone."""
-        bar = state["bar"]
         if bar is not None:
             bar.leave = keep
             bar.close()

@@ -274,7 +274,7 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"ipfvr: error: an ipfvr dev stack is already running on {lock} (data dir {data})", file=sys.stderr)
         return 1
     stack: Stack | None = None
-    servers = []
+    servers: list[RedisServer | S3Server] = []
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:

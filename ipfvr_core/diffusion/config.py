@@ -196,7 +196,7 @@ class IPFVRConfig:
         _choice(self, "user_prompt_mode", ("extend", "override"))
         _require(
             self.celeba_attribute_model is None
-            or (isinstance(self.celeba_attribute_model, str) and self.celeba_attribute_model),
+            or (isinstance(self.celeba_attribute_model, str) and self.celeba_attribute_model != ""),
             "celeba_attribute_model",
             "must be null or a path",
         )

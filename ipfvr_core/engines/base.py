@@ -109,7 +109,11 @@ class Engine(ABC):
         return {"engine": self.name}
 
     def check_face_backend(self, analyzer: FaceAnalyzer) -> None:
-        """Refuse, at load, a face backend whose embeddings this engine cannot take (default: any will do)."""
+        """Refuse, at load, a face backend whose embeddings this engine cannot take.
+
+        A hook with a default: any backend will do. Engines tied to one embedding space override it.
+        """
+        return None
 
     # Per-identity modules (IP-FVR's LoRA psi_id): engines that have none refuse a name.
     identity_modules: bool = False  # whether use_identity/load_identity accept a name

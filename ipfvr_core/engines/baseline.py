@@ -107,13 +107,12 @@ class BaselineEngine(Engine):
             raise ConfigError("CUDA was requested but torch sees no CUDA device", field="device")
         if dtype is None:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        if isinstance(dtype, str):
-            if dtype not in DTYPES:
-                raise ConfigError(f"must be one of {', '.join(DTYPES)}, got {dtype!r}", field="dtype")
-            dtype = DTYPES[dtype]
-        if not dtype.is_floating_point:
-            raise ConfigError(f"must be a floating-point dtype, got {dtype}", field="dtype")
-        self.dtype = dtype
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise ConfigError(f"must be one of {', '.join(DTYPES)}, got {dtype!r}", field="dtype")
+        torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if not torch_dtype.is_floating_point:
+            raise ConfigError(f"must be a floating-point dtype, got {torch_dtype}", field="dtype")
+        self.dtype = torch_dtype
         self.clip_length = self.config.clip_length
         self.face_size = self.config.face_size
         on_cpu = self.device.type == "cpu"

@@ -140,7 +140,7 @@ def register(crop_grey: np.ndarray, ref_grey: np.ndarray, side: int, sigma_px: f
     size = crop_grey.shape[0]
     a = cv2.resize(crop_grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.uint8)  # (s, s)
     b = cv2.resize(ref_grey, (side, side), interpolation=cv2.INTER_AREA).astype(np.uint8)  # (s, s)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     flow = dis.calc(a, b, None)  # (s, s, 2) in coarse pixels
     flow = cv2.resize(flow, (size, size), interpolation=cv2.INTER_LINEAR) * (size / side)  # (S, S, 2)
     return _blur(flow, sigma_px)

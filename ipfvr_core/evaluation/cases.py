@@ -60,7 +60,8 @@ class EvalCase:
 
     name: str  # unique, filesystem-safe, e.g. "carphone/shipped/ref-frame0"
     degraded: Path  # degraded video (mp4), what the engine gets
-    ground_truth: Path  # ground-truth video (mp4), same frame count and fps; same size, or an integer multiple 2 or 4 of the degraded size
+    # ground-truth video (mp4), same frame count and fps; same size, or an integer multiple 2 or 4 of the degraded size
+    ground_truth: Path
     references: tuple[Path, ...]  # reference photos (png); never the judged frame itself
     faces: FaceMode = "target"  # RestoreOptions.faces for this case
     group: str = ""  # for tables: "carphone", "carphone-redegraded", "stills", "hijack"
@@ -181,7 +182,8 @@ def _cache_key(quick: bool, carphone: list[CarphoneRecipe], stills: list[StillRe
         "severities": {name: dataclasses.asdict(c) for name, c in SEVERITIES.items()},
         "constants": [STILL_FPS.numerator, STILL_FPS.denominator, WRITE_CRF, WRITE_PRESET, REFERENCE_CROP_FACES],
         "sources": {name: source_path(name).stat().st_size for name in sources_used(stills)},
-        "libraries": [av.__version__, cv2.__version__, PIL.__version__, skimage.__version__],
+        # skimage's __init__.pyi lists __version__ in __all__ but does not declare it
+        "libraries": [av.__version__, cv2.__version__, PIL.__version__, skimage.__version__],  # type: ignore[attr-defined]
     }
     blob = json.dumps(recipe, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

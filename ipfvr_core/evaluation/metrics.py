@@ -151,7 +151,7 @@ def dis_flow(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     A fresh instance per call: DIS keeps no state between calls we rely on, and this keeps the
     function safe to call from several threads.
     """
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     return dis.calc(src, dst, None)  # (H, W, 2) float32: (dx, dy)
 
 

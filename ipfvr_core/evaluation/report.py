@@ -259,8 +259,9 @@ def write_clip(info: CaseInfo, rows: list[ResultRow], path: Path, config: Report
     with VideoWriter(path, width=pw * len(panels), height=ph, fps=gt.fps, crf=config.clip_crf,
                      preset="veryfast", field="clip") as writer:  # fmt: skip
         for _ in range(config.clip_frames):
-            frames = [next(it, None) for it in iters]
-            if any(f is None for f in frames):
+            maybe = [next(it, None) for it in iters]
+            frames = [f for f in maybe if f is not None]
+            if len(frames) < len(maybe):
                 break
             tiles = [_label(cv2.resize(f.image, (pw, ph), interpolation=cv2.INTER_AREA
                                        if f.image.shape[0] > ph else cv2.INTER_CUBIC), name)

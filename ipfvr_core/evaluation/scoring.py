@@ -248,7 +248,10 @@ def score_case(
         try:
             scorer.embed_references()
             boxes = scorer.find_gt_boxes()
-            streams = [_Stream(row=r, frames=iter(iter_frames(r.video, field="video"))) for r in live]
+            streams: list[_Stream] = []
+            for r in live:
+                assert r.video is not None, "an ok row names its video"
+                streams.append(_Stream(row=r, frames=iter(iter_frames(r.video, field="video"))))
             scorer.score(streams, boxes)
         except InputError as exc:
             info.error = one_line(exc)

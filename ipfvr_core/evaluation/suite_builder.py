@@ -109,7 +109,7 @@ class SuiteBuilder:
         decoded, decoded_fps = read_frames(path)
         if decoded.shape != frames.shape or decoded_fps != fps:
             raise IPFVRError(f"{relative} decodes to {decoded.shape} at {decoded_fps} fps, not {frames.shape} at {fps}")
-        worst = min(psnr(d, f) for d, f in zip(decoded, frames))
+        worst = min(psnr(d, f) for d, f in zip(decoded, frames, strict=True))
         if worst < MIN_WRITE_PSNR_DB:
             raise IPFVRError(f"{relative}: a frame decodes at {worst:.1f} dB PSNR, under {MIN_WRITE_PSNR_DB} dB")
         return relative

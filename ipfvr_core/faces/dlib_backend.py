@@ -133,7 +133,7 @@ class DlibFaceAnalyzer:
         self.config = config if config is not None else DlibConfig()
         self.match_threshold = self.config.match_threshold
         self.confident_score = self.config.confident_score
-        self.track_score = None  # HOG scores of a real degraded face and of a false hit overlap (-1..0)
+        self.track_score: float | None = None  # HOG scores of a real degraded face and of a false hit overlap (-1..0)
         folder = self.config.dlib_models_dir if self.config.dlib_models_dir is not None else default_models_dir()
         landmarks_path = _model_path(folder, LANDMARKS_FILE)
         recognition_path = _model_path(folder, RECOGNITION_FILE)

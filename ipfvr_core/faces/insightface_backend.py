@@ -144,7 +144,7 @@ class InsightFaceAnalyzer:
         self.config = config
         self.match_threshold = config.match_threshold
         self.confident_score = config.det_thresh  # detect() keeps only confident faces already
-        self.track_score = None  # detect() keeps only confident faces already
+        self.track_score: float | None = None  # detect() keeps only confident faces already
         models = load_pack_models(Path(config.insightface_dir), resolve_providers(config.providers))
         self._detector = models[DETECTION_TASK]
         self._detector.prepare(

@@ -140,15 +140,17 @@ def select_targets(
     refs = np.stack(references)  # (R, D)
     dist = {t.id: track_identity_distance(t, refs, analyzer.distance) for t in steady}
     for chosen in selected:
+        own = dist[chosen.id]
+        assert own is not None, "select_tracks keeps only tracks with an identity distance"
         rivals = [
-            dist[t.id]
+            d
             for t in steady
-            if t.id != chosen.id and dist[t.id] is not None and _other_face_at_same_time(t, chosen)
+            if t.id != chosen.id and (d := dist[t.id]) is not None and _other_face_at_same_time(t, chosen)
         ]
-        if rivals and min(rivals) - dist[chosen.id] < rules.margin:
+        if rivals and min(rivals) - own < rules.margin:
             raise InputError(
                 f"the reference does not single out one face: the closest is at identity distance "
-                f"{dist[chosen.id]:.3f} and another face on screen at the same time at {min(rivals):.3f} "
+                f"{own:.3f} and another face on screen at the same time at {min(rivals):.3f} "
                 f"(margin needed {rules.margin}); use a clearer reference, or faces='all'",
                 field="reference",
                 code="target_not_found",

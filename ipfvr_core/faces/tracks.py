@@ -223,7 +223,7 @@ def faces_to_embed(
     if sampled or len(boxes) == 0:
         return list(range(len(boxes)))
     recent = np.asarray(recent_boxes, dtype=np.float64).reshape(-1, 4)  # (R, 4)
-    wanted = set()
+    wanted: set[int] = set()
     if len(recent) == 0:
         wanted.update(range(len(boxes)))
     else:

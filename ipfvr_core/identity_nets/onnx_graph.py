@@ -24,6 +24,14 @@ from ipfvr_core.errors import ConfigError
 Op = Callable[[list[torch.Tensor | None], dict[str, Any]], torch.Tensor]
 
 
+def _required(x: list[torch.Tensor | None], index: int) -> torch.Tensor:
+    """Input ``index`` of a node, which the operator needs (a graph may leave out only optional inputs)."""
+    value = x[index]
+    if value is None:
+        raise ConfigError(f"a node leaves out its required input {index}", field="identity_network")
+    return value
+
+
 def _pads(attrs: dict[str, Any], dims: int) -> tuple[int, ...]:
     pads = list(attrs.get("pads", [0] * 2 * dims))
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
@@ -85,15 +93,15 @@ OPS: dict[str, Op] = {
     "BatchNormalization": _batch_norm,
     "PRelu": _prelu,
     "Relu": lambda x, a: F.relu(x[0]),
-    "Add": lambda x, a: x[0] + x[1],
-    "Sub": lambda x, a: x[0] - x[1],
-    "Mul": lambda x, a: x[0] * x[1],
-    "Div": lambda x, a: x[0] / x[1],
+    "Add": lambda x, a: _required(x, 0) + _required(x, 1),
+    "Sub": lambda x, a: _required(x, 0) - _required(x, 1),
+    "Mul": lambda x, a: _required(x, 0) * _required(x, 1),
+    "Div": lambda x, a: _required(x, 0) / _required(x, 1),
     "Flatten": _flatten,
     "Gemm": _gemm,
-    "MatMul": lambda x, a: x[0] @ x[1],
-    "Reshape": lambda x, a: x[0].reshape([int(d) for d in x[1].tolist()]),
-    "GlobalAveragePool": lambda x, a: x[0].mean(dim=(2, 3), keepdim=True),
+    "MatMul": lambda x, a: _required(x, 0) @ _required(x, 1),
+    "Reshape": lambda x, a: _required(x, 0).reshape([int(d) for d in _required(x, 1).tolist()]),
+    "GlobalAveragePool": lambda x, a: _required(x, 0).mean(dim=(2, 3), keepdim=True),
     "AveragePool": _pool("avg"),
     "MaxPool": _pool("max"),
     "Dropout": lambda x, a: x[0],

@@ -115,13 +115,12 @@ class OutputVideos:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> None:
         try:
             if self._compare is not None:
                 self._compare.__exit__(exc_type, exc, tb)
         finally:
             self._writer.__exit__(exc_type, exc, tb)
-        return False
 
 
 class FrameSink:

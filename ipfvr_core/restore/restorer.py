@@ -20,6 +20,7 @@ import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from ipfvr_core.restore.streamer import TrackStreamer
 from ipfvr_core.upscale import BackgroundUpscaler, check_output_size
 from ipfvr_core.video_io import check_output_path, iter_frames, probe
 
+if TYPE_CHECKING:
+    from ipfvr_core.engines.rrdbnet import RRDBNet
+
 
 class Restorer:
     """A face analyzer and an engine, loaded once and reused for many videos."""
@@ -56,7 +60,9 @@ class Restorer:
         engine.check_face_backend(analyzer)
         self.analyzer = analyzer
         self.engine = engine
-        self._x4plus = None  # Real-ESRGAN x4plus for upscaled backgrounds, loaded on first use (non-baseline engines)
+        self._x4plus: RRDBNet | None = (
+            None  # Real-ESRGAN x4plus for upscaled backgrounds, loaded on first use (non-baseline engines)
+        )
 
     @classmethod
     def load(

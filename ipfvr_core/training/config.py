@@ -53,7 +53,9 @@ class TrainConfig(BaseModel):
     p_drop_text: float = Field(0.05, ge=0, le=1)  # drop the text alone (empty prompt)
     p_drop_both: float = Field(0.05, ge=0, le=1)  # drop both
     train_motion_modules: bool = False  # also train the AnimateDiff motion modules (saved to motion_adapter/)
-    backbone_lora: bool = False  # restore/feedback: also train a LoRA on the backbone's attention (the weights' rank), saved as an always-active base LoRA
+    # restore/feedback: also train a LoRA on the backbone's attention (the weights' rank), saved as an always-active
+    # base LoRA
+    backbone_lora: bool = False
     train_unet: bool = False  # fine-tune the whole U-Net (small models only; saved to unet/ and motion_adapter/)
     checkpoint_every: int = Field(500, ge=1)  # optimizer steps between accelerate checkpoints
     keep_checkpoints: int = Field(3, ge=1)  # older checkpoints are deleted
@@ -64,7 +66,8 @@ class TrainConfig(BaseModel):
     resume: str | None = None  # "latest" or a checkpoint folder to continue from (exactly)
     verify_replicas_every: int = Field(0, ge=0)  # steps between checks that every process holds the same weights
     # --- stage feedback only ---
-    identity_network: str = "facenet"  # trained against: "facenet" (the port), "arcface:PATH" (insightface ONNX), or "package.module:factory"
+    # trained against: "facenet" (the port), "arcface:PATH" (insightface ONNX), or "package.module:factory"
+    identity_network: str = "facenet"
 
     feedback_steps: int = Field(40, ge=2)  # sampler steps of the rollout (ReFL: 40)
     feedback_window: tuple[int, int] = (30, 39)  # the step taken with gradients is drawn from here (ReFL)

@@ -35,6 +35,7 @@ def save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> Non
         pipe.unet.save_motion_modules(str(weights / "motion_adapter"))
         folders["motion_adapter_folder"] = "motion_adapter"
     source_loras = component_path(source, pipe.ipfvr_config.lora_folder).resolve()
+    base_loras = pipe.ipfvr_config.base_loras
     folders["lora_folder"] = str(source_loras)
     if config.backbone_lora:  # the trained backbone LoRA, and the other base LoRAs beside it, in weights/loras/
         save_identity_lora(pipe.unet, BACKBONE_LORA, weights / "loras" / f"{BACKBONE_LORA}{LORA_SUFFIX}")
@@ -42,10 +43,12 @@ def save_weights(pipe: IPFVRPipeline, config: TrainConfig, weights: Path) -> Non
             if name != BACKBONE_LORA:
                 shutil.copyfile(source_loras / f"{name}{LORA_SUFFIX}", weights / "loras" / f"{name}{LORA_SUFFIX}")
         folders["lora_folder"] = "loras"
-        folders["base_loras"] = tuple(dict.fromkeys((*pipe.ipfvr_config.base_loras, BACKBONE_LORA)))
+        base_loras = tuple(dict.fromkeys((*base_loras, BACKBONE_LORA)))
     if config.stage == "feedback":  # evaluation must judge with another network; the weights say which
         folders["trained_identity_network"] = config.identity_network
-    pipe.ipfvr_config = pipe.ipfvr_config.replace(**folders, identity_scale=config.identity_scale)
+    pipe.ipfvr_config = pipe.ipfvr_config.replace(
+        **folders, base_loras=base_loras, identity_scale=config.identity_scale
+    )
     save_ipfvr_weights(weights, pipe)
     if (source / RANDOM_WEIGHTS_MARKER).is_file():
         shutil.copyfile(source / RANDOM_WEIGHTS_MARKER, weights / RANDOM_WEIGHTS_MARKER)

@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +212,7 @@ def _prepare_video(
 
 def _write_clip(
     path: Path,
-    fps: object,
+    fps: Fraction,
     track: Track,
     start: int,
     crops: list[np.ndarray],
@@ -223,7 +224,7 @@ def _write_clip(
 ) -> str | None:
     """Write one clip if it passes the filters; else the name of the filter that removed it."""
     faces = track.faces[start : start + config.clip_frames]
-    embeddings = np.stack([f.embedding for f in faces]).astype(np.float32)  # (T, D)
+    embeddings = np.stack([np.asarray(f.embedding, np.float32) for f in faces])  # (T, D); detected faces: all embedded
     mean = embeddings.mean(axis=0)  # (D,)
     if config.min_face_px and min(natives) < config.min_face_px:
         return "face_size"
@@ -248,7 +249,8 @@ def _write_clip(
 def _clip_starts(track: Track, config: PrepareConfig) -> list[int]:
     """First positions of the clips of ``track``: windows of detected, consecutive frames."""
     stride = config.clip_stride or config.clip_frames
-    starts, position = [], 0
+    starts: list[int] = []
+    position = 0
     while position + config.clip_frames <= len(track) and len(starts) < config.max_clips_per_track:
         window = slice(position, position + config.clip_frames)
         consecutive = track.frames[window.stop - 1] - track.frames[position] == config.clip_frames - 1

@@ -83,7 +83,7 @@ def _padded(size: int) -> int:
     return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
 
 
-def read_index(folder: Path, prefix: str) -> list[SampleRef]:
+def read_index(folder: str | Path, prefix: str) -> list[SampleRef]:
     """Every sample of the ``prefix`` shards in ``folder``, in shard and write order."""
     refs = []
     for index_path in sorted(Path(folder).glob(f"{prefix}-*.idx.json")):

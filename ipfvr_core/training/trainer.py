@@ -100,7 +100,7 @@ class Progress:
         self.step, self.batches = int(state["step"]), int(state["batches"])
 
 
-def _generator(seed: int, *parts: int) -> torch.Generator:
+def _generator(seed: int, *parts: int | str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32("/".join(map(str, (seed, *parts))).encode()))
 
 
@@ -378,6 +378,7 @@ def train(
             ema.store(params)
             ema.copy_to(params)
         if config.stage == "identity":
+            assert config.identity_name is not None  # checked()
             save_identity_lora(accelerator.unwrap_model(model).unet, config.identity_name, weights)
         else:
             save_weights(pipe, config, weights)

@@ -154,7 +154,8 @@ def _first_frame(
     except av.FFmpegError as exc:
         if first is None:
             raise InputError(
-                f"{source.name}: the first frame cannot be decoded ({error_reason(exc)}); the file is truncated or corrupt",
+                f"{source.name}: the first frame cannot be decoded ({error_reason(exc)}); "
+                "the file is truncated or corrupt",
                 field=field,
                 code="invalid_video",
             ) from exc
