@@ -9,9 +9,17 @@ and the service applies the same default). Values are checked by the library's o
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ipfvr_core.options import JobOption, job_options
+
+
+def add_reference_photos(parser: argparse.ArgumentParser, help: str, *, required: bool = False) -> None:
+    """``-r/--reference PHOTO`` (repeatable) into ``args.references``: the reference photos of a command."""
+    parser.add_argument(
+        "-r", "--reference", dest="references", type=Path, action="append", required=required, help=help
+    )
 
 
 def add_option_flags(parser: argparse.ArgumentParser, *, service: bool) -> None:

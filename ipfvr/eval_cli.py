@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ipfvr.arguments import add_reference_photos
 from ipfvr_core.engines import ENGINES
 from ipfvr_core.errors import InputError
 from ipfvr_core.options import job_option
@@ -27,14 +28,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--degraded", type=Path, help="one explicit case: the degraded video")
     p.add_argument("--ground-truth", type=Path, help="one explicit case: its ground-truth video")
-    p.add_argument(
-        "-r",
-        "--reference",
-        dest="references",
-        type=Path,
-        action="append",
-        help="one explicit case: reference photo (repeat for several)",
-    )
+    add_reference_photos(p, "one explicit case: reference photo (repeat for several)")
     faces = job_option("faces")
     p.add_argument(
         "--faces", choices=faces.spec.choices, default=faces.default, help=f"explicit case: {faces.spec.help}"

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ipfvr.arguments import add_option_flags, chosen_options
+from ipfvr.arguments import add_option_flags, add_reference_photos, chosen_options
 from ipfvr_core.engines import DEFAULT_ENGINE, ENGINES
 from ipfvr_core.errors import InputError
 from ipfvr_core.limits import VideoLimits
@@ -66,15 +66,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore a face video, keeping the reference's identity")
     p.add_argument("input", type=Path, help="degraded video (mp4, mov, mkv, webm)")
-    p.add_argument(
-        "-r",
-        "--reference",
-        dest="references",
-        type=Path,
-        action="append",
-        required=True,
-        help="high-quality photo of the person (repeat for several)",
-    )
+    add_reference_photos(p, "high-quality photo of the person (repeat for several)", required=True)
     p.add_argument("-o", "--output", type=Path, required=True, help="output video (.mp4)")
     _add_model_options(p)
     p.add_argument("--report", type=Path, help="write the JSON report here")

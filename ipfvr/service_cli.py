@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ipfvr.arguments import add_option_flags, chosen_options
+from ipfvr.arguments import add_option_flags, add_reference_photos, chosen_options
 from ipfvr.client import DEFAULT_URL, ApiError, Client, Job
 
 DEV_PREFIX = "ipfvr-dev"
@@ -84,15 +84,7 @@ def _add_dev(sub: argparse._SubParsersAction) -> None:
 def _add_submit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="submit a video and reference photos to the job service")
     p.add_argument("video", type=Path, help="video to restore")
-    p.add_argument(
-        "-r",
-        "--reference",
-        dest="references",
-        type=Path,
-        action="append",
-        default=[],
-        help="photo of the person (repeat for several; optional with --identity)",
-    )
+    add_reference_photos(p, "photo of the person (repeat for several; optional with --identity)")
     p.add_argument("--identity", help="a ready identity of POST /v1/identities (idt_...): its photos and module")
     p.add_argument("--engine", help="engine (default: the service's)")
     add_option_flags(p, service=True)
@@ -163,7 +155,7 @@ def run_submit(args: argparse.Namespace) -> int:
         with _client(args) as client:
             job = client.submit(
                 args.video,
-                args.references,
+                args.references or [],
                 idempotency_key=args.idempotency_key,
                 engine=args.engine,
                 webhook=args.webhook,
