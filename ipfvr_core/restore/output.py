@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -70,30 +71,18 @@ class OutputVideos:
         w, h = even(scale * info.width), even(scale * info.height)
         self._scale = scale
         self._engine_name = engine_name
-        self._writer = VideoWriter(
-            output,
-            width=w,
+        # Both videos keep the input's timing and audio and the chosen encoding; the comparison is twice as wide.
+        writer = partial(
+            VideoWriter,
             height=h,
             fps=info.fps,
             time_base=info.time_base,
+            audio_from=audio,
             crf=options.crf,
             preset=options.preset,
-            audio_from=audio,
         )
-        self._compare = (
-            VideoWriter(
-                compare,
-                width=even(2 * scale * info.width),
-                height=h,
-                fps=info.fps,
-                time_base=info.time_base,
-                crf=options.crf,
-                preset=options.preset,
-                audio_from=audio,
-            )
-            if compare is not None
-            else None
-        )
+        self._writer = writer(output, width=w)
+        self._compare = writer(compare, width=even(2 * scale * info.width)) if compare is not None else None
 
     def write(self, frame: VideoFrame, restored: np.ndarray) -> None:
         """Encode ``restored`` (sH, sW, 3) at the input frame's timestamp (and input|restored beside it)."""
