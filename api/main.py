@@ -13,7 +13,7 @@ from starlette.types import Scope
 from api import errors, openapi
 from api.body_limit import BodyLimitMiddleware
 from api.observability import ObservabilityMiddleware, build_registry
-from api.routes import docs, health, identities, uploads, webhooks
+from api.routes import docs, health, identities, reports, uploads, web, webhooks
 from api.routes import jobs as job_routes  # not ``jobs``: that name is the service package
 from api.services import Services
 from jobs.logs import configure_logging
@@ -26,7 +26,7 @@ Authenticate with `Authorization: Bearer <API key>`. Errors are always
 `{"error": {"code", "message", "field"?}}` with stable codes.
 """
 TITLE, VERSION = "IP-FVR job service", "1"
-ROUTERS = (job_routes.router, identities.router, uploads.router, webhooks.router, health.router)
+ROUTERS = (job_routes.router, reports.router, identities.router, uploads.router, webhooks.router, health.router)
 
 
 def api_document() -> dict[str, Any]:
@@ -64,6 +64,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     docs.install(app)
+    web.install(app)
     errors.install(app)
     openapi.install(app)
 

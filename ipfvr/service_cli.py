@@ -305,6 +305,7 @@ def run_dev(args: argparse.Namespace) -> int:
         secret = Settings().effective_secret_key  # the children read the same IPFVR_SECRET_KEY (or none)
         key = Tenants(client, args.key_prefix, secret).create_key(args.tenant)
         print(f"IP-FVR dev stack is up (logs in {data / 'logs'})")
+        print(f"  Page      {stack.api_url}/#key={key}   (the web page, signed in with the key below)")
         print(f"  API       {stack.api_url}   (docs: {stack.api_url}/docs)")
         print(f"  S3        {s3.endpoint_url}")
         print(f"  Redis     {redis_server.url}" + ("" if redis_server.child else " (reused)"))

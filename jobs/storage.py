@@ -12,10 +12,10 @@ output instead of creating a second one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import boto3
 from botocore.client import BaseClient
@@ -294,16 +294,21 @@ class Storage:
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"uploading {key} failed: {exc}") from exc
 
-    def size(self, key: str) -> int | None:
-        """Size of ``key`` in bytes, or None when it does not exist."""
+    def _unless_missing(self, key: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """``call()``'s answer about ``key``, or None when ``key`` does not exist."""
         try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            return call()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
+
+    def size(self, key: str) -> int | None:
+        """Size of ``key`` in bytes, or None when it does not exist."""
+        head = self._unless_missing(key, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        return None if head is None else int(head["ContentLength"])
 
     def read_head(self, key: str, length: int) -> bytes:
         """The first ``length`` bytes of ``key``, for content sniffing."""
@@ -320,6 +325,11 @@ class Storage:
             return bytes(body.read())
         except (BotoCoreError, ClientError) as exc:
             raise StorageUnavailable(f"reading {key} failed: {exc}") from exc
+
+    def stream(self, key: str, chunk_bytes: int = 1024 * 1024) -> Iterator[bytes] | None:
+        """``key``'s bytes as an iterator of chunks (streamed from S3), or None when it does not exist."""
+        got = self._unless_missing(key, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        return None if got is None else got["Body"].iter_chunks(chunk_bytes)
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` (missing ones are fine)."""

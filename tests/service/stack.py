@@ -13,7 +13,7 @@ import httpx
 import redis
 
 from api.main import api_document
-from ipfvr.devstack import Child, Stack, wait_until
+from ipfvr.devstack import Child, S3Server, Stack, wait_until
 from jobs.settings import Settings
 from jobs.store.workers import WorkerRegistry, WorkerState
 from jobs.tenants.accounts import Tenants
@@ -51,6 +51,20 @@ FAST: dict[str, Any] = {
     "max_queued_per_tenant": 20,
     "public_url": None,
 }
+
+
+def on_test_services(s3_server: S3Server, redis_url: str, prefix: str, bucket_tag: str) -> dict[str, Any]:
+    """The fast settings on the test Redis and weed, under key prefix ``prefix`` and a bucket of its own."""
+    return FAST | {
+        "redis_url": redis_url,
+        "key_prefix": prefix,
+        "broker_key_prefix": f"{prefix}:celery:",
+        "s3_endpoint_url": s3_server.endpoint_url,
+        "s3_access_key_id": s3_server.access_key,
+        "s3_secret_access_key": s3_server.secret_key,
+        "s3_bucket": prefix.replace("ipfvrtest-", bucket_tag),
+        "s3_create_bucket": True,
+    }
 
 
 def to_env(values: dict[str, Any]) -> dict[str, str]:

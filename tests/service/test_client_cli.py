@@ -197,6 +197,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(stack: ServiceStack, redis_pr
         key = next(line.split("=", 1)[1].strip() for line in lines if "IPFVR_API_KEY=" in line)
         assert f"http://127.0.0.1:{port}" in output
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        # The web page's URL, with the printed key in its fragment (which never reaches a server).
+        page = next(line.split()[1] for line in lines if line.strip().startswith("Page"))
+        assert page == f"http://127.0.0.1:{port}/#key={key}"
+        html = httpx.get(page.split("#")[0])
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html"), html.text
         listed = httpx.get(f"http://127.0.0.1:{port}/v1/jobs", headers={"authorization": f"Bearer {key}"})
         assert listed.status_code == 200 and listed.json()["data"] == []
         # The printed "more keys" command works as printed, from a shell without the stack's settings.

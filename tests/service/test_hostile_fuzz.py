@@ -32,7 +32,7 @@ from api.main import create_app
 from ipfvr.devstack import S3Server
 from jobs.settings import Settings
 from jobs.tenants.accounts import Tenants
-from tests.service.stack import FAST
+from tests.service.stack import on_test_services
 
 CHECKS = [
     not_a_server_error,
@@ -52,15 +52,7 @@ def resolver_double(host: str, port: int) -> list[str]:
 @pytest.fixture(scope="module")
 def fuzz_settings(s3_server: S3Server, redis_url: str, redis_prefix: Callable[[], str]) -> Settings:
     prefix = redis_prefix()
-    values: dict[str, Any] = FAST | {
-        "redis_url": redis_url,
-        "key_prefix": prefix,
-        "broker_key_prefix": f"{prefix}:celery:",
-        "s3_endpoint_url": s3_server.endpoint_url,
-        "s3_access_key_id": s3_server.access_key,
-        "s3_secret_access_key": s3_server.secret_key,
-        "s3_bucket": prefix.replace("ipfvrtest-", "ipfvr-f-"),
-        "s3_create_bucket": True,
+    values: dict[str, Any] = on_test_services(s3_server, redis_url, prefix, "ipfvr-f-") | {
         "webhook_allow_private": False,
         "rate_limit_per_s": 1000.0,
         "rate_limit_burst": 1000,
@@ -90,6 +82,7 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}"),
     ("DELETE", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("GET", "/v1/jobs/{job_id}/report"),
     ("POST", "/v1/identities"),
     ("GET", "/v1/identities"),
     ("GET", "/v1/identities/{identity_id}"),
