@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from ipfvr_core.faces.insightface_backend import InsightFaceAnalyzer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# As the CLI and the worker do, before any test module loads torch: OpenMP's default busy-wait slows
-# in-process inference many times over while the suite's servers and workers share the cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 

@@ -39,7 +39,7 @@ NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 @pytest.mark.slow
 def test_pipeline_bench_compares_samplings_with_a_stage_table_and_samples_memory() -> None:
     out = run_bench(
-        "pipeline_bench.py", "--seconds", "0.8", "--fps", "5", "--ratio-seconds", "0.4", "--embed-every", "1,2"
+        "pipeline_bench.py", "--seconds", "0.8", "--fps", "5", "--ratio-seconds", "0.2", "--embed-every", "1,2"
     )
     for k in (1, 2):
         assert re.search(rf"pipeline, engine excluded, k={k}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER} -> {NUMBER}", out), out

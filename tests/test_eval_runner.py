@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP crawls on shared cores
+
 import numpy as np
 import pytest
 from PIL import Image
