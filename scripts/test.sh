@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): install, make sure Redis is up, run the whole suite.
-# Extra arguments go to pytest, e.g. scripts/test.sh tests/test_video_io.py -x
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/test_video_reading.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh test
