@@ -43,7 +43,7 @@ class OptionSpec:
     cli: bool = False  # a flag of ``ipfvr restore``
     service: bool = False  # a job option of the service API and of ``ipfvr submit``
     flag: str | None = None  # the CLI flag, when it is not --<name-with-dashes>
-    metavar: str | None = None  # the CLI placeholder, when the choices do not make one
+    metavar: str | None = None  # the name argparse shows for the value in --help, when the choices do not give one
 
 
 def option(default: Any, spec: OptionSpec) -> Any:
